@@ -1,0 +1,3 @@
+from rentahal.cli import main
+
+main()

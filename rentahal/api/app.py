@@ -1,0 +1,44 @@
+"""The ASGI application: FastAPI with the bus, REST, the page, and the broker's lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
+
+from rentahal import __version__
+from rentahal.api import pages, rest
+from rentahal.api.security import SecurityHeadersMiddleware
+from rentahal.api.ws import websocket_endpoint
+from rentahal.broker import Broker
+from rentahal.config import Settings
+
+
+def create_app(settings: Settings) -> FastAPI:
+    broker = Broker(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await broker.start()
+        try:
+            yield
+        finally:
+            await broker.stop()
+
+    # FastAPIOffline serves the /docs assets itself: no CDN, as for every page here.
+    app = FastAPIOffline(
+        title="RENT A HAL",
+        version=__version__,
+        description="Self-hosted multi-user AI orchestration broker.",
+        lifespan=lifespan,
+    )
+    app.state.broker = broker
+    app.add_middleware(SecurityHeadersMiddleware)
+    app.include_router(pages.router)
+    app.include_router(rest.router)
+    app.add_api_websocket_route("/ws", websocket_endpoint)
+    app.mount("/static", StaticFiles(directory=pages.STATIC_DIR), name="static")
+    return app

@@ -1,0 +1,56 @@
+"""FastAPI dependencies: the broker, the caller, and the sysop gate."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, status
+
+from rentahal.api.security import csrf_safe
+from rentahal.auth import Principal
+from rentahal.broker import Broker
+
+
+def get_broker(request: Request) -> Broker:
+    return request.app.state.broker
+
+
+BrokerDep = Annotated[Broker, Depends(get_broker)]
+
+
+async def require_principal(request: Request, broker: BrokerDep) -> Principal:
+    principal = await broker.auth.from_headers(request.headers, request.cookies)
+    if principal is None:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            detail={"code": "unauthorized", "message": "send a session cookie or an API key"},
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    if principal.via == "session" and not csrf_safe(
+        request.method, request.headers, broker.settings
+    ):
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            detail={"code": "forbidden", "message": "cross-site request refused"},
+        )
+    if principal.user.is_banned:
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            detail={"code": "banned", "message": "You are banned from this service."},
+        )
+    return principal
+
+
+PrincipalDep = Annotated[Principal, Depends(require_principal)]
+
+
+async def require_sysop(principal: PrincipalDep) -> Principal:
+    if not principal.is_sysop:
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            detail={"code": "forbidden", "message": "sysop access required"},
+        )
+    return principal
+
+
+SysopDep = Annotated[Principal, Depends(require_sysop)]

@@ -1,0 +1,41 @@
+"""The page at `/` and its static files. Loading the page is what gives a browser its guest
+session: the cookie is HttpOnly, so the page's script never sees it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse, JSONResponse, Response
+
+from rentahal.api.deps import BrokerDep
+from rentahal.api.security import session_cookie_header
+
+STATIC_DIR = Path(__file__).resolve().parent.parent / "web" / "static"
+
+router = APIRouter()
+
+
+@router.get("/", include_in_schema=False)
+async def index(request: Request, broker: BrokerDep) -> Response:
+    response = FileResponse(STATIC_DIR / "index.html", media_type="text/html")
+    response.headers["cache-control"] = "no-store"
+    if await broker.auth.from_headers(request.headers, request.cookies) is None:
+        guest = await broker.auth.new_guest()
+        response.headers.append(
+            "set-cookie", session_cookie_header(guest.cookie, broker.settings, request.url.scheme)
+        )
+    return response
+
+
+@router.get("/healthz", tags=["operations"])
+async def healthz() -> dict[str, str]:
+    """The process is up."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", tags=["operations"])
+async def readyz(broker: BrokerDep) -> Response:
+    """The broker has started: migrations ran and the scheduler is running."""
+    ready = broker.ready
+    return JSONResponse({"ready": ready}, status_code=200 if ready else 503)

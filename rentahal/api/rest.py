@@ -1,0 +1,157 @@
+"""REST under `/api/v1`: queries (submit, await, cancel, history) and sysop worker admin."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query, Request, status
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
+
+from rentahal.api.deps import BrokerDep, PrincipalDep, SysopDep
+from rentahal.api.security import session_cookie_header
+from rentahal.auth.identity import SESSION_COOKIE
+from rentahal.bus import events
+from rentahal.bus.errors import ErrorCode, ProtocolError
+from rentahal.bus.messages import QuerySpec, WorkerSpec
+from rentahal.bus.views import query_view, user_view, worker_view
+
+router = APIRouter(prefix="/api/v1")
+
+HTTP_STATUS = {
+    ErrorCode.INVALID: status.HTTP_422_UNPROCESSABLE_CONTENT,
+    ErrorCode.NOT_FOUND: status.HTTP_404_NOT_FOUND,
+    ErrorCode.CONFLICT: status.HTTP_409_CONFLICT,
+    ErrorCode.FORBIDDEN: status.HTTP_403_FORBIDDEN,
+    ErrorCode.BANNED: status.HTTP_403_FORBIDDEN,
+    ErrorCode.NO_WORKER: status.HTTP_503_SERVICE_UNAVAILABLE,
+    ErrorCode.QUEUE_FULL: status.HTTP_429_TOO_MANY_REQUESTS,
+    ErrorCode.UNSUPPORTED: status.HTTP_422_UNPROCESSABLE_CONTENT,
+}
+
+MAX_WAIT = 300.0
+Wait = Annotated[
+    float, Query(ge=0, le=MAX_WAIT, description="Seconds to wait for the query to finish.")
+]
+
+
+def http_error(exc: ProtocolError) -> HTTPException:
+    return HTTPException(
+        HTTP_STATUS.get(exc.code, status.HTTP_400_BAD_REQUEST),
+        detail={"code": exc.code, "message": exc.message},
+    )
+
+
+class Accepted(BaseModel):
+    query_id: str
+    position: int
+    query: events.QueryView
+
+
+@router.get("/me", tags=["users"])
+async def me(principal: PrincipalDep) -> events.UserView:
+    return user_view(principal.user)
+
+
+@router.post("/queries", status_code=status.HTTP_202_ACCEPTED, tags=["queries"])
+async def submit_query(
+    spec: QuerySpec, principal: PrincipalDep, broker: BrokerDep, wait: Wait = 0
+) -> Accepted:
+    """Queue a query. With `wait`, hold the answer until it finishes (or `wait` runs out)."""
+    try:
+        query, position = await broker.scheduler.submit(principal.user, spec)
+    except ProtocolError as exc:
+        raise http_error(exc) from None
+    if wait:
+        await broker.scheduler.wait_finished(query.id, wait)
+        query = await broker.store.queries.get(query.id) or query
+    return Accepted(query_id=query.id, position=position, query=query_view(query))
+
+
+@router.get("/queries", tags=["queries"])
+async def list_queries(
+    principal: PrincipalDep, broker: BrokerDep, limit: Annotated[int, Query(ge=1, le=100)] = 20
+) -> list[events.QueryView]:
+    return [query_view(q) for q in await broker.store.queries.history(principal.user.id, limit)]
+
+
+@router.get("/queries/{query_id}", tags=["queries"])
+async def get_query(
+    query_id: str, principal: PrincipalDep, broker: BrokerDep, wait: Wait = 0
+) -> events.QueryView:
+    query = await broker.store.queries.get(query_id)
+    if query is None or (query.user_id != principal.user.id and not principal.is_sysop):
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND, {"code": "not_found", "message": "no such query"}
+        )
+    if wait:
+        await broker.scheduler.wait_finished(query.id, wait)
+        query = await broker.store.queries.get(query_id) or query
+    return query_view(query)
+
+
+@router.delete("/queries/{query_id}", status_code=status.HTTP_204_NO_CONTENT, tags=["queries"])
+async def cancel_query(query_id: str, principal: PrincipalDep, broker: BrokerDep) -> None:
+    query = await broker.store.queries.get(query_id)
+    if query is None or (query.user_id != principal.user.id and not principal.is_sysop):
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND, {"code": "not_found", "message": "no such query"}
+        )
+    by_sysop = query.user_id != principal.user.id
+    if not await broker.scheduler.cancel(query.id, reason="cancelled", by_sysop=by_sysop):
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            {"code": "conflict", "message": f"the query is already {query.state}"},
+        )
+
+
+@router.get("/workers", tags=["workers"])
+async def list_workers(_: SysopDep, broker: BrokerDep) -> list[events.WorkerView]:
+    return [worker_view(w) for w in broker.registry]
+
+
+@router.post("/workers", status_code=status.HTTP_201_CREATED, tags=["workers"])
+async def add_worker(spec: WorkerSpec, principal: SysopDep, broker: BrokerDep) -> events.WorkerView:
+    try:
+        worker = await broker.sysop.add_worker(spec, owner_id=principal.user.id)
+    except ProtocolError as exc:
+        raise http_error(exc) from None
+    return worker_view(worker)
+
+
+@router.delete("/workers/{name}", status_code=status.HTTP_204_NO_CONTENT, tags=["workers"])
+async def remove_worker(name: str, _: SysopDep, broker: BrokerDep) -> None:
+    try:
+        await broker.sysop.remove_worker(name)
+    except ProtocolError as exc:
+        raise http_error(exc) from None
+
+
+@router.get("/stats", tags=["stats"])
+async def system_stats(_: SysopDep, broker: BrokerDep) -> events.StatsView:
+    return (await broker.sysop.system_stats()).data
+
+
+@router.post("/session", tags=["users"])
+async def open_session(principal: PrincipalDep, broker: BrokerDep, request: Request) -> Response:
+    """Trade an API key (`Authorization: Bearer …`) for a browser session cookie."""
+    if principal.via != "api_key":
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST,
+            {"code": "invalid", "message": "send the API key as Authorization: Bearer"},
+        )
+    cookie = await broker.auth.new_session(principal.user)
+    response = JSONResponse(user_view(principal.user).model_dump(mode="json"))
+    response.headers.append(
+        "set-cookie", session_cookie_header(cookie, broker.settings, request.url.scheme)
+    )
+    return response
+
+
+@router.delete("/session", status_code=status.HTTP_204_NO_CONTENT, tags=["users"])
+async def close_session(request: Request, broker: BrokerDep, _: PrincipalDep) -> Response:
+    """Log out: the session is deleted on the server, the cookie cleared in the browser."""
+    await broker.auth.end_session(request.cookies)
+    response = Response(status_code=status.HTTP_204_NO_CONTENT)
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    return response

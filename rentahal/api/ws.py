@@ -1,0 +1,315 @@
+"""The bus endpoint `/ws`: authenticates, greets, then reads messages and answers them.
+
+A malformed, unknown, invalid or oversized message gets an `error` reply and the connection
+stays usable. Sysop message types are refused centrally for everyone else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+from starlette.websockets import WebSocket
+
+from rentahal.api.security import origin_allowed, session_cookie_header
+from rentahal.auth import Principal
+from rentahal.broker import Broker
+from rentahal.bus import events
+from rentahal.bus import messages as m
+from rentahal.bus.errors import ErrorCode, ProtocolError
+from rentahal.bus.hub import Connection
+from rentahal.bus.views import final_event, query_view, user_view
+from rentahal.store import NicknameTaken
+from rentahal.sysop import BANNED_CLOSE_CODE
+
+log = structlog.get_logger(__name__)
+
+UNAUTHORIZED_CLOSE_CODE = 4401
+NICKNAME = re.compile(r"^[\w.-]+$")
+RESERVED_NICKNAMES = frozenset({"sysop", "admin", "system", "root", "broker", "rentahal"})
+
+Reply = events.Outbound | None
+
+
+async def websocket_endpoint(websocket: WebSocket) -> None:
+    broker: Broker = websocket.app.state.broker
+    if not origin_allowed(websocket.headers, broker.settings):
+        await websocket.close(code=1008, reason="origin not allowed")
+        return
+    principal = await broker.auth.from_headers(websocket.headers, websocket.cookies)
+    accept_headers: list[tuple[bytes, bytes]] = []
+    if principal is None:
+        if "authorization" in websocket.headers:
+            await websocket.close(code=UNAUTHORIZED_CLOSE_CODE, reason="invalid API key")
+            return
+        guest = await broker.auth.new_guest()
+        principal = guest.principal
+        cookie = session_cookie_header(guest.cookie, broker.settings, websocket.url.scheme)
+        accept_headers.append((b"set-cookie", cookie.encode("latin-1")))
+    await websocket.accept(headers=accept_headers)
+    if principal.user.is_banned:
+        await websocket.send_json(
+            events.Error(code=ErrorCode.BANNED, message="You are banned from this service.").wire()
+        )
+        await websocket.close(BANNED_CLOSE_CODE, "banned")
+        return
+    await BusSession(broker, websocket, principal).run()
+
+
+class BusSession:
+    """One client connection's conversation with the broker."""
+
+    def __init__(self, broker: Broker, websocket: WebSocket, principal: Principal) -> None:
+        self.broker = broker
+        self.websocket = websocket
+        self.user = principal.user
+        self.connection = Connection(websocket, self.user.id, is_sysop=principal.is_sysop)
+        self.last_heard = time.monotonic()
+        self._handlers: dict[type[m.Inbound], Callable[[Any], Awaitable[Reply]]] = {
+            m.SetNickname: self.on_set_nickname,
+            m.SubmitQuery: self.on_submit_query,
+            m.Chat: self.on_shorthand_query,
+            m.Vision: self.on_shorthand_query,
+            m.SpeechToText: self.on_not_yet,
+            m.TextToSpeech: self.on_not_yet,
+            m.VisionChunk: self.on_not_yet,
+            m.Subscribe: self.on_not_yet,
+            m.GetPreviousQueries: self.on_get_previous_queries,
+            m.CancelQuery: self.on_cancel_query,
+            m.Pong: self.on_pong,
+            m.Ping: self.on_ping,
+            m.GetStats: self.on_get_stats,
+            m.AddWorker: self.on_add_worker,
+            m.RemoveWorker: self.on_remove_worker,
+            m.AddHuggingfaceModel: self.on_add_huggingface_model,
+            m.RemoveHuggingfaceModel: self.on_remove_huggingface_model,
+            m.BanUser: self.on_ban_user,
+            m.UnbanUser: self.on_unban_user,
+            m.TerminateQuery: self.on_terminate_query,
+            m.SysopMessage: self.on_sysop_message,
+        }
+
+    @property
+    def is_sysop(self) -> bool:
+        return self.connection.is_sysop
+
+    def send(self, event: events.Outbound) -> None:
+        self.connection.send(event)
+
+    async def run(self) -> None:
+        hub = self.broker.hub
+        self.connection.start()
+        hub.add(self.connection)
+        heartbeat = asyncio.create_task(self._heartbeat(), name=f"ws-heartbeat-{self.user.id}")
+        try:
+            await self._connected()
+            await self._read_loop()
+        finally:
+            heartbeat.cancel()
+            hub.remove(self.connection)
+            self.connection.close(self.connection.close_code, self.connection.close_reason)
+            await self.connection.wait_written()
+            hub.broadcast(self.broker.sysop.active_users(), sysops_only=True)
+
+    async def _connected(self) -> None:
+        broker = self.broker
+        await broker.store.users.touch(self.user.id)
+        await broker.store.stats.record_connected_users(len(broker.hub.connected_users))
+        self.send(events.UserInfo(data=user_view(self.user)))
+        self.send(await self._previous_queries(10))
+        self.send(events.QueueUpdate(depth=broker.scheduler.depth, total=len(broker.registry)))
+        self.send(broker.workers_event(for_sysop=self.is_sysop))
+        self.send(await broker.sysop.huggingface_update())
+        if self.is_sysop:
+            self.send(await broker.sysop.system_stats())
+            self.send(await broker.sysop.user_stats())
+            self.send(broker.sysop.worker_health())
+        broker.hub.broadcast(broker.sysop.active_users(), sysops_only=True)
+        await self._deliver_missed_results()
+
+    async def _deliver_missed_results(self) -> None:
+        """Results that finished while the user was away (SPEC §3: nothing is lost)."""
+        missed = await self.broker.store.queries.undelivered(self.user.id)
+        for query in missed:
+            self.send(final_event(query))
+        await self.broker.store.queries.mark_delivered([q.id for q in missed])
+
+    async def _read_loop(self) -> None:
+        limit = self.broker.settings.max_message_size
+        while not self.connection.closed.is_set():
+            receive = asyncio.create_task(self.websocket.receive())
+            closed = asyncio.create_task(self.connection.closed.wait())
+            done, _ = await asyncio.wait({receive, closed}, return_when=asyncio.FIRST_COMPLETED)
+            if receive not in done:
+                receive.cancel()
+                return
+            closed.cancel()
+            frame = receive.result()
+            if frame["type"] == "websocket.disconnect":
+                return
+            self.last_heard = time.monotonic()
+            raw = frame.get("text") if frame.get("text") is not None else frame.get("bytes")
+            if raw is None:
+                continue
+            if len(raw) > limit:
+                self.send(
+                    events.Error(
+                        code=ErrorCode.TOO_LARGE,
+                        message=f"message of {len(raw)} bytes is over the {limit}-byte limit; "
+                        "send large images and audio in chunks or by HTTP upload",
+                    )
+                )
+                continue
+            await self._handle(raw)
+
+    async def _handle(self, raw: str | bytes) -> None:
+        message_id: str | int | None = None
+        try:
+            message = m.parse_message(raw)
+            message_id = message.id
+            if m.is_sysop_only(message) and not self.is_sysop:
+                raise ProtocolError(
+                    ErrorCode.FORBIDDEN, "Unauthorized: sysop access required", message_id
+                )
+            reply = await self._handlers[type(message)](message)
+            if reply is not None:
+                self.send(reply.model_copy(update={"response_to": message_id}))
+        except ProtocolError as exc:
+            self.send(
+                events.Error(
+                    code=exc.code,
+                    message=exc.message,
+                    response_to=exc.response_to if exc.response_to is not None else message_id,
+                )
+            )
+        except Exception:
+            log.exception("ws.handler_failed", user_id=self.user.id)
+            self.send(
+                events.Error(
+                    code=ErrorCode.INTERNAL, message="internal error", response_to=message_id
+                )
+            )
+
+    async def _heartbeat(self) -> None:
+        """Ping every `ping_interval`; a client silent for two intervals is dropped."""
+        interval = self.broker.settings.ping_interval
+        while True:
+            await asyncio.sleep(interval)
+            if time.monotonic() - self.last_heard > 2 * interval:
+                log.info("ws.heartbeat_lost", user_id=self.user.id)
+                self.connection.close(1001, "missed heartbeats")
+                return
+            self.send(events.Ping())
+
+    # --- user messages ---------------------------------------------------------------------
+
+    async def on_set_nickname(self, message: m.SetNickname) -> Reply:
+        nickname = message.nickname
+        limit = self.broker.settings.max_nickname_chars
+        if not 3 <= len(nickname) <= limit or not NICKNAME.match(nickname):
+            raise ProtocolError(
+                ErrorCode.INVALID,
+                f"a nickname is 3 to {limit} letters, digits, '_', '.' or '-'",
+            )
+        if nickname.lower() in RESERVED_NICKNAMES:
+            raise ProtocolError(ErrorCode.CONFLICT, "Nickname already taken")
+        existing = await self.broker.store.users.get_by_nickname(nickname)
+        if existing is not None and existing.id != self.user.id:
+            raise ProtocolError(ErrorCode.CONFLICT, "Nickname already taken")
+        try:
+            await self.broker.store.users.set_nickname(self.user.id, nickname)
+        except NicknameTaken:
+            raise ProtocolError(ErrorCode.CONFLICT, "Nickname already taken") from None
+        self.user = await self.broker.store.users.get(self.user.id) or self.user
+        return events.UserInfo(data=user_view(self.user))
+
+    async def on_submit_query(self, message: m.SubmitQuery) -> Reply:
+        return await self._submit(message.query)
+
+    async def on_shorthand_query(self, message: m.Chat | m.Vision) -> Reply:
+        return await self._submit(message.to_query())
+
+    async def _submit(self, spec: m.QuerySpec) -> Reply:
+        # Re-read the user: a ban or a role change must count from this very message.
+        user = await self.broker.store.users.get(self.user.id)
+        if user is None:
+            raise ProtocolError(ErrorCode.UNAUTHORIZED, "your account no longer exists")
+        self.user = user
+        query, position = await self.broker.scheduler.submit(user, spec)
+        return events.QueryAccepted(query_id=query.id, position=position)
+
+    async def on_not_yet(self, message: m.Inbound) -> Reply:
+        kind = getattr(message, "type", "this message")
+        raise ProtocolError(
+            ErrorCode.UNSUPPORTED, f"{kind} is not available on this broker yet", message.id
+        )
+
+    async def on_get_previous_queries(self, message: m.GetPreviousQueries) -> Reply:
+        return await self._previous_queries(message.limit)
+
+    async def _previous_queries(self, limit: int) -> events.PreviousQueries:
+        history = await self.broker.store.queries.history(self.user.id, limit)
+        return events.PreviousQueries(data=[query_view(q) for q in history])
+
+    async def on_cancel_query(self, message: m.CancelQuery) -> Reply:
+        query = await self.broker.store.queries.get(message.query_id)
+        if query is None or query.user_id != self.user.id:
+            raise ProtocolError(ErrorCode.NOT_FOUND, "no such query of yours")
+        if not await self.broker.scheduler.cancel(query.id, reason="cancelled by its owner"):
+            raise ProtocolError(ErrorCode.CONFLICT, f"the query is already {query.state}")
+        return None  # the cancellation itself is reported as query_status + error(cancelled)
+
+    async def on_pong(self, message: m.Pong) -> Reply:
+        return None
+
+    async def on_ping(self, message: m.Ping) -> Reply:
+        return events.Pong()
+
+    # --- sysop messages (gated in _handle) --------------------------------------------------
+
+    async def on_get_stats(self, message: m.GetStats) -> Reply:
+        sysop = self.broker.sysop
+        self.send(await sysop.user_stats())
+        self.send(sysop.worker_health())
+        self.send(sysop.active_users())
+        return await sysop.system_stats()
+
+    async def on_add_worker(self, message: m.AddWorker) -> Reply:
+        await self.broker.sysop.add_worker(message.worker, owner_id=self.user.id)
+        return events.Ack(message=f"Added worker: {message.worker.name}")
+
+    async def on_remove_worker(self, message: m.RemoveWorker) -> Reply:
+        await self.broker.sysop.remove_worker(message.worker_name)
+        return events.Ack(message=f"Removed worker: {message.worker_name}")
+
+    async def on_add_huggingface_model(self, message: m.AddHuggingfaceModel) -> Reply:
+        await self.broker.sysop.add_huggingface_model(message.model)
+        return events.Ack(message=f"Added Hugging Face model: {message.model.name}")
+
+    async def on_remove_huggingface_model(self, message: m.RemoveHuggingfaceModel) -> Reply:
+        await self.broker.sysop.remove_huggingface_model(message.model_name)
+        return events.Ack(message=f"Removed Hugging Face model: {message.model_name}")
+
+    async def on_ban_user(self, message: m.BanUser) -> Reply:
+        if message.user_guid == self.user.id:
+            raise ProtocolError(ErrorCode.INVALID, "a sysop cannot ban themself")
+        await self.broker.sysop.ban(message.user_guid)
+        return events.Ack(message="User banned")
+
+    async def on_unban_user(self, message: m.UnbanUser) -> Reply:
+        await self.broker.sysop.unban(message.user_guid)
+        return events.Ack(message="User unbanned")
+
+    async def on_terminate_query(self, message: m.TerminateQuery) -> Reply:
+        count = await self.broker.sysop.terminate(
+            user_id=message.user_guid, query_id=message.query_id
+        )
+        return events.Ack(message=f"Terminated {count} quer{'y' if count == 1 else 'ies'}")
+
+    async def on_sysop_message(self, message: m.SysopMessage) -> Reply:
+        self.broker.sysop.broadcast(message.message)
+        return None

@@ -1,0 +1,93 @@
+"""What every backend adapter offers the scheduler: a health probe and a generation stream."""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import httpx
+
+from rentahal.routing.registry import WorkerState
+
+# Generation options a user may set, and their bounds; anything else is dropped.
+OPTION_BOUNDS: dict[str, tuple[float, float]] = {
+    "temperature": (0.0, 2.0),
+    "top_p": (0.0, 1.0),
+    "max_tokens": (1, 32_768),
+    "seed": (0, 2**31 - 1),
+}
+
+
+def generation_options(options: dict[str, Any]) -> dict[str, Any]:
+    """The bounded subset of `options` that backends pass on."""
+    picked: dict[str, Any] = {}
+    for name, (low, high) in OPTION_BOUNDS.items():
+        value = options.get(name)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            value = min(max(value, low), high)
+            picked[name] = int(value) if isinstance(low, int) else float(value)
+    return picked
+
+
+@dataclass(frozen=True, slots=True)
+class BackendRequest:
+    prompt: str
+    query_type: str
+    model: str  # the model the backend is asked for (resolved from the user's model_name)
+    model_type: str = "worker_node"
+    model_name: str = ""  # what the user asked for
+    stream: bool = True
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class HealthReport:
+    status: int
+    models: tuple[str, ...] | None = None  # None when the protocol does not list models
+
+
+class BackendError(Exception):
+    """The worker failed the request (bad status, malformed answer, connection lost)."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Backend(ABC):
+    """One worker protocol. Adapters hold no per-request state; one instance serves all."""
+
+    kind: ClassVar[str]
+    query_types: ClassVar[frozenset[str]]
+
+    @abstractmethod
+    async def probe(
+        self, client: httpx.AsyncClient, worker: WorkerState, seconds: float
+    ) -> HealthReport:
+        """One health check; raises `httpx.HTTPError` when the worker cannot be reached."""
+
+    @abstractmethod
+    def generate(
+        self, client: httpx.AsyncClient, worker: WorkerState, request: BackendRequest
+    ) -> AsyncIterator[str]:
+        """Yield the answer as text deltas (one delta when the backend does not stream)."""
+
+    @staticmethod
+    def auth_headers(worker: WorkerState) -> dict[str, str]:
+        """`Authorization` from the environment variable the worker names, if any."""
+        if worker.api_key_env and (key := os.environ.get(worker.api_key_env)):
+            return {"Authorization": f"Bearer {key}"}
+        return {}
+
+    @staticmethod
+    def raise_for_status(response: httpx.Response, body: bytes | None = None) -> None:
+        if response.status_code == 200:
+            return
+        detail = (body or b"")[:300].decode("utf-8", "replace").strip()
+        raise BackendError(
+            f"worker answered HTTP {response.status_code}" + (f": {detail}" if detail else ""),
+            status=response.status_code,
+        )

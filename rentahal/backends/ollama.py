@@ -1,0 +1,80 @@
+"""Ollama: `POST /api/chat` (NDJSON stream), `GET /api/tags` for models and health."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+
+from rentahal.backends.base import (
+    Backend,
+    BackendError,
+    BackendRequest,
+    HealthReport,
+    generation_options,
+)
+from rentahal.routing.registry import WorkerState
+
+
+def _ollama_options(options: dict[str, Any]) -> dict[str, Any]:
+    picked = generation_options(options)
+    if "max_tokens" in picked:  # Ollama calls it num_predict
+        picked["num_predict"] = picked.pop("max_tokens")
+    return picked
+
+
+class OllamaBackend(Backend):
+    kind = "ollama"
+    query_types = frozenset({"chat"})
+
+    async def probe(
+        self, client: httpx.AsyncClient, worker: WorkerState, seconds: float
+    ) -> HealthReport:
+        response = await client.get(
+            f"{worker.url}/api/tags", headers=self.auth_headers(worker), timeout=seconds
+        )
+        models: tuple[str, ...] | None = None
+        if response.status_code == 200:
+            try:
+                models = tuple(m["name"] for m in response.json()["models"])
+            except (ValueError, KeyError, TypeError):
+                return HealthReport(status=502)  # 200 but not Ollama's answer
+        return HealthReport(status=response.status_code, models=models)
+
+    async def generate(
+        self, client: httpx.AsyncClient, worker: WorkerState, request: BackendRequest
+    ) -> AsyncIterator[str]:
+        if not request.model:
+            raise BackendError("no model named and the worker lists none")
+        payload: dict[str, Any] = {
+            "model": request.model,
+            "messages": [{"role": "user", "content": request.prompt}],
+            "stream": request.stream,
+        }
+        if options := _ollama_options(request.options):
+            payload["options"] = options
+        async with client.stream(
+            "POST", f"{worker.url}/api/chat", json=payload, headers=self.auth_headers(worker)
+        ) as response:
+            if response.status_code != 200:
+                self.raise_for_status(response, await response.aread())
+            done = False
+            async for line in response.aiter_lines():
+                if not line.strip():
+                    continue
+                try:
+                    part = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise BackendError("worker sent a line that is not JSON") from exc
+                if "error" in part:
+                    raise BackendError(f"worker error: {str(part['error'])[:300]}")
+                content = (part.get("message") or {}).get("content") or ""
+                if content:
+                    yield content
+                if part.get("done"):
+                    done = True
+                    break
+            if not done:
+                raise BackendError("worker closed the stream before it was done")

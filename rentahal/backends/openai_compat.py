@@ -1,0 +1,91 @@
+"""Any OpenAI-compatible server (vLLM, llama.cpp server, LM Studio, LocalAI, OpenAI itself):
+`POST /v1/chat/completions` (SSE when streaming), `GET /v1/models`. Talks through the official
+`openai` SDK, on the broker's shared HTTP client, with the SDK's own retries off (the
+scheduler decides about retries)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import openai
+
+from rentahal.backends.base import (
+    Backend,
+    BackendError,
+    BackendRequest,
+    HealthReport,
+    generation_options,
+)
+from rentahal.routing.registry import WorkerState
+
+
+def _api_root(worker: WorkerState) -> str:
+    url = worker.url
+    return url if url.endswith("/v1") else f"{url}/v1"
+
+
+class OpenAIBackend(Backend):
+    kind = "openai"
+    query_types = frozenset({"chat"})
+
+    def __init__(self) -> None:
+        # SDK clients are cheap to keep and not free to build: one per (API root, key).
+        self._clients: dict[tuple[str, str], openai.AsyncOpenAI] = {}
+
+    async def probe(
+        self, client: httpx.AsyncClient, worker: WorkerState, seconds: float
+    ) -> HealthReport:
+        response = await client.get(
+            f"{_api_root(worker)}/models", headers=self.auth_headers(worker), timeout=seconds
+        )
+        models: tuple[str, ...] | None = None
+        if response.status_code == 200:
+            try:
+                models = tuple(m["id"] for m in response.json()["data"])
+            except (ValueError, KeyError, TypeError):
+                return HealthReport(status=502)
+        return HealthReport(status=response.status_code, models=models)
+
+    def _sdk(self, client: httpx.AsyncClient, worker: WorkerState) -> openai.AsyncOpenAI:
+        key = self.auth_headers(worker).get("Authorization", "Bearer none").removeprefix("Bearer ")
+        root = _api_root(worker)
+        sdk = self._clients.get((root, key))
+        if sdk is None:
+            sdk = openai.AsyncOpenAI(api_key=key, base_url=root, http_client=client, max_retries=0)
+            self._clients[(root, key)] = sdk
+        return sdk
+
+    async def generate(
+        self, client: httpx.AsyncClient, worker: WorkerState, request: BackendRequest
+    ) -> AsyncIterator[str]:
+        if not request.model:
+            raise BackendError("no model named and the worker lists none")
+        sdk = self._sdk(client, worker)
+        messages = [{"role": "user", "content": request.prompt}]
+        options = generation_options(request.options)
+        try:
+            if not request.stream:
+                completion = await sdk.chat.completions.create(
+                    model=request.model, messages=messages, stream=False, **options
+                )
+                if not completion.choices:
+                    raise BackendError("worker answered with no choices")
+                yield completion.choices[0].message.content or ""
+                return
+            stream = await sdk.chat.completions.create(
+                model=request.model, messages=messages, stream=True, **options
+            )
+            async with stream:
+                async for chunk in stream:
+                    if chunk.choices and (delta := chunk.choices[0].delta.content):
+                        yield delta
+        except openai.APIStatusError as exc:
+            raise BackendError(
+                f"worker answered HTTP {exc.status_code}: {str(exc.message)[:300]}",
+                status=exc.status_code,
+            ) from exc
+        except openai.APIConnectionError as exc:
+            raise BackendError(f"worker unreachable: {exc.__cause__ or exc}") from exc
+        except openai.OpenAIError as exc:
+            raise BackendError(f"worker error: {exc}") from exc

@@ -1,0 +1,35 @@
+"""Error codes the broker puts in `error {code, message}` replies."""
+
+from __future__ import annotations
+
+import enum
+
+
+class ErrorCode(enum.StrEnum):
+    MALFORMED = "malformed"  # not JSON, or not a JSON object
+    UNKNOWN_TYPE = "unknown_type"
+    INVALID = "invalid"  # a field is missing or out of bounds
+    TOO_LARGE = "too_large"  # frame over max_message_size
+    FORBIDDEN = "forbidden"  # needs a role the sender does not have
+    UNAUTHORIZED = "unauthorized"
+    BANNED = "banned"
+    NOT_FOUND = "not_found"
+    CONFLICT = "conflict"  # e.g. nickname taken, worker name taken
+    NO_WORKER = "no_worker"  # no live worker could ever serve this query
+    QUEUE_FULL = "queue_full"
+    UNSUPPORTED = "unsupported"  # a feature this broker does not offer (yet)
+    WORKER_ERROR = "worker_error"
+    TIMEOUT = "timeout"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"  # waited in the queue longer than queue_timeout
+    INTERNAL = "internal"
+
+
+class ProtocolError(Exception):
+    """A message the broker refuses; becomes an `error` reply on the same connection."""
+
+    def __init__(self, code: ErrorCode, message: str, response_to: str | int | None = None):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.response_to = response_to

@@ -1,0 +1,190 @@
+"""Broker → client messages on the bus: one pydantic schema per message type (SPEC §3)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+
+class Outbound(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    response_to: str | int | None = None
+
+    def wire(self) -> dict[str, Any]:
+        """The JSON-ready dict, without an unset `response_to`."""
+        return self.model_dump(mode="json", exclude_none=False, exclude={"response_to"}) | (
+            {} if self.response_to is None else {"response_to": self.response_to}
+        )
+
+
+class UserView(BaseModel):
+    """What a user may see of an account (their own, or any, for a sysop)."""
+
+    guid: str
+    nickname: str
+    role: str
+    is_sysop: bool
+    is_banned: bool
+    query_count: int
+    total_query_time: float
+    total_cost: float
+
+
+class QueryView(BaseModel):
+    query_id: str
+    prompt: str
+    query_type: str
+    model_type: str
+    model_name: str
+    state: str
+    worker: str | None
+    result: str | None
+    result_type: str | None
+    error: str | None
+    processing_time: float | None
+    cost: float | None
+    timestamp: datetime
+
+
+class WorkerView(BaseModel):
+    name: str
+    address: str
+    kind: str
+    type: str
+    capabilities: list[str]
+    models: list[str]
+    max_concurrency: int
+    in_flight: int
+    health_score: float
+    is_blacklisted: bool
+    last_active: datetime | None
+
+
+class StatsView(BaseModel):
+    total_queries: int
+    total_processing_time: float
+    total_cost: float
+    last_updated: datetime | None
+    max_connected_users: int
+    connected_users: int
+    average_times: dict[str, float]
+
+
+class UserInfo(Outbound):
+    type: Literal["user_info"] = "user_info"
+    data: UserView
+
+
+class SysopBroadcast(Outbound):
+    type: Literal["sysop_message"] = "sysop_message"
+    message: str
+
+
+class PreviousQueries(Outbound):
+    type: Literal["previous_queries"] = "previous_queries"
+    data: list[QueryView]
+
+
+class WorkerUpdate(Outbound):
+    type: Literal["worker_update"] = "worker_update"
+    workers: list[WorkerView]
+
+
+class HuggingfaceUpdate(Outbound):
+    type: Literal["huggingface_update"] = "huggingface_update"
+    models: list[dict[str, str]]
+
+
+class ActiveUsers(Outbound):
+    type: Literal["active_users"] = "active_users"
+    users: list[str]
+
+
+class QueryAccepted(Outbound):
+    type: Literal["query_accepted"] = "query_accepted"
+    query_id: str
+    position: int
+
+
+class QueryStatus(Outbound):
+    type: Literal["query_status"] = "query_status"
+    query_id: str
+    state: str
+    worker: str | None = None
+
+
+class QueryChunk(Outbound):
+    type: Literal["query_chunk"] = "query_chunk"
+    query_id: str
+    delta: str
+
+
+class QueryResult(Outbound):
+    type: Literal["query_result"] = "query_result"
+    query_id: str
+    result: str
+    result_type: str
+    processing_time: float
+    cost: float
+
+
+class QueueUpdate(Outbound):
+    type: Literal["queue_update"] = "queue_update"
+    depth: int
+    total: int
+
+
+class SystemStatsEvent(Outbound):
+    type: Literal["system_stats"] = "system_stats"
+    data: StatsView
+
+
+class UserStats(Outbound):
+    type: Literal["user_stats"] = "user_stats"
+    data: list[UserView]
+
+
+class WorkerHealth(Outbound):
+    type: Literal["worker_health"] = "worker_health"
+    data: list[WorkerView]
+
+
+class UserBanned(Outbound):
+    type: Literal["user_banned"] = "user_banned"
+    guid: str
+
+
+class UserUnbanned(Outbound):
+    type: Literal["user_unbanned"] = "user_unbanned"
+    guid: str
+
+
+class QueryTerminated(Outbound):
+    type: Literal["query_terminated"] = "query_terminated"
+    guid: str
+    query_id: str
+
+
+class Error(Outbound):
+    type: Literal["error"] = "error"
+    code: str
+    message: str
+    query_id: str | None = None
+
+
+class Ping(Outbound):
+    type: Literal["ping"] = "ping"
+
+
+class Pong(Outbound):
+    type: Literal["pong"] = "pong"
+
+
+class Ack(Outbound):
+    """A plain success reply to a command that has nothing else to say."""
+
+    type: Literal["ok"] = "ok"
+    message: str

@@ -1,0 +1,297 @@
+"""Client → broker messages on the bus (`/ws`): one pydantic schema per message type.
+
+Wire names and shapes are the seed's (SPEC §3); fields the seed spelled two ways are
+accepted both ways (`remove_worker {worker_name | name}`). Every message may carry `id`,
+which the broker echoes as `response_to` on its direct replies.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
+
+from rentahal.bus.errors import ErrorCode, ProtocolError
+
+QueryType = Literal["chat", "vision", "imagine", "speech", "tts", "stt"]
+WorkerKind = Literal["rentahal", "ollama", "openai"]
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+Guid = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
+MessageId = Annotated[str, StringConstraints(max_length=128)] | int
+ModelName = Annotated[str, StringConstraints(strip_whitespace=True, max_length=128)]
+Prompt = Annotated[str, StringConstraints(max_length=200_000)]
+Base64 = Annotated[str, StringConstraints(max_length=16 * 1024 * 1024)]
+
+
+class Inbound(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: MessageId | None = None
+
+
+class SysopInbound(Inbound):
+    """Marker base: only a sysop may send these."""
+
+
+class QuerySpec(BaseModel):
+    """The seed's `Query`: what to run and where."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    prompt: Prompt = ""
+    query_type: QueryType = "chat"
+    model_type: Annotated[str, StringConstraints(max_length=32)] = "worker_node"
+    model_name: ModelName = ""
+    image: Base64 | None = None
+    audio: Base64 | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _bounded_options(self) -> QuerySpec:
+        if len(json.dumps(self.options)) > 4096:
+            raise ValueError("options are limited to 4 KiB of JSON")
+        return self
+
+
+class SetNickname(Inbound):
+    type: Literal["set_nickname"]
+    nickname: Annotated[str, StringConstraints(strip_whitespace=True, max_length=256)]
+
+
+class SubmitQuery(Inbound):
+    type: Literal["submit_query"]
+    query: QuerySpec
+
+
+class Chat(Inbound):
+    """The developer guide's shorthand for a chat `submit_query`."""
+
+    type: Literal["chat"]
+    prompt: Prompt
+    model_name: ModelName = ""
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    def to_query(self) -> QuerySpec:
+        return QuerySpec(
+            prompt=self.prompt, query_type="chat", model_name=self.model_name, options=self.options
+        )
+
+
+class Vision(Inbound):
+    """The developer guide's shorthand for a vision `submit_query`."""
+
+    type: Literal["vision"]
+    prompt: Prompt = "Describe this image in detail"
+    image: Base64
+    model_name: ModelName = ""
+
+    def to_query(self) -> QuerySpec:
+        return QuerySpec(
+            prompt=self.prompt, query_type="vision", model_name=self.model_name, image=self.image
+        )
+
+
+class SpeechToText(Inbound):
+    type: Literal["speech_to_text"]
+    audio: Base64
+
+
+class TextToSpeech(Inbound):
+    type: Literal["text_to_speech"]
+    text: Prompt
+    speaker: Annotated[str, StringConstraints(max_length=64)] | None = None
+
+
+class VisionChunk(Inbound):
+    type: Literal["vision_chunk"]
+    chunk_id: int = Field(ge=0)
+    total_chunks: int = Field(ge=1, le=64)
+    chunk_data: Base64
+    image_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    prompt: Prompt = ""
+    query_type: QueryType = "vision"
+    model_type: Annotated[str, StringConstraints(max_length=32)] = "worker_node"
+    model_name: ModelName = ""
+
+
+class GetPreviousQueries(Inbound):
+    type: Literal["get_previous_queries"]
+    limit: int = Field(default=10, ge=1, le=100)
+
+
+class Pong(Inbound):
+    type: Literal["pong"]
+
+
+class Ping(Inbound):
+    type: Literal["ping"]
+
+
+class CancelQuery(Inbound):
+    type: Literal["cancel_query"]
+    query_id: Guid
+
+
+class Subscribe(Inbound):
+    type: Literal["subscribe"]
+    topics: list[Annotated[str, StringConstraints(max_length=64)]] = Field(max_length=32)
+
+
+# --- sysop -------------------------------------------------------------------------------
+
+
+class GetStats(SysopInbound):
+    type: Literal["get_stats"]
+
+
+class WorkerSpec(BaseModel):
+    """A worker as the sysop describes it (`add_worker {worker: {...}}`)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)  # the seed also sends health fields
+
+    name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+    address: Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=512)]
+    type: QueryType = "chat"
+    kind: WorkerKind = "rentahal"
+    models: list[ModelName] = Field(default_factory=list, max_length=256)
+    max_concurrency: int = Field(default=4, ge=1, le=1024)
+    api_key_env: Annotated[str, StringConstraints(pattern=r"^[A-Z_][A-Z0-9_]{0,127}$")] | None = (
+        None
+    )
+
+
+class AddWorker(SysopInbound):
+    type: Literal["add_worker"]
+    worker: WorkerSpec
+
+
+class RemoveWorker(SysopInbound):
+    type: Literal["remove_worker"]
+    worker_name: Name = Field(validation_alias=AliasChoices("worker_name", "name"))
+
+
+class ModelSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=256)]
+    type: QueryType = "chat"
+
+
+class AddHuggingfaceModel(SysopInbound):
+    type: Literal["add_huggingface_model"]
+    model: ModelSpec
+
+
+class RemoveHuggingfaceModel(SysopInbound):
+    type: Literal["remove_huggingface_model"]
+    model_name: Annotated[str, StringConstraints(min_length=1, max_length=256)] = Field(
+        validation_alias=AliasChoices("model_name", "name")
+    )
+
+
+class BanUser(SysopInbound):
+    type: Literal["ban_user"]
+    user_guid: Guid = Field(validation_alias=AliasChoices("user_guid", "guid"))
+
+
+class UnbanUser(SysopInbound):
+    type: Literal["unban_user"]
+    user_guid: Guid = Field(validation_alias=AliasChoices("user_guid", "guid"))
+
+
+class TerminateQuery(SysopInbound):
+    """Terminate one query (`query_id`) or all of a user's queries (`user_guid`)."""
+
+    type: Literal["terminate_query"]
+    user_guid: Guid | None = Field(default=None, validation_alias=AliasChoices("user_guid", "guid"))
+    query_id: Guid | None = None
+
+    @model_validator(mode="after")
+    def _one_target(self) -> TerminateQuery:
+        if (self.user_guid is None) == (self.query_id is None):
+            raise ValueError("give exactly one of user_guid or query_id")
+        return self
+
+
+class SysopMessage(SysopInbound):
+    type: Literal["sysop_message"]
+    message: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
+
+
+InboundMessage = Annotated[
+    SetNickname
+    | SubmitQuery
+    | Chat
+    | Vision
+    | SpeechToText
+    | TextToSpeech
+    | VisionChunk
+    | GetPreviousQueries
+    | Pong
+    | Ping
+    | CancelQuery
+    | Subscribe
+    | GetStats
+    | AddWorker
+    | RemoveWorker
+    | AddHuggingfaceModel
+    | RemoveHuggingfaceModel
+    | BanUser
+    | UnbanUser
+    | TerminateQuery
+    | SysopMessage,
+    Field(discriminator="type"),
+]
+
+_adapter: TypeAdapter[InboundMessage] = TypeAdapter(InboundMessage)
+MESSAGE_TYPES: frozenset[str] = frozenset(
+    cls.model_fields["type"].annotation.__args__[0]  # type: ignore[union-attr]
+    for cls in InboundMessage.__origin__.__args__  # type: ignore[attr-defined]
+)
+
+
+def _describe(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors(include_url=False, include_input=False)[:3]:
+        where = ".".join(str(p) for p in item["loc"][1:]) or "message"  # [0] is the type
+        parts.append(f"{where}: {item['msg']}")
+    return "; ".join(parts)
+
+
+def parse_message(raw: str | bytes) -> InboundMessage:
+    """Parse one frame, or raise `ProtocolError` with the reply's code and the frame's `id`."""
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ProtocolError(ErrorCode.MALFORMED, f"not valid JSON: {exc.msg}") from None
+    if not isinstance(data, dict):
+        raise ProtocolError(ErrorCode.MALFORMED, "a message must be a JSON object")
+    message_id = data.get("id")
+    if not isinstance(message_id, str | int) or isinstance(message_id, bool):
+        message_id = None
+    kind = data.get("type")
+    if not isinstance(kind, str):
+        raise ProtocolError(ErrorCode.INVALID, "missing field: type", message_id)
+    if kind not in MESSAGE_TYPES:
+        raise ProtocolError(
+            ErrorCode.UNKNOWN_TYPE, f"unknown message type: {kind[:64]!r}", message_id
+        )
+    try:
+        return _adapter.validate_python(data)
+    except ValidationError as exc:
+        raise ProtocolError(ErrorCode.INVALID, _describe(exc), message_id) from None
+
+
+def is_sysop_only(message: Inbound) -> bool:
+    return isinstance(message, SysopInbound)

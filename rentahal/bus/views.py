@@ -1,0 +1,85 @@
+"""Store rows and live worker state as the views the bus sends."""
+
+from __future__ import annotations
+
+from rentahal.bus import events
+from rentahal.bus.errors import ErrorCode
+from rentahal.bus.events import QueryView, StatsView, UserView, WorkerView
+from rentahal.routing.registry import WorkerState
+from rentahal.store import Query, QueryState, SystemStats, User
+
+
+def user_view(user: User) -> UserView:
+    return UserView(
+        guid=user.id,
+        nickname=user.nickname,
+        role=user.role,
+        is_sysop=user.is_sysop,
+        is_banned=user.is_banned,
+        query_count=user.query_count,
+        total_query_time=user.total_query_time,
+        total_cost=user.total_cost,
+    )
+
+
+def query_view(query: Query) -> QueryView:
+    return QueryView(
+        query_id=query.id,
+        prompt=query.prompt,
+        query_type=query.query_type,
+        model_type=query.model_type,
+        model_name=query.model_name,
+        state=query.state,
+        worker=query.worker_name,
+        result=query.result,
+        result_type=query.result_type,
+        error=query.error,
+        processing_time=query.processing_time,
+        cost=query.cost,
+        timestamp=query.created_at,
+    )
+
+
+def worker_view(worker: WorkerState) -> WorkerView:
+    return WorkerView(
+        name=worker.name,
+        address=worker.address,
+        kind=worker.kind,
+        type=worker.primary_type,
+        capabilities=sorted(worker.capabilities),
+        models=list(worker.models),
+        max_concurrency=worker.max_concurrency,
+        in_flight=worker.in_flight,
+        health_score=worker.health_score,
+        is_blacklisted=worker.blacklisted,
+        last_active=worker.last_active,
+    )
+
+
+def stats_view(stats: SystemStats, connected_users: int) -> StatsView:
+    return StatsView(
+        total_queries=stats.total_queries,
+        total_processing_time=stats.total_processing_time,
+        total_cost=stats.total_cost,
+        last_updated=stats.last_updated,
+        max_connected_users=max(stats.max_connected_users, connected_users),
+        connected_users=connected_users,
+        average_times=stats.average_times,
+    )
+
+
+def final_event(query: Query) -> events.Outbound:
+    """The event that ends a query for its owner: its result, or why there is none."""
+    if query.state == QueryState.DONE:
+        return events.QueryResult(
+            query_id=query.id,
+            result=query.result or "",
+            result_type=query.result_type or "text",
+            processing_time=round(query.processing_time or 0.0, 4),
+            cost=round(query.cost or 0.0, 6),
+        )
+    return events.Error(
+        code=query.error_code or ErrorCode.INTERNAL,
+        message=query.error or f"query {query.state}",
+        query_id=query.id,
+    )

@@ -1,0 +1,195 @@
+"""The `rentahal` command: `serve`, and `admin …` for the sysop's chores."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+import uvicorn
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from rentahal.bus.errors import ProtocolError
+from rentahal.bus.messages import WorkerSpec
+from rentahal.config import ConfigFileError, Settings, load_settings
+from rentahal.store import NicknameTaken, Role, Store, Worker
+from rentahal.store.workers import AlreadyExists
+from rentahal.sysop import validate_worker_spec
+
+app = typer.Typer(help="RENT A HAL: a self-hosted multi-user AI orchestration broker.")
+admin = typer.Typer(help="Sysop chores that work on the store directly (broker running or not).")
+app.add_typer(admin, name="admin")
+console = Console(stderr=True)
+T = TypeVar("T")
+
+DataDir = Annotated[
+    Path | None, typer.Option("--data-dir", help="Holds the SQLite database and secrets.")
+]
+ConfigFile = Annotated[
+    Path | None, typer.Option("--config", help="TOML or INI config file.", exists=True)
+]
+
+
+def _settings(**overrides: Any) -> Settings:
+    try:
+        return load_settings(**overrides)
+    except (ConfigFileError, ValidationError) as exc:
+        console.print(f"[red]configuration error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+def _with_store(settings: Settings, action: Callable[[Store], Awaitable[T]]) -> T:
+    async def run() -> T:
+        store = await Store(settings.resolved_database_url).open()
+        try:
+            return await action(store)
+        finally:
+            await store.close()
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return asyncio.run(run())
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Interface to listen on.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 5000).")] = None,
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+) -> None:
+    """Run the broker."""
+    from rentahal.api.app import create_app
+    from rentahal.logging import configure_logging
+
+    settings = _settings(host=host, port=port, data_dir=data_dir, config_file=config)
+    configure_logging(settings)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(settings),
+            host=settings.host,
+            port=settings.port,
+            log_config=None,
+            # Frames a little over max_message_size still get a polite `error` from the bus;
+            # only far larger ones are cut off by the server itself.
+            ws_max_size=max(16 * 1024 * 1024, 4 * settings.max_message_size),
+            timeout_graceful_shutdown=5,
+        )
+    )
+    console.print(f"RENT A HAL broker on http://{settings.host}:{settings.port}")
+    server.run()
+
+
+@admin.command("create-sysop")
+def create_sysop(
+    nickname: Annotated[str, typer.Argument(help="The sysop's nickname.")],
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+) -> None:
+    """Create a sysop account and print its API key (the last line of output)."""
+    settings = _settings(data_dir=data_dir, config_file=config)
+
+    async def create(store: Store) -> str:
+        user = await store.users.create(role=Role.SYSOP, nickname=nickname)
+        return await store.credentials.create_api_key(user.id, name="create-sysop")
+
+    try:
+        key = _with_store(settings, create)
+    except NicknameTaken:
+        console.print(f"[red]the nickname {nickname!r} is taken[/red]")
+        raise typer.Exit(1) from None
+    console.print(f"Created sysop {nickname}. Keep this API key secret; it is shown only once:")
+    typer.echo(key)
+
+
+@admin.command("add-worker")
+def add_worker(
+    name: Annotated[str, typer.Argument(help="Unique worker name.")],
+    address: Annotated[str, typer.Argument(help="host:port or URL of the worker.")],
+    kind: Annotated[str, typer.Option(help="Protocol: rentahal, ollama or openai.")] = "rentahal",
+    type_: Annotated[str, typer.Option("--type", help="Query type it serves.")] = "chat",
+    model: Annotated[list[str] | None, typer.Option(help="A model it serves (repeat).")] = None,
+    max_concurrency: Annotated[int, typer.Option(help="Jobs it runs at once.")] = 4,
+    api_key_env: Annotated[
+        str | None, typer.Option(help="Environment variable holding its API key.")
+    ] = None,
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+) -> None:
+    """Register a worker. A running broker picks it up at its next health check."""
+    settings = _settings(data_dir=data_dir, config_file=config)
+    try:
+        spec = WorkerSpec(
+            name=name,
+            address=address,
+            kind=kind,  # type: ignore[arg-type]
+            type=type_,  # type: ignore[arg-type]
+            models=model or [],
+            max_concurrency=max_concurrency,
+            api_key_env=api_key_env,
+        )
+        validate_worker_spec(spec)
+    except ValidationError as exc:
+        console.print(f"[red]invalid worker:[/red] {exc}")
+        raise typer.Exit(2) from None
+    except ProtocolError as exc:
+        console.print(f"[red]invalid worker:[/red] {exc.message}")
+        raise typer.Exit(2) from None
+
+    async def add(store: Store) -> None:
+        await store.workers.add(
+            Worker(
+                name=spec.name,
+                address=spec.address,
+                kind=spec.kind,
+                capabilities=[spec.type],
+                models=list(spec.models),
+                max_concurrency=spec.max_concurrency,
+                api_key_env=spec.api_key_env,
+            )
+        )
+
+    try:
+        _with_store(settings, add)
+    except AlreadyExists:
+        console.print(f"[red]a worker named {name!r} already exists[/red]")
+        raise typer.Exit(1) from None
+    console.print(f"Added worker {name} ({kind}, {type_}) at {address}")
+
+
+@admin.command("remove-worker")
+def remove_worker(
+    name: Annotated[str, typer.Argument()], data_dir: DataDir = None, config: ConfigFile = None
+) -> None:
+    """Remove a worker."""
+    settings = _settings(data_dir=data_dir, config_file=config)
+    if not _with_store(settings, lambda store: store.workers.remove(name)):
+        console.print(f"[red]no worker named {name!r}[/red]")
+        raise typer.Exit(1)
+    console.print(f"Removed worker {name}")
+
+
+@admin.command("list-workers")
+def list_workers(data_dir: DataDir = None, config: ConfigFile = None) -> None:
+    """Show the registered workers and their last known health."""
+    settings = _settings(data_dir=data_dir, config_file=config)
+    workers = _with_store(settings, lambda store: store.workers.list())
+    table = Table("name", "kind", "types", "address", "slots", "health", "blacklisted")
+    for w in workers:
+        table.add_row(
+            w.name,
+            w.kind,
+            ",".join(w.capabilities),
+            w.address,
+            str(w.max_concurrency),
+            f"{w.health_score:.0f}",
+            "yes" if w.blacklisted else "no",
+        )
+    Console().print(table)
+
+
+def main() -> None:
+    app()

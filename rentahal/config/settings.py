@@ -1,0 +1,144 @@
+"""The broker's settings: defaults from the seed, a config file, `RENTAHAL_*` environment.
+
+Precedence, highest first: values passed in code (the CLI's flags), environment variables,
+secret files (one file per secret in `<data_dir>/secrets/` or `RENTAHAL_SECRETS_DIR`), the
+config file, then the defaults below (the seed's `config.ini` keys and values).
+
+Secrets (`SecretStr` fields) may not come from the config file: the seed kept its API keys and
+signing key in a plain file it rewrote at every start, and a config file is the thing people
+paste into bug reports.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from rentahal.config.file_source import ConfigFileSource
+
+
+class Settings(BaseSettings):
+    """Every tunable of the broker. Field names are the flattened seed keys."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RENTAHAL_",
+        extra="forbid",
+        case_sensitive=False,
+        validate_default=True,
+    )
+
+    config_file: Path | None = Field(default=None, description="TOML or INI file to read.")
+    data_dir: Path = Field(default=Path("data"), description="SQLite file and secrets live here.")
+    secrets_dir: Path | None = None
+
+    # [Server]
+    host: str = "0.0.0.0"
+    port: int = Field(default=5000, ge=1, le=65535)
+    # [Settings]
+    debug: bool = False
+    log_json: bool = False
+    idle_watt_rate: float = Field(default=500.0, ge=0)
+    premium_watt_rate: float = Field(default=1000.0, ge=0)
+    electricity_cost_per_kwh: float = Field(default=0.25, ge=0)
+    # [Database]
+    database_name: str = "llm_broker.db"
+    database_url: str | None = None
+    # [Websocket]
+    max_message_size: int = Field(default=1_048_576, ge=1024)
+    # Origins (scheme://host[:port]) besides the broker's own that may open /ws with cookies.
+    allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    ping_interval: float = Field(default=25.0, gt=0)
+    # [Workers]
+    default_worker_address: str = "localhost:8000"
+    health_check_interval: float = Field(default=60.0, gt=0)
+    no_blacklist_imagine: bool = True
+    # [Security]
+    secret_key: SecretStr | None = None
+    token_expiration: int = Field(default=3600, ge=60)
+    # [Performance]
+    max_connections: int = Field(default=100, ge=1)
+    query_timeout: float = Field(default=30.0, gt=0)
+    # [Costs]
+    base_cost_per_query: float = Field(default=0.01, ge=0)
+    cost_per_second: float = Field(default=0.001, ge=0)
+    # [Queue]
+    max_queue_size: int = Field(default=100, ge=1)
+    queue_timeout: float = Field(default=300.0, gt=0)
+    # [Chunking]
+    chunk_size: int = Field(default=1_048_576, ge=1024)
+    # [Limits] — bounds on user input
+    max_prompt_chars: int = Field(default=32_000, ge=1)
+    max_nickname_chars: int = Field(default=32, ge=3)
+    # [HuggingFace] / [Claude] (used by their backends)
+    huggingface_default_models: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["gpt2", "gpt2-medium", "gpt2-large"]
+    )
+    huggingface_api_key: SecretStr | None = None
+    claude_api_key: SecretStr | None = None
+    claude_endpoint: str = "https://api.anthropic.com"
+    claude_model_name: str = "claude-sonnet-4-5"
+
+    @field_validator("huggingface_default_models", "allowed_origins", mode="before")
+    @classmethod
+    def _split_models(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @property
+    def resolved_database_url(self) -> str:
+        """`database_url` if set, else the SQLite file in the data directory."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / self.database_name).resolve()}"
+
+    @property
+    def resolved_secrets_dir(self) -> Path:
+        return self.secrets_dir or self.data_dir / "secrets"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (
+            init_settings,
+            env_settings,
+            file_secret_settings,
+            ConfigFileSource(settings_cls, init_settings, env_settings),
+        )
+
+
+def secret_field_names() -> frozenset[str]:
+    """Names of the fields that hold secrets (never read from the config file, never logged)."""
+    return frozenset(
+        name
+        for name, field in Settings.model_fields.items()
+        if field.annotation is not None and "SecretStr" in str(field.annotation)
+    )
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings; `overrides` (CLI flags) win over everything else.
+
+    The secrets directory depends on the data directory, which may itself come from the
+    environment or the CLI, so it is resolved in a first pass and then applied.
+    """
+    overrides = {key: value for key, value in overrides.items() if value is not None}
+    first = Settings(**overrides)
+    secrets_dir = first.resolved_secrets_dir
+    if not secrets_dir.is_dir():
+        return first
+    return Settings(_secrets_dir=secrets_dir, **overrides)

@@ -1,0 +1,84 @@
+"""Structured logs (console or JSON) that never carry secrets.
+
+Secrets are removed twice: any key that names a credential is masked, and the configured
+secret values themselves are replaced wherever they appear in a log line.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable
+from typing import Any
+
+import structlog
+
+from rentahal.config import Settings, secret_field_names
+
+REDACTED = "[redacted]"
+_SECRET_KEY_NAMES = re.compile(
+    r"(pass(word)?|secret|token|api[_-]?key|authorization|cookie|credential)", re.IGNORECASE
+)
+
+
+class SecretRedactor:
+    def __init__(self, secret_values: Iterable[str]) -> None:
+        self._values = sorted({v for v in secret_values if len(v) >= 6}, key=len, reverse=True)
+
+    def _scrub(self, value: Any) -> Any:
+        if isinstance(value, str):
+            for secret in self._values:
+                value = value.replace(secret, REDACTED)
+            return value
+        if isinstance(value, dict):
+            return {k: self._field(k, v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return type(value)(self._scrub(v) for v in value)
+        return value
+
+    def _field(self, key: Any, value: Any) -> Any:
+        if isinstance(key, str) and _SECRET_KEY_NAMES.search(key) and value:
+            return REDACTED
+        return self._scrub(value)
+
+    def __call__(self, _logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
+        return {key: self._field(key, value) for key, value in event.items()}
+
+
+def configure_logging(settings: Settings) -> None:
+    secrets = [
+        getattr(settings, name).get_secret_value()
+        for name in secret_field_names()
+        if getattr(settings, name) is not None
+    ]
+    level = logging.DEBUG if settings.debug else logging.INFO
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if settings.log_json
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info,
+        SecretRedactor(secrets),
+    ]
+    structlog.configure(
+        processors=[*shared, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        cache_logger_on_first_use=True,
+    )
+    # Route the standard library's loggers (uvicorn, sqlalchemy) through the same redaction.
+    handler = logging.StreamHandler()
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=shared,
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for noisy in ("httpx", "httpcore", "aiosqlite", "asyncio"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

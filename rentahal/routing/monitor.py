@@ -1,0 +1,100 @@
+"""The health monitor: probes every worker each `health_check_interval` and applies the rules.
+
+Each tick first re-reads the worker list from the store, so workers added or removed by the
+CLI (another process) join or leave within one interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import httpx
+import structlog
+
+from rentahal.backends import BACKENDS
+from rentahal.config import Settings
+from rentahal.routing.health import Probe, next_health
+from rentahal.routing.registry import Registry, WorkerState
+from rentahal.store import Store, utcnow
+
+log = structlog.get_logger(__name__)
+
+IMAGINE_TIMEOUT = 10.0  # image workers are slow to answer while they draw
+DEFAULT_TIMEOUT = 5.0
+
+HealthListener = Callable[[list[tuple[WorkerState, str]]], Awaitable[None]]
+
+
+class HealthMonitor:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        registry: Registry,
+        http: httpx.AsyncClient,
+        on_checked: HealthListener,
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._registry = registry
+        self._http = http
+        self._on_checked = on_checked
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="health-monitor")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.check_all()
+            except Exception:
+                log.exception("health.tick_failed")
+            await asyncio.sleep(self._settings.health_check_interval)
+
+    async def check_all(self) -> None:
+        """One tick: sync with the store, probe everyone at once, persist, notify."""
+        self._registry.sync(await self._store.workers.list())
+        workers = list(self._registry)
+        if not workers:
+            return
+        await self.check(workers)
+
+    async def check(self, workers: list[WorkerState]) -> None:
+        """Probe `workers` at once, apply the rules, persist, and tell the listener."""
+        events = await asyncio.gather(*(self._probe(worker) for worker in workers))
+        await self._store.workers.save_health(
+            (w.name, w.health_score, w.blacklisted, w.last_active) for w in workers
+        )
+        await self._on_checked([(w, e) for w, e in zip(workers, events, strict=True) if e])
+
+    async def _probe(self, worker: WorkerState) -> str | None:
+        backend = BACKENDS.get(worker.kind)
+        timeout = IMAGINE_TIMEOUT if "imagine" in worker.capabilities else DEFAULT_TIMEOUT
+        probe = Probe.ERROR
+        if backend is not None:
+            try:
+                report = await backend.probe(self._http, worker, timeout)
+                probe = Probe.OK if report.status == 200 else Probe.BAD_STATUS
+                if report.models is not None:
+                    worker.models = report.models
+            except (httpx.HTTPError, OSError) as exc:
+                log.info("health.unreachable", worker=worker.name, error=str(exc) or type(exc))
+        change = next_health(
+            worker.health_score,
+            worker.blacklisted,
+            probe,
+            exempt=self._settings.no_blacklist_imagine and "imagine" in worker.capabilities,
+        )
+        worker.health_score, worker.blacklisted = change.score, change.blacklisted
+        if probe is Probe.OK:
+            worker.last_active = utcnow()
+        if change.event:
+            log.warning("health.changed", worker=worker.name, event=change.event)
+        return change.event

@@ -1,0 +1,145 @@
+"""The live worker registry: the store's workers plus what only the running broker knows
+(in-flight jobs, fresh health), and the rule that picks a worker for a query."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from rentahal.store.models import Worker
+
+
+def base_url(address: str) -> str:
+    """`host:port` (the seed's form) or a full URL; never `http://https://…` (a seed bug)."""
+    address = address.strip().rstrip("/")
+    if address.startswith(("http://", "https://")):
+        return address
+    return f"http://{address}"
+
+
+@dataclass(slots=True)
+class WorkerState:
+    name: str
+    address: str
+    kind: str
+    capabilities: frozenset[str]
+    models: tuple[str, ...]
+    max_concurrency: int
+    health_score: float
+    blacklisted: bool
+    last_active: datetime | None
+    api_key_env: str | None = None
+    in_flight: int = 0
+    removed: bool = field(default=False)
+
+    @classmethod
+    def from_row(cls, row: Worker) -> WorkerState:
+        return cls(
+            name=row.name,
+            address=row.address,
+            kind=row.kind,
+            capabilities=frozenset(row.capabilities),
+            models=tuple(row.models),
+            max_concurrency=row.max_concurrency,
+            health_score=row.health_score,
+            blacklisted=row.blacklisted,
+            last_active=row.last_active,
+            api_key_env=row.api_key_env,
+        )
+
+    @property
+    def url(self) -> str:
+        return base_url(self.address)
+
+    @property
+    def primary_type(self) -> str:
+        return min(self.capabilities) if self.capabilities else "chat"
+
+    @property
+    def usable(self) -> bool:
+        return not self.blacklisted and not self.removed and self.health_score > 0
+
+    @property
+    def has_free_slot(self) -> bool:
+        return self.in_flight < self.max_concurrency
+
+    def serves(self, query_type: str, model_name: str) -> bool:
+        """Can this worker run the query at all (ignoring health and load)?
+
+        A query names this worker, one of its models, or nothing (any capable worker).
+        """
+        if query_type not in self.capabilities:
+            return False
+        if not model_name or model_name == self.name or model_name in self.models:
+            return True
+        return f"{model_name}:latest" in self.models  # Ollama's name for an untagged model
+
+    def model_for(self, model_name: str) -> str:
+        """The model to ask the backend for: the named one, else the worker's first."""
+        if model_name and model_name != self.name:
+            return model_name
+        return self.models[0] if self.models else ""
+
+
+class Registry:
+    """Workers by name. The store is the source of truth for membership; this adds live state."""
+
+    def __init__(self) -> None:
+        self._workers: dict[str, WorkerState] = {}
+
+    def __iter__(self) -> Iterable[WorkerState]:
+        return iter(list(self._workers.values()))
+
+    def __len__(self) -> int:
+        return len(self._workers)
+
+    def get(self, name: str) -> WorkerState | None:
+        return self._workers.get(name)
+
+    def sync(self, rows: Iterable[Worker]) -> None:
+        """Adopt the store's worker list: new rows join, deleted ones leave; a worker that
+        stays keeps its live health and in-flight count."""
+        seen: set[str] = set()
+        for row in rows:
+            seen.add(row.name)
+            fresh = WorkerState.from_row(row)
+            current = self._workers.get(row.name)
+            if current is None:
+                self._workers[row.name] = fresh
+                continue
+            fresh.health_score, fresh.blacklisted = current.health_score, current.blacklisted
+            fresh.last_active, fresh.in_flight = current.last_active, current.in_flight
+            if not fresh.models:
+                fresh.models = current.models
+            self._workers[row.name] = fresh
+        for name in set(self._workers) - seen:
+            self.remove(name)
+
+    def add(self, worker: WorkerState) -> None:
+        self._workers[worker.name] = worker
+
+    def remove(self, name: str) -> WorkerState | None:
+        worker = self._workers.pop(name, None)
+        if worker is not None:
+            worker.removed = True
+        return worker
+
+    def could_serve(self, query_type: str, model_name: str) -> bool:
+        """Is there any usable worker for this query, busy or not?"""
+        return any(w.usable and w.serves(query_type, model_name) for w in self._workers.values())
+
+    def select(self, query_type: str, model_name: str) -> WorkerState | None:
+        """The healthiest usable worker with a free slot (fewest in flight breaks ties)."""
+        candidates = [
+            w
+            for w in self._workers.values()
+            if w.usable and w.has_free_slot and w.serves(query_type, model_name)
+        ]
+        if not candidates:
+            return None
+        return max(candidates, key=lambda w: (w.health_score, -w.in_flight / w.max_concurrency))
+
+    @property
+    def total_slots(self) -> int:
+        return sum(w.max_concurrency for w in self._workers.values() if w.usable)

@@ -1,0 +1,225 @@
+"""SQLAlchemy models: the tables of SPEC §11 that the broker's foundation needs.
+
+The seed's tables (users, queries, ai_workers, huggingface_models, system_stats) are a subset:
+identities are random server-side ids, a query row is the job with its whole lifecycle, and
+statistics are counters updated in the same transaction as the query that changes them.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every database (SQLite hands back naive values)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime given to the store; use rentahal.store.utcnow()")
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+class Role(enum.StrEnum):
+    GUEST = "guest"
+    USER = "user"
+    PREMIUM = "premium"
+    SYSOP = "sysop"
+
+
+class QueryState(enum.StrEnum):
+    QUEUED = "queued"
+    DISPATCHED = "dispatched"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+
+    @property
+    def is_final(self) -> bool:
+        return self in _FINAL_STATES
+
+
+_FINAL_STATES = frozenset(
+    {QueryState.DONE, QueryState.FAILED, QueryState.CANCELLED, QueryState.EXPIRED}
+)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {  # noqa: RUF012 - SQLAlchemy reads this class attribute
+        datetime: UTCDateTime(),
+        dict[str, Any]: JSON,
+        list[str]: JSON,
+    }
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    nickname: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(16), default=Role.GUEST.value)
+    is_banned: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+    query_count: Mapped[int] = mapped_column(Integer, default=0)
+    total_query_time: Mapped[float] = mapped_column(Float, default=0.0)
+    total_cost: Mapped[float] = mapped_column(Float, default=0.0)
+
+    @property
+    def is_sysop(self) -> bool:
+        return self.role == Role.SYSOP.value
+
+
+class Session(Base):
+    """A browser session. The cookie carries a signed random token; only its hash is stored."""
+
+    __tablename__ = "sessions"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column()
+
+
+class ApiKey(Base):
+    """An API key; only a SHA-256 of the key is kept (keys are long random strings)."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(64), default="default")
+    prefix: Mapped[str] = mapped_column(String(16))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    scopes: Mapped[list[str]] = mapped_column(default=list)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(default=None)
+    revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class Query(Base):
+    """One query and its job lifecycle: `queued → dispatched → running → done|failed|…`."""
+
+    __tablename__ = "queries"
+    __table_args__ = (
+        Index("ix_queries_user_created", "user_id", "created_at"),
+        Index("ix_queries_state", "state"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    query_type: Mapped[str] = mapped_column(String(16))
+    model_type: Mapped[str] = mapped_column(String(32), default="worker_node")
+    model_name: Mapped[str] = mapped_column(String(128), default="")
+    prompt: Mapped[str] = mapped_column(Text)
+    options: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    state: Mapped[str] = mapped_column(String(16), default=QueryState.QUEUED.value)
+    worker_name: Mapped[str | None] = mapped_column(String(64), default=None)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    result: Mapped[str | None] = mapped_column(Text, default=None)
+    result_type: Mapped[str | None] = mapped_column(String(16), default=None)
+    error_code: Mapped[str | None] = mapped_column(String(32), default=None)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    dispatched_at: Mapped[datetime | None] = mapped_column(default=None)
+    started_at: Mapped[datetime | None] = mapped_column(default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
+    queue_wait: Mapped[float | None] = mapped_column(Float, default=None)
+    processing_time: Mapped[float | None] = mapped_column(Float, default=None)
+    cost: Mapped[float | None] = mapped_column(Float, default=None)
+    # False until the owner's connection has been sent the final result.
+    delivered: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Worker(Base):
+    """A registered worker: where it is, what protocol it speaks and how healthy it is."""
+
+    __tablename__ = "workers"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    address: Mapped[str] = mapped_column(String(512))
+    kind: Mapped[str] = mapped_column(String(16))
+    capabilities: Mapped[list[str]] = mapped_column(default=list)
+    models: Mapped[list[str]] = mapped_column(default=list)
+    max_concurrency: Mapped[int] = mapped_column(Integer, default=4)
+    health_score: Mapped[float] = mapped_column(Float, default=100.0)
+    blacklisted: Mapped[bool] = mapped_column(Boolean, default=False)
+    last_active: Mapped[datetime | None] = mapped_column(default=None)
+    tags: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # Name of the environment variable that holds the worker's API key (never the key itself).
+    api_key_env: Mapped[str | None] = mapped_column(String(128), default=None)
+    owner_id: Mapped[str | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), default=None
+    )
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Model(Base):
+    """A named model reachable through a cloud provider (the seed's `huggingface_models`)."""
+
+    __tablename__ = "models"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    provider: Mapped[str] = mapped_column(String(32))
+    name: Mapped[str] = mapped_column(String(256))
+    query_type: Mapped[str] = mapped_column(String(16), default="chat")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (Index("uq_models_provider_name", "provider", "name", unique=True),)
+
+
+class TypeStats(Base):
+    """Lifetime statistics per query type (the seed's `*_time` lists, as sums and counts)."""
+
+    __tablename__ = "type_stats"
+
+    query_type: Mapped[str] = mapped_column(String(16), primary_key=True)
+    query_count: Mapped[int] = mapped_column(Integer, default=0)
+    total_processing_time: Mapped[float] = mapped_column(Float, default=0.0)
+    total_cost: Mapped[float] = mapped_column(Float, default=0.0)
+    last_updated: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Counter(Base):
+    """Named system-wide integers such as `max_connected_users`."""
+
+    __tablename__ = "counters"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[int] = mapped_column(Integer, default=0)

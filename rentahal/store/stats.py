@@ -1,0 +1,56 @@
+"""System statistics: lifetime totals, per-type averages, most users ever connected."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import select
+
+from rentahal.store.database import Database
+from rentahal.store.models import Counter, TypeStats
+
+MAX_CONNECTED_USERS = "max_connected_users"
+
+
+@dataclass(slots=True)
+class SystemStats:
+    total_queries: int = 0
+    total_processing_time: float = 0.0
+    total_cost: float = 0.0
+    last_updated: datetime | None = None
+    max_connected_users: int = 0
+    average_times: dict[str, float] = field(default_factory=dict)
+
+
+class StatsRepository:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def system(self) -> SystemStats:
+        stats = SystemStats()
+        async with self._db.session() as session:
+            for row in await session.scalars(select(TypeStats)):
+                stats.total_queries += row.query_count
+                stats.total_processing_time += row.total_processing_time
+                stats.total_cost += row.total_cost
+                if stats.last_updated is None or row.last_updated > stats.last_updated:
+                    stats.last_updated = row.last_updated
+                if row.query_count:
+                    stats.average_times[row.query_type] = (
+                        row.total_processing_time / row.query_count
+                    )
+            counter = await session.get(Counter, MAX_CONNECTED_USERS)
+            stats.max_connected_users = counter.value if counter else 0
+        return stats
+
+    async def record_connected_users(self, connected: int) -> int:
+        """Raise the high-water mark if `connected` beats it; returns the mark."""
+        async with self._db.session() as session, session.begin():
+            counter = await session.get(Counter, MAX_CONNECTED_USERS, with_for_update=True)
+            if counter is None:
+                counter = Counter(name=MAX_CONNECTED_USERS, value=connected)
+                session.add(counter)
+            elif connected > counter.value:
+                counter.value = connected
+            return counter.value

@@ -1,0 +1,85 @@
+"""Workers and cloud models as the sysop registered them; the store is their source of truth."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.exc import IntegrityError
+
+from rentahal.store.database import Database
+from rentahal.store.models import Model, Worker
+
+
+class AlreadyExists(Exception):
+    """A worker or model with that name is already registered."""
+
+
+class WorkerRepository:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def list(self) -> Sequence[Worker]:
+        async with self._db.session() as session:
+            return (await session.scalars(select(Worker).order_by(Worker.created_at))).all()
+
+    async def get(self, name: str) -> Worker | None:
+        async with self._db.session() as session:
+            return await session.scalar(select(Worker).where(Worker.name == name))
+
+    async def add(self, worker: Worker) -> Worker:
+        async with self._db.session() as session:
+            session.add(worker)
+            try:
+                await session.commit()
+            except IntegrityError as exc:
+                raise AlreadyExists(worker.name) from exc
+        return worker
+
+    async def remove(self, name: str) -> bool:
+        async with self._db.session() as session:
+            result = await session.execute(delete(Worker).where(Worker.name == name))
+            await session.commit()
+            return result.rowcount > 0
+
+    async def save_health(self, states: Iterable[tuple[str, float, bool, datetime | None]]) -> None:
+        """Persist `(name, health_score, blacklisted, last_active)` for many workers at once."""
+        async with self._db.session() as session:
+            for name, score, blacklisted, last_active in states:
+                await session.execute(
+                    update(Worker)
+                    .where(Worker.name == name)
+                    .values(health_score=score, blacklisted=blacklisted, last_active=last_active)
+                )
+            await session.commit()
+
+
+class ModelRepository:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def list(self, provider: str) -> Sequence[Model]:
+        async with self._db.session() as session:
+            rows = await session.scalars(
+                select(Model).where(Model.provider == provider).order_by(Model.name)
+            )
+            return rows.all()
+
+    async def add(self, provider: str, name: str, query_type: str) -> Model:
+        model = Model(provider=provider, name=name, query_type=query_type)
+        async with self._db.session() as session:
+            session.add(model)
+            try:
+                await session.commit()
+            except IntegrityError as exc:
+                raise AlreadyExists(name) from exc
+        return model
+
+    async def remove(self, provider: str, name: str) -> bool:
+        async with self._db.session() as session:
+            result = await session.execute(
+                delete(Model).where(Model.provider == provider, Model.name == name)
+            )
+            await session.commit()
+            return result.rowcount > 0

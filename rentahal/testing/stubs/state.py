@@ -1,0 +1,210 @@
+"""Behaviour and request log shared by every stub protocol, and the ``/_stub`` control API.
+
+Tests drive a stub running in another process, so everything they need to steer (latency,
+failures, replies) or to observe (what the broker sent, whether it hung up) lives here and
+is reachable over HTTP under ``/_stub``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.types import Scope
+
+CONTROL_PREFIX = "/_stub"
+DEFAULT_MODELS = ("stub-model",)
+
+
+@dataclass
+class Behaviour:
+    """How the stub answers; every field can be changed at runtime via ``POST /_stub/config``."""
+
+    latency: float = 0.0
+    """Seconds before the answer starts (models 'thinking' time)."""
+    chunk_delay: float = 0.0
+    """Seconds between streamed chunks."""
+    fail_status: int | None = None
+    """HTTP status returned by inference calls instead of an answer; ``None`` answers."""
+    fail_count: int | None = None
+    """Fail only this many further inference calls, then recover; ``None`` fails forever."""
+    health_status: int = 200
+    """Status of the protocol's liveness/listing routes."""
+    health_delay: float = 0.0
+    """Seconds before the liveness/listing routes answer, to provoke probe timeouts."""
+    reply: str | None = None
+    """Fixed reply text; ``None`` echoes the prompt so tests can tell answers apart."""
+    models: list[str] = field(default_factory=lambda: list(DEFAULT_MODELS))
+    """Model names the server claims to have."""
+    crash_after_chunks: int | None = None
+    """Drop the connection after this many streamed chunks, like a worker dying mid-answer."""
+
+    def patched(self, changes: Mapping[str, Any]) -> Behaviour:
+        """Return a copy with ``changes`` applied, rejecting names that are not behaviour.
+
+        Unknown keys are errors rather than ignored so a typo in a test cannot silently
+        leave the stub in its default behaviour.
+        """
+        known = {f.name for f in fields(self)}
+        unknown = sorted(set(changes) - known)
+        if unknown:
+            raise ValueError(f"unknown behaviour: {', '.join(unknown)}")
+        for name, value in changes.items():
+            _check_value(name, value)
+        updated = replace(self, **changes)
+        updated.models = list(updated.models)
+        return updated
+
+
+@dataclass
+class StubState:
+    """Mutable state of one stub process: its behaviour, request log and traffic counters."""
+
+    behaviour: Behaviour = field(default_factory=Behaviour)
+    api_key: str | None = None
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    in_flight: int = 0
+    completed: int = 0
+    disconnected: int = 0
+    initial: Behaviour = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.initial = replace(self.behaviour, models=list(self.behaviour.models))
+
+    def record(self, scope: Scope, body: bytes) -> None:
+        """Log an incoming request so tests can assert exactly what the broker sent."""
+        headers: dict[str, str] = {}
+        for raw_name, raw_value in scope["headers"]:
+            name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
+            headers[name] = f"{headers[name]}, {value}" if name in headers else value
+        self.requests.append(
+            {
+                "method": scope["method"],
+                "path": scope["path"],
+                "headers": headers,
+                "json": _parse_json(body),
+                "time": time.time(),
+            }
+        )
+
+    def take_failure(self) -> int | None:
+        """Return the status an inference call must fail with now, or ``None`` to answer.
+
+        Counts down ``fail_count`` so a test can make a worker fail N times and then
+        watch the broker recover.
+        """
+        behaviour = self.behaviour
+        if behaviour.fail_status is None:
+            return None
+        status = behaviour.fail_status
+        if behaviour.fail_count is not None:
+            behaviour.fail_count -= 1
+            if behaviour.fail_count <= 0:
+                behaviour.fail_status = behaviour.fail_count = None
+        return status
+
+    def reply_to(self, prompt: str) -> str:
+        """Answer text: the configured reply, or a deterministic echo of the prompt."""
+        return self.behaviour.reply if self.behaviour.reply is not None else f"echo: {prompt}"
+
+    def reset(self) -> None:
+        """Return to the launch behaviour with an empty log, so one process can serve many tests."""
+        self.behaviour = replace(self.initial, models=list(self.initial.models))
+        self.requests.clear()
+        self.completed = self.disconnected = 0
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "in_flight": self.in_flight,
+            "completed": self.completed,
+            "disconnected": self.disconnected,
+        }
+
+
+_NUMBER = (int, float)
+_OPTIONAL_INT = (int, type(None))
+_ACCEPTED_TYPES: dict[str, tuple[type, ...]] = {
+    "latency": _NUMBER,
+    "chunk_delay": _NUMBER,
+    "health_delay": _NUMBER,
+    "fail_status": _OPTIONAL_INT,
+    "fail_count": _OPTIONAL_INT,
+    "crash_after_chunks": _OPTIONAL_INT,
+    "health_status": (int,),
+    "reply": (str, type(None)),
+    "models": (list,),
+}
+
+
+def _check_value(name: str, value: object) -> None:
+    """Reject a badly typed setting at config time instead of as a 500 on the next request."""
+    valid = isinstance(value, _ACCEPTED_TYPES[name]) and not isinstance(value, bool)
+    if isinstance(value, list):
+        valid = valid and all(isinstance(item, str) for item in value)
+    if not valid:
+        raise ValueError(f"invalid value for {name}: {value!r}")
+
+
+def split_chunks(text: str) -> list[str]:
+    """Split a reply into word-sized stream chunks whose concatenation is exactly ``text``.
+
+    Whitespace stays attached to the following word, the way tokenizers emit it.
+    """
+    return [piece for piece in re.split(r"(?<=\S)(?=\s)", text) if piece]
+
+
+def _parse_json(body: bytes) -> Any:
+    try:
+        return json.loads(body) if body else None
+    except ValueError:
+        return None
+
+
+def control_routes(state: StubState) -> Mount:
+    """The ``/_stub`` API through which a test process steers and inspects the stub."""
+
+    async def list_requests(request: Request) -> Response:
+        return JSONResponse(state.requests)
+
+    async def clear_requests(request: Request) -> Response:
+        state.requests.clear()
+        return Response(status_code=204)
+
+    async def get_config(request: Request) -> Response:
+        return JSONResponse(asdict(state.behaviour))
+
+    async def patch_config(request: Request) -> Response:
+        try:
+            changes = await request.json()
+            if not isinstance(changes, dict):
+                raise ValueError("config patch must be a JSON object")
+            state.behaviour = state.behaviour.patched(changes)
+        except ValueError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        return JSONResponse(asdict(state.behaviour))
+
+    async def reset(request: Request) -> Response:
+        state.reset()
+        return JSONResponse(asdict(state.behaviour))
+
+    async def stats(request: Request) -> Response:
+        return JSONResponse(state.stats())
+
+    return Mount(
+        CONTROL_PREFIX,
+        routes=[
+            Route("/requests", list_requests, methods=["GET"]),
+            Route("/requests", clear_requests, methods=["DELETE"]),
+            Route("/config", get_config, methods=["GET"]),
+            Route("/config", patch_config, methods=["POST"]),
+            Route("/reset", reset, methods=["POST"]),
+            Route("/stats", stats, methods=["GET"]),
+        ],
+    )

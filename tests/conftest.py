@@ -1,0 +1,73 @@
+"""Shared fixtures: the broker as a real process, stub workers, sysop and guest clients."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest_asyncio
+
+from rentahal.config import load_settings
+from rentahal.store import Role, Store
+from rentahal.testing.broker import BrokerProcess
+from rentahal.testing.process import StubServer
+
+# Health checks every 0.2 s so health tests run in a second, not minutes.
+FAST_ENV = {"RENTAHAL_HEALTH_CHECK_INTERVAL": "0.2"}
+
+
+@dataclass
+class Realm:
+    """A running broker with a sysop key."""
+
+    broker: BrokerProcess
+    sysop_key: str
+
+    async def add_worker(self, name: str, stub: StubServer, **fields: object) -> None:
+        async with self.broker.bus(api_key=self.sysop_key) as sysop:
+            reply = await sysop.request(
+                {
+                    "type": "add_worker",
+                    "worker": {"name": name, "address": stub.address, "kind": stub.protocol}
+                    | fields,
+                }
+            )
+            assert reply["type"] == "ok", reply
+
+
+async def create_sysop(data_dir: Path, nickname: str = "hal") -> str:
+    """Make a sysop in the data directory's store (what `admin create-sysop` does; the CLI
+    itself is tested in test_cli.py) and return its API key."""
+    store = await Store(load_settings(data_dir=data_dir).resolved_database_url).open()
+    try:
+        user = await store.users.create(role=Role.SYSOP, nickname=nickname)
+        return await store.credentials.create_api_key(user.id)
+    finally:
+        await store.close()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def realm(tmp_path: Path) -> AsyncIterator[Realm]:
+    """A fresh broker per test (its own SQLite database)."""
+    key = await create_sysop(tmp_path)
+    async with BrokerProcess(tmp_path, env=FAST_ENV) as broker:
+        yield Realm(broker, key)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def ollama_stub() -> AsyncIterator[StubServer]:
+    async with StubServer("ollama", models=["llama3"]) as stub:
+        yield stub
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def openai_stub() -> AsyncIterator[StubServer]:
+    async with StubServer("openai", models=["gpt-4o-mini"]) as stub:
+        yield stub
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def rentahal_stub() -> AsyncIterator[StubServer]:
+    async with StubServer("rentahal") as stub:
+        yield stub
