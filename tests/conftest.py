@@ -53,6 +53,7 @@ async def realm(tmp_path: Path) -> AsyncIterator[Realm]:
     key = await create_sysop(tmp_path)
     async with BrokerProcess(tmp_path, env=FAST_ENV) as broker:
         yield Realm(broker, key)
+    print(f"--- broker output ---\n{broker.output}")  # shown by pytest when a test fails
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")

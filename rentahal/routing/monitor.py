@@ -96,5 +96,5 @@ class HealthMonitor:
         if probe is Probe.OK:
             worker.last_active = utcnow()
         if change.event:
-            log.warning("health.changed", worker=worker.name, event=change.event)
+            log.warning("health.changed", worker=worker.name, change=change.event)
         return change.event

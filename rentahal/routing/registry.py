@@ -98,21 +98,21 @@ class Registry:
         return self._workers.get(name)
 
     def sync(self, rows: Iterable[Worker]) -> None:
-        """Adopt the store's worker list: new rows join, deleted ones leave; a worker that
-        stays keeps its live health and in-flight count."""
+        """Adopt the store's worker list: new rows join, deleted ones leave. A worker that
+        stays is updated in place (running jobs hold it), keeping its live health, load and
+        the models its last health check reported."""
         seen: set[str] = set()
         for row in rows:
             seen.add(row.name)
-            fresh = WorkerState.from_row(row)
             current = self._workers.get(row.name)
             if current is None:
-                self._workers[row.name] = fresh
+                self._workers[row.name] = WorkerState.from_row(row)
                 continue
-            fresh.health_score, fresh.blacklisted = current.health_score, current.blacklisted
-            fresh.last_active, fresh.in_flight = current.last_active, current.in_flight
-            if not fresh.models:
-                fresh.models = current.models
-            self._workers[row.name] = fresh
+            current.address, current.kind = row.address, row.kind
+            current.capabilities = frozenset(row.capabilities)
+            current.max_concurrency, current.api_key_env = row.max_concurrency, row.api_key_env
+            if row.models:
+                current.models = tuple(row.models)
         for name in set(self._workers) - seen:
             self.remove(name)
 

@@ -137,6 +137,7 @@ class Scheduler:
         """Start every queued job that has a free worker slot, oldest first."""
         if not self._pending:
             return
+        depth = len(self._pending)
         waiting: deque[Job] = deque()
         while self._pending:
             job = self._pending.popleft()
@@ -149,7 +150,8 @@ class Scheduler:
             self._running[job.query.id] = job
             job.task = asyncio.create_task(self._run(job), name=f"job-{job.query.id}")
         self._pending = waiting
-        self._queue_dirty.set()
+        if len(waiting) != depth:
+            self._queue_dirty.set()
 
     # --- cancellation ----------------------------------------------------------------------
 

@@ -61,8 +61,8 @@ class UserRepository:
     async def set_role(self, user_id: str, role: Role) -> bool:
         return await self._update(user_id, role=role.value)
 
-    async def touch(self, user_id: str) -> None:
-        await self._update(user_id, last_seen_at=utcnow())
+    async def touch(self, user_id: str) -> bool:
+        return await self._update(user_id, last_seen_at=utcnow())
 
     async def _update(self, user_id: str, **values: object) -> bool:
         async with self._db.session() as session:

@@ -176,7 +176,7 @@ class BusClient:
                         return self.inbox.pop(index)
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or self.closed.is_set():
-                    got = [json.dumps(m)[:300] for m in self.inbox]
+                    got = [json.dumps(m)[:200] for m in self.inbox[-8:]]
                     raise TimeoutError(f"no {kind or 'message'} arrived; inbox holds {got}")
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._arrived.wait(), remaining)
