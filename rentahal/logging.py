@@ -64,12 +64,14 @@ def configure_logging(settings: Settings) -> None:
         structlog.processors.format_exc_info,
         SecretRedactor(secrets),
     ]
+    # structlog and the standard library's loggers (uvicorn, alembic) share one handler,
+    # so both pass the same redaction on their way out.
     structlog.configure(
-        processors=[*shared, renderer],
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.make_filtering_bound_logger(level),
         cache_logger_on_first_use=True,
     )
-    # Route the standard library's loggers (uvicorn, sqlalchemy) through the same redaction.
     handler = logging.StreamHandler()
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +13,7 @@ from rentahal.config import load_settings
 from rentahal.store import Role, Store
 from rentahal.testing.broker import BrokerProcess
 from rentahal.testing.process import StubServer
+from tests.postgres import PgDatabase, pg_admin_url
 
 # Health checks every 0.2 s so health tests run in a second, not minutes.
 FAST_ENV = {"RENTAHAL_HEALTH_CHECK_INTERVAL": "0.2"}
@@ -36,10 +38,13 @@ class Realm:
             assert reply["type"] == "ok", reply
 
 
-async def create_sysop(data_dir: Path, nickname: str = "hal") -> str:
-    """Make a sysop in the data directory's store (what `admin create-sysop` does; the CLI
-    itself is tested in test_cli.py) and return its API key."""
-    store = await Store(load_settings(data_dir=data_dir).resolved_database_url).open()
+async def create_sysop(
+    data_dir: Path, nickname: str = "hal", *, database_url: str | None = None
+) -> str:
+    """Make a sysop in the broker's store (what `admin create-sysop` does; the CLI itself is
+    tested in test_cli.py) and return its API key."""
+    settings = load_settings(data_dir=data_dir, database_url=database_url)
+    store = await Store(settings.resolved_database_url).open()
     try:
         user = await store.users.create(role=Role.SYSOP, nickname=nickname)
         return await store.credentials.create_api_key(user.id)
@@ -72,3 +77,14 @@ async def openai_stub() -> AsyncIterator[StubServer]:
 async def rentahal_stub() -> AsyncIterator[StubServer]:
     async with StubServer("rentahal") as stub:
         yield stub
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def fresh_pg_url() -> AsyncIterator[str]:
+    """A URL of a brand-new, empty PostgreSQL database, dropped after the test."""
+    database = PgDatabase(pg_admin_url(), f"rentahal_test_{secrets.token_hex(8)}")
+    await database.create()
+    try:
+        yield database.store_url
+    finally:
+        await database.drop()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from rentahal.testing.broker import BrokerProcess
 from rentahal.testing.process import StubServer
 from tests.conftest import FAST_ENV, Realm, create_sysop
@@ -13,10 +15,21 @@ async def _add_worker(broker: BrokerProcess, key: str, stub: StubServer, **field
     await Realm(broker, key).add_worker("w1", stub, **fields)
 
 
-async def test_history_survives_a_restart(tmp_path: Path, rentahal_stub: StubServer) -> None:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_env(request: pytest.FixtureRequest) -> dict[str, str]:
+    """The broker's environment for each database: its SQLite default, or a fresh
+    PostgreSQL database through `RENTAHAL_DATABASE_URL`."""
+    if request.param == "sqlite":
+        return dict(FAST_ENV)
+    return FAST_ENV | {"RENTAHAL_DATABASE_URL": request.getfixturevalue("fresh_pg_url")}
+
+
+async def test_history_survives_a_restart(
+    tmp_path: Path, rentahal_stub: StubServer, database_env: dict[str, str]
+) -> None:
     await rentahal_stub.reset()
-    key = await create_sysop(tmp_path)
-    async with BrokerProcess(tmp_path, env=FAST_ENV) as broker:
+    key = await create_sysop(tmp_path, database_url=database_env.get("RENTAHAL_DATABASE_URL"))
+    async with BrokerProcess(tmp_path, env=database_env) as broker:
         await _add_worker(broker, key, rentahal_stub)
         cookie = await broker.guest_cookie()
         async with broker.bus(cookie=cookie) as bus:
@@ -25,7 +38,10 @@ async def test_history_survives_a_restart(tmp_path: Path, rentahal_stub: StubSer
                 await bus.send({"type": "chat", "prompt": prompt})
                 await bus.expect("query_result", lambda m, p=prompt: m["result"] == f"echo: {p}")
 
-    async with BrokerProcess(tmp_path, env=FAST_ENV) as broker, broker.bus(cookie=cookie) as bus:
+    async with (
+        BrokerProcess(tmp_path, env=database_env) as broker,
+        broker.bus(cookie=cookie) as bus,
+    ):
         info = await bus.expect("user_info")
         history = await bus.expect("previous_queries")
     assert info["data"]["guid"] == guid  # the same session, hence the same user

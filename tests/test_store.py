@@ -10,22 +10,19 @@ PostgreSQL being unreachable is a failure, not a skip: the test command starts i
 from __future__ import annotations
 
 import hashlib
-import os
 import secrets
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 import pytest_asyncio
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import delete, inspect, select, text, update
-from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import IntegrityError, StatementError
 
 import rentahal.store.queries as queries_module
@@ -41,8 +38,8 @@ from rentahal.store import (
 )
 from rentahal.store.migrations import alembic_config
 from rentahal.store.models import ApiKey, Base, Session, TypeStats, User
+from tests.postgres import PgDatabase, pg_admin_url
 
-DEFAULT_PG_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 EXPECTED_TABLES = {
     "users",
     "sessions",
@@ -60,64 +57,6 @@ BACKENDS = ["sqlite", "postgresql"]
 
 
 # --------------------------------------------------------------------------- fixtures
-
-
-def _pg_admin_url() -> URL:
-    return make_url(os.environ.get("RENTAHAL_TEST_PG_DSN", DEFAULT_PG_DSN))
-
-
-def _asyncpg_dsn(url: URL) -> str:
-    """A DSN asyncpg accepts (plain `postgresql://` scheme, whatever driver the env named)."""
-    return url.set(drivername="postgresql").render_as_string(hide_password=False)
-
-
-async def _pg_admin(url: URL) -> asyncpg.Connection:
-    try:
-        return await asyncpg.connect(_asyncpg_dsn(url), timeout=10)
-    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
-        pytest.fail(
-            f"PostgreSQL is unreachable at {url.render_as_string(hide_password=True)} "
-            f"({type(exc).__name__}: {exc}). The store tests need it: start PostgreSQL or "
-            "point RENTAHAL_TEST_PG_DSN at a server where this user may CREATE DATABASE.",
-            pytrace=False,
-        )
-
-
-@dataclass
-class PgDatabase:
-    admin_url: URL
-    name: str
-
-    @property
-    def store_url(self) -> str:
-        return self.admin_url.set(
-            drivername="postgresql+asyncpg", database=self.name
-        ).render_as_string(hide_password=False)
-
-    async def create(self) -> None:
-        admin = await _pg_admin(self.admin_url)
-        try:
-            await admin.execute(f'CREATE DATABASE "{self.name}"')
-        finally:
-            await admin.close()
-
-    async def drop(self) -> None:
-        admin = await _pg_admin(self.admin_url)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
-        finally:
-            await admin.close()
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def fresh_pg_url() -> AsyncIterator[str]:
-    """A URL of a brand-new, empty PostgreSQL database, dropped after the test."""
-    database = PgDatabase(_pg_admin_url(), f"rentahal_test_{secrets.token_hex(8)}")
-    await database.create()
-    try:
-        yield database.store_url
-    finally:
-        await database.drop()
 
 
 @pytest.fixture(params=BACKENDS)
@@ -145,7 +84,7 @@ async def pg_module_store() -> AsyncIterator[Store]:
     Creating and migrating a database costs about 0.3 s, so the module shares one and each
     test starts from emptied tables (see `postgresql_store`).
     """
-    database = PgDatabase(_pg_admin_url(), f"rentahal_test_{secrets.token_hex(8)}")
+    database = PgDatabase(pg_admin_url(), f"rentahal_test_{secrets.token_hex(8)}")
     await database.create()
     try:
         opened = await Store(database.store_url).open()

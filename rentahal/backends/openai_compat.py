@@ -1,14 +1,15 @@
 """Any OpenAI-compatible server (vLLM, llama.cpp server, LM Studio, LocalAI, OpenAI itself):
 `POST /v1/chat/completions` (SSE when streaming), `GET /v1/models`. Talks through the official
 `openai` SDK, on the broker's shared HTTP client, with the SDK's own retries off (the
-scheduler decides about retries)."""
+scheduler decides about retries). The SDK is imported on first use: it takes most of a
+second to import, which every CLI call and broker start would otherwise pay."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 import httpx
-import openai
 
 from rentahal.backends.base import (
     Backend,
@@ -18,6 +19,9 @@ from rentahal.backends.base import (
     generation_options,
 )
 from rentahal.routing.registry import WorkerState
+
+if TYPE_CHECKING:
+    import openai
 
 
 def _api_root(worker: WorkerState) -> str:
@@ -52,6 +56,8 @@ class OpenAIBackend(Backend):
         root = _api_root(worker)
         sdk = self._clients.get((root, key))
         if sdk is None:
+            import openai
+
             sdk = openai.AsyncOpenAI(api_key=key, base_url=root, http_client=client, max_retries=0)
             self._clients[(root, key)] = sdk
         return sdk
@@ -61,6 +67,8 @@ class OpenAIBackend(Backend):
     ) -> AsyncIterator[str]:
         if not request.model:
             raise BackendError("no model named and the worker lists none")
+        import openai
+
         sdk = self._sdk(client, worker)
         messages = [{"role": "user", "content": request.prompt}]
         options = generation_options(request.options)

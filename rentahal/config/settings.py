@@ -1,8 +1,8 @@
 """The broker's settings: defaults from the seed, a config file, `RENTAHAL_*` environment.
 
 Precedence, highest first: values passed in code (the CLI's flags), environment variables,
-secret files (one file per secret in `<data_dir>/secrets/` or `RENTAHAL_SECRETS_DIR`), the
-config file, then the defaults below (the seed's `config.ini` keys and values).
+secret files (`<data_dir>/secrets/<name>`, or in `RENTAHAL_SECRETS_DIR`), the config file,
+then the defaults below (the seed's `config.ini` keys and values).
 
 Secrets (`SecretStr` fields) may not come from the config file: the seed kept its API keys and
 signing key in a plain file it rewrote at every start, and a config file is the thing people
@@ -23,6 +23,7 @@ from pydantic_settings import (
 )
 
 from rentahal.config.file_source import ConfigFileSource
+from rentahal.config.secret_files import SecretFilesSource, is_secret_field
 
 
 class Settings(BaseSettings):
@@ -113,10 +114,11 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
+        secrets_dir = getattr(file_secret_settings, "secrets_dir", None)
         return (
             init_settings,
             env_settings,
-            file_secret_settings,
+            SecretFilesSource(settings_cls, Path(secrets_dir) if secrets_dir else None),
             ConfigFileSource(settings_cls, init_settings, env_settings),
         )
 
@@ -124,9 +126,7 @@ class Settings(BaseSettings):
 def secret_field_names() -> frozenset[str]:
     """Names of the fields that hold secrets (never read from the config file, never logged)."""
     return frozenset(
-        name
-        for name, field in Settings.model_fields.items()
-        if field.annotation is not None and "SecretStr" in str(field.annotation)
+        name for name, field in Settings.model_fields.items() if is_secret_field(field)
     )
 
 
