@@ -22,6 +22,8 @@ from rentahal.routing.registry import WorkerState
 
 if TYPE_CHECKING:
     import openai
+    from openai import AsyncStream
+    from openai.types.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionMessageParam
 
 
 def _api_root(worker: WorkerState) -> str:
@@ -51,14 +53,15 @@ class OpenAIBackend(Backend):
                 return HealthReport(status=502)
         return HealthReport(status=response.status_code, models=models)
 
-    def _sdk(self, client: httpx.AsyncClient, worker: WorkerState) -> openai.AsyncOpenAI:
+    def _sdk(self, worker: WorkerState) -> openai.AsyncOpenAI:
         key = self.auth_headers(worker).get("Authorization", "Bearer none").removeprefix("Bearer ")
         root = _api_root(worker)
         sdk = self._clients.get((root, key))
         if sdk is None:
             import openai
 
-            sdk = openai.AsyncOpenAI(api_key=key, base_url=root, http_client=client, max_retries=0)
+            # The SDK brings its own HTTP stack (httpx2), so it keeps its own pool per worker.
+            sdk = openai.AsyncOpenAI(api_key=key, base_url=root, max_retries=0)
             self._clients[(root, key)] = sdk
         return sdk
 
@@ -69,19 +72,19 @@ class OpenAIBackend(Backend):
             raise BackendError("no model named and the worker lists none")
         import openai
 
-        sdk = self._sdk(client, worker)
-        messages = [{"role": "user", "content": request.prompt}]
+        sdk = self._sdk(worker)
+        messages: list[ChatCompletionMessageParam] = [{"role": "user", "content": request.prompt}]
         options = generation_options(request.options)
         try:
             if not request.stream:
-                completion = await sdk.chat.completions.create(
+                completion: ChatCompletion = await sdk.chat.completions.create(
                     model=request.model, messages=messages, stream=False, **options
                 )
                 if not completion.choices:
                     raise BackendError("worker answered with no choices")
                 yield completion.choices[0].message.content or ""
                 return
-            stream = await sdk.chat.completions.create(
+            stream: AsyncStream[ChatCompletionChunk] = await sdk.chat.completions.create(
                 model=request.model, messages=messages, stream=True, **options
             )
             async with stream:

@@ -8,7 +8,7 @@ which the broker echoes as `response_to` on its direct replies.
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     AliasChoices,
@@ -256,8 +256,8 @@ InboundMessage = Annotated[
 
 _adapter: TypeAdapter[InboundMessage] = TypeAdapter(InboundMessage)
 MESSAGE_TYPES: frozenset[str] = frozenset(
-    cls.model_fields["type"].annotation.__args__[0]  # type: ignore[union-attr]
-    for cls in InboundMessage.__origin__.__args__  # type: ignore[attr-defined]
+    get_args(cls.model_fields["type"].annotation)[0]
+    for cls in get_args(get_args(InboundMessage)[0])
 )
 
 
@@ -273,8 +273,10 @@ def parse_message(raw: str | bytes) -> InboundMessage:
     """Parse one frame, or raise `ProtocolError` with the reply's code and the frame's `id`."""
     try:
         data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except json.JSONDecodeError as exc:
         raise ProtocolError(ErrorCode.MALFORMED, f"not valid JSON: {exc.msg}") from None
+    except UnicodeDecodeError:
+        raise ProtocolError(ErrorCode.MALFORMED, "not valid UTF-8") from None
     if not isinstance(data, dict):
         raise ProtocolError(ErrorCode.MALFORMED, "a message must be a JSON object")
     message_id = data.get("id")

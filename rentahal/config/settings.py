@@ -141,4 +141,4 @@ def load_settings(**overrides: Any) -> Settings:
     secrets_dir = first.resolved_secrets_dir
     if not secrets_dir.is_dir():
         return first
-    return Settings(_secrets_dir=secrets_dir, **overrides)
+    return Settings(_secrets_dir=secrets_dir, **overrides)  # type: ignore[call-arg]

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -88,7 +88,7 @@ class Registry:
     def __init__(self) -> None:
         self._workers: dict[str, WorkerState] = {}
 
-    def __iter__(self) -> Iterable[WorkerState]:
+    def __iter__(self) -> Iterator[WorkerState]:
         return iter(list(self._workers.values()))
 
     def __len__(self) -> int:

@@ -164,17 +164,17 @@ class Scheduler:
                 self._queue_dirty.set()
                 await self._finish_unsuccessful(job, *state_reason, terminated=by_sysop)
                 return True
-        job = self._running.get(query_id)
-        if job is None or job.task is None or job.task.done():
+        running = self._running.get(query_id)
+        if running is None or running.task is None or running.task.done():
             return False
-        job.cancel_reason = state_reason
-        job.task.cancel()
+        running.cancel_reason = state_reason
+        running.task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
-            await job.task
+            await running.task
         if by_sysop:
             self._hub.send_user(
-                job.query.user_id,
-                events.QueryTerminated(guid=job.query.user_id, query_id=query_id),
+                running.query.user_id,
+                events.QueryTerminated(guid=running.query.user_id, query_id=query_id),
             )
         return True
 

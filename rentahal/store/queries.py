@@ -155,7 +155,7 @@ async def _add_type_stats(session: DbSession, query_type: str, seconds: float, c
         "total_cost": cost,
         "last_updated": utcnow(),
     }
-    dialect = postgresql if session.bind.dialect.name == "postgresql" else sqlite
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
     insert = dialect.insert(TypeStats).values(**values)
     await session.execute(
         insert.on_conflict_do_update(

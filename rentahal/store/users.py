@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
-from rentahal.store.database import Database
+from rentahal.store.database import Database, affected_rows
 from rentahal.store.models import Role, User, new_id, utcnow
 
 
@@ -68,4 +68,4 @@ class UserRepository:
         async with self._db.session() as session:
             result = await session.execute(update(User).where(User.id == user_id).values(**values))
             await session.commit()
-            return result.rowcount > 0
+            return affected_rows(result) > 0

@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
-from rentahal.store.database import Database
+from rentahal.store.database import Database, affected_rows
 from rentahal.store.models import Model, Worker
 
 
@@ -41,7 +41,7 @@ class WorkerRepository:
         async with self._db.session() as session:
             result = await session.execute(delete(Worker).where(Worker.name == name))
             await session.commit()
-            return result.rowcount > 0
+            return affected_rows(result) > 0
 
     async def save_health(self, states: Iterable[tuple[str, float, bool, datetime | None]]) -> None:
         """Persist `(name, health_score, blacklisted, last_active)` for many workers at once."""
@@ -82,4 +82,4 @@ class ModelRepository:
                 delete(Model).where(Model.provider == provider, Model.name == name)
             )
             await session.commit()
-            return result.rowcount > 0
+            return affected_rows(result) > 0
