@@ -22,6 +22,7 @@ from websockets.exceptions import InvalidStatus
 
 from rentahal.testing.broker import BrokerProcess, BusClient
 from rentahal.testing.process import StubServer
+from rentahal.testing.waiting import eventually
 from tests.conftest import FAST_ENV, Realm
 
 SESSION = "rentahal_session"
@@ -37,15 +38,6 @@ def as_cookie(cookie: str) -> dict[str, str]:
 
 def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
-
-
-async def until(check: Callable[[], Awaitable[bool]], within: float = 10.0) -> None:
-    """Poll `check` until it holds, failing after `within` seconds."""
-    deadline = time.monotonic() + within
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {within} s")
-        await asyncio.sleep(0.05)
 
 
 async def assert_alive(bus: BusClient) -> None:
@@ -145,8 +137,6 @@ async def test_guest_cannot_send_sysop_messages(realm: Realm, rentahal_stub: Stu
         assert result["result"] == "echo: still mine"
         assert not any(m["type"] in ("query_terminated", "user_banned") for m in victim.seen)
         assert (await me(broker, banned_cookie)).status_code == 403
-        victim_view = await victim.request({"type": "get_previous_queries"})
-        assert victim_view["type"] == "previous_queries"
         # ...the worker list is unchanged...
         assert await workers_seen_by_sysop(broker, realm.sysop_key) == ["w1"]
         # ...and no broadcast went out: a later sysop broadcast arrives, the guest's never.
@@ -544,7 +534,7 @@ async def test_terminate_query_stops_a_running_query(
     await realm.add_worker("w1", rentahal_stub)
     broker = realm.broker
 
-    async def in_flight(count: int) -> Callable[[], Awaitable[bool]]:
+    def in_flight(count: int) -> Callable[[], Awaitable[bool]]:
         async def check() -> bool:
             return (await rentahal_stub.stats())["in_flight"] == count
 
@@ -563,7 +553,7 @@ async def test_terminate_query_stops_a_running_query(
                 "query_status",
                 lambda m, q=query_id: m["query_id"] == q and m["state"] == "dispatched",
             )
-            await until(await in_flight(1), within=5)
+            await eventually(in_flight(1), within=5)
             started = time.monotonic()
             command = {
                 "type": "terminate_query",
@@ -581,9 +571,9 @@ async def test_terminate_query_stops_a_running_query(
             async def worker_saw_disconnect(before: int = disconnected) -> bool:
                 return (await rentahal_stub.stats())["disconnected"] > before
 
-            await until(worker_saw_disconnect, within=3)
+            await eventually(worker_saw_disconnect, within=3)
             assert time.monotonic() - started < 3
-            await until(await in_flight(0), within=3)
+            await eventually(in_flight(0), within=3)
         assert not any(m["type"] == "query_result" for m in guest.seen)
         await assert_alive(guest)  # terminating queries does not disconnect the user
 

@@ -8,7 +8,6 @@ import asyncio
 import json
 import re
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from websockets.exceptions import ConnectionClosed
 
 from rentahal.testing.broker import BrokerProcess, BusClient
 from rentahal.testing.process import StubServer
+from rentahal.testing.waiting import eventually
 from tests.conftest import Realm
 
 SESSION = "rentahal_session"
@@ -29,15 +29,6 @@ def as_cookie(cookie: str) -> dict[str, str]:
 
 
 SYSOP_ONLY_GREETINGS = {"system_stats", "user_stats", "worker_health", "active_users"}
-
-
-async def until(check: Callable[[], Awaitable[bool]], within: float = 10.0) -> None:
-    """Poll `check` until it holds, failing after `within` seconds."""
-    deadline = time.monotonic() + within
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {within} s")
-        await asyncio.sleep(0.05)
 
 
 async def assert_alive(bus: BusClient) -> None:
@@ -165,6 +156,23 @@ async def test_bad_frames_get_errors_and_the_connection_survives(realm: Realm) -
         assert not any(m["type"] == "error" for m in bus.inbox)
 
 
+async def test_frame_limit_counts_bytes_not_characters(realm: Realm) -> None:
+    """`max_message_size` is a size in bytes (SPEC §15): a text frame with fewer characters
+    than the limit but more UTF-8 bytes is over it, exactly like the same bytes sent binary."""
+    limit = 1_048_576
+    head = '{"type":"ping","id":"wide","pad":"'
+    frame = head + "\u20ac" * (limit // 3 + 1) + '"}'  # 3 bytes a character in UTF-8
+    assert len(frame) < limit < len(frame.encode())
+    async with realm.broker.bus(cookie=await realm.broker.guest_cookie()) as bus:
+        await bus.expect("user_info")
+        await bus.send(frame.encode())
+        assert (await bus.expect("error"))["code"] == "too_large"
+        await bus.send(frame)
+        error = await bus.expect("error")
+        assert error["code"] == "too_large", error
+        await assert_alive(bus)
+
+
 async def test_id_is_echoed_as_response_to(realm: Realm) -> None:
     async with realm.broker.bus(cookie=await realm.broker.guest_cookie()) as bus:
         await bus.expect("user_info")
@@ -279,7 +287,7 @@ async def test_cancel_own_running_query(realm: Realm, rentahal_stub: StubServer)
         async def stub_busy() -> bool:
             return (await rentahal_stub.stats())["in_flight"] >= 1
 
-        await until(stub_busy, within=5)
+        await eventually(stub_busy, within=5)
 
         # Someone else's query is not theirs to cancel (and not even visible to them).
         reply = await other.request({"type": "cancel_query", "query_id": query_id})
@@ -302,7 +310,7 @@ async def test_cancel_own_running_query(realm: Realm, rentahal_stub: StubServer)
         async def worker_saw_disconnect() -> bool:
             return (await rentahal_stub.stats())["disconnected"] > before
 
-        await until(worker_saw_disconnect, within=3)
+        await eventually(worker_saw_disconnect, within=3)
         assert time.monotonic() - started < 3  # well before the stub's 5 s answer
         assert not any(m["type"] == "query_result" for m in owner.seen)
         assert not any(m.get("query_id") == query_id for m in other.seen)
@@ -357,7 +365,7 @@ async def test_results_finished_while_away_are_delivered_on_reconnect(
             assert response.status_code == 200, response.text
             return bool(response.json()["state"] == "done")
 
-        await until(finished, within=15)
+        await eventually(finished, within=15)
 
     async with broker.bus(cookie=cookie) as back:
         result = await back.expect("query_result", lambda m: m["query_id"] == query_id)

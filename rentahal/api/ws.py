@@ -155,11 +155,13 @@ class BusSession:
             raw = frame.get("text") if frame.get("text") is not None else frame.get("bytes")
             if raw is None:
                 continue
-            if len(raw) > limit:
+            # The limit is in bytes; a text frame may hold up to 4 bytes per character.
+            size = len(raw.encode()) if isinstance(raw, str) and len(raw) * 4 > limit else len(raw)
+            if size > limit:
                 self.send(
                     events.Error(
                         code=ErrorCode.TOO_LARGE,
-                        message=f"message of {len(raw)} bytes is over the {limit}-byte limit; "
+                        message=f"message of {size} bytes is over the {limit}-byte limit; "
                         "send large images and audio in chunks or by HTTP upload",
                     )
                 )
@@ -312,4 +314,4 @@ class BusSession:
 
     async def on_sysop_message(self, message: m.SysopMessage) -> Reply:
         self.broker.sysop.broadcast(message.message)
-        return None
+        return events.Ack(message="Message sent")

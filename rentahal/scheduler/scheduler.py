@@ -24,7 +24,7 @@ from rentahal.bus import events
 from rentahal.bus.errors import ErrorCode, ProtocolError
 from rentahal.bus.hub import Hub
 from rentahal.bus.messages import QuerySpec
-from rentahal.bus.views import final_event
+from rentahal.bus.views import final_event, user_view
 from rentahal.config import Settings
 from rentahal.routing.registry import Registry, WorkerState
 from rentahal.store import Query, QueryState, Role, Store, User, utcnow
@@ -244,6 +244,8 @@ class Scheduler:
             worker.last_active = utcnow()
             self._status(query, QueryState.DONE, worker.name)
             await self._deliver(query)
+            if owner := await self._store.users.get(query.user_id):
+                self._hub.send_user(owner.id, events.UserInfo(data=user_view(owner)))
         except asyncio.CancelledError:
             if job.cancel_reason is None:
                 raise  # broker shutdown: the job stays in the store and resumes on restart

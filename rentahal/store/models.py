@@ -22,6 +22,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    func,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -105,6 +106,10 @@ class User(Base):
     @property
     def is_sysop(self) -> bool:
         return self.role == Role.SYSOP.value
+
+
+# "HAL" and "hal" are one nickname: nobody may pass for another user by case.
+Index("uq_users_nickname_lower", func.lower(User.nickname), unique=True)
 
 
 class Session(Base):

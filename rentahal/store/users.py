@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from rentahal.store.database import Database, affected_rows
@@ -37,7 +37,9 @@ class UserRepository:
 
     async def get_by_nickname(self, nickname: str) -> User | None:
         async with self._db.session() as session:
-            return await session.scalar(select(User).where(User.nickname == nickname))
+            return await session.scalar(
+                select(User).where(func.lower(User.nickname) == nickname.lower())
+            )
 
     async def list(self, limit: int = 500) -> Sequence[User]:
         async with self._db.session() as session:

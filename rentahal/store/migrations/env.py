@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
-from alembic import context
+from typing import Any, Literal
 
-from rentahal.store.models import Base
+from alembic import context
+from alembic.autogenerate.api import AutogenContext
+
+from rentahal.store.models import Base, UTCDateTime
+
+
+def render_item(kind: str, item: Any, autogen_context: AutogenContext) -> str | Literal[False]:
+    """Migrations must not import the app: render its column types as plain SQLAlchemy."""
+    if kind == "type" and isinstance(item, UTCDateTime):
+        return "sa.DateTime(timezone=True)"
+    return False
+
 
 connection = context.config.attributes.get("connection")
 if connection is None:
@@ -15,6 +26,7 @@ context.configure(
     target_metadata=Base.metadata,
     render_as_batch=True,  # SQLite alters tables by copying them
     compare_type=True,
+    render_item=render_item,
 )
 with context.begin_transaction():
     context.run_migrations()

@@ -69,9 +69,11 @@ const handlers = {
   user_info(message) {
     const user = message.data;
     $("user-info").textContent = `${user.nickname} (${user.role})`;
-    $("user-costs").textContent =
-      `Queries: ${user.query_count} · Total time: ${user.total_query_time.toFixed(2)} s · ` +
-      `Total cost: $${user.total_cost.toFixed(4)}`;
+    $("user-costs").replaceChildren(
+      el("span", "nowrap", `Queries: ${user.query_count}`), " · ",
+      el("span", "nowrap", `Total time: ${user.total_query_time.toFixed(2)} s`), " · ",
+      el("span", "nowrap", `Total cost: $${user.total_cost.toFixed(4)}`),
+    );
     $("nickname-input").placeholder = user.nickname;
   },
   worker_update(message) {
@@ -97,6 +99,7 @@ const handlers = {
   },
   query_status(message) {
     const card = resultCard(message.query_id);
+    if (message.worker) card.worker = message.worker;
     if (!["done", "failed", "cancelled", "expired"].includes(message.state)) {
       card.meta.textContent = message.state + (message.worker ? ` on ${message.worker}` : "");
     }
@@ -107,7 +110,7 @@ const handlers = {
   query_result(message) {
     const card = resultCard(message.query_id);
     card.answer.textContent = message.result;
-    card.meta.textContent =
+    card.meta.textContent = (card.worker ? `${card.worker} · ` : "") +
       `${message.processing_time.toFixed(2)} s · $${message.cost.toFixed(4)}`;
     send({ type: "get_previous_queries" });
   },

@@ -2,7 +2,6 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-25 15:47:17.618502
 """
 
 from collections.abc import Sequence
@@ -59,6 +58,8 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("nickname"),
     )
+    # Nicknames are unique whatever their case (autogenerate cannot see expression indexes).
+    op.create_index("uq_users_nickname_lower", "users", [sa.text("lower(nickname)")], unique=True)
     op.create_table(
         "api_keys",
         sa.Column("id", sa.String(length=32), nullable=False),
@@ -159,6 +160,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_api_keys_user_id"))
 
     op.drop_table("api_keys")
+    op.drop_index("uq_users_nickname_lower", table_name="users")
     op.drop_table("users")
     op.drop_table("type_stats")
     with op.batch_alter_table("models", schema=None) as batch_op:
