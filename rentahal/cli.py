@@ -16,9 +16,9 @@ from rich.table import Table
 from rentahal.bus.errors import ProtocolError
 from rentahal.bus.messages import WorkerSpec
 from rentahal.config import ConfigFileError, Settings, load_settings
-from rentahal.store import NicknameTaken, Role, Store, Worker
+from rentahal.store import NicknameTaken, Role, Store
 from rentahal.store.workers import AlreadyExists
-from rentahal.sysop import validate_worker_spec
+from rentahal.sysop import worker_row
 
 app = typer.Typer(help="RENT A HAL: a self-hosted multi-user AI orchestration broker.")
 admin = typer.Typer(help="Sysop chores that work on the store directly (broker running or not).")
@@ -131,7 +131,7 @@ def add_worker(
             max_concurrency=max_concurrency,
             api_key_env=api_key_env,
         )
-        validate_worker_spec(spec)
+        row = worker_row(spec)
     except ValidationError as exc:
         console.print(f"[red]invalid worker:[/red] {exc}")
         raise typer.Exit(2) from None
@@ -140,17 +140,7 @@ def add_worker(
         raise typer.Exit(2) from None
 
     async def add(store: Store) -> None:
-        await store.workers.add(
-            Worker(
-                name=spec.name,
-                address=spec.address,
-                kind=spec.kind,
-                capabilities=[spec.type],
-                models=list(spec.models),
-                max_concurrency=spec.max_concurrency,
-                api_key_env=spec.api_key_env,
-            )
-        )
+        await store.workers.add(row)
 
     try:
         _with_store(settings, add)

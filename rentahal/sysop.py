@@ -37,6 +37,21 @@ def validate_worker_spec(spec: WorkerSpec) -> None:
         )
 
 
+def worker_row(spec: WorkerSpec, *, owner_id: str | None = None) -> Worker:
+    """The store row for a worker the sysop described (bus, REST or CLI)."""
+    validate_worker_spec(spec)
+    return Worker(
+        name=spec.name,
+        address=spec.address,
+        kind=spec.kind,
+        capabilities=[spec.type],
+        models=list(spec.models),
+        max_concurrency=spec.max_concurrency,
+        api_key_env=spec.api_key_env,
+        owner_id=owner_id,
+    )
+
+
 class Sysop:
     def __init__(self, broker: Broker) -> None:
         self._broker = broker
@@ -44,25 +59,17 @@ class Sysop:
     # --- workers ---------------------------------------------------------------------------
 
     async def add_worker(self, spec: WorkerSpec, *, owner_id: str | None = None) -> WorkerState:
-        validate_worker_spec(spec)
-        row = Worker(
-            name=spec.name,
-            address=spec.address,
-            kind=spec.kind,
-            capabilities=[spec.type],
-            models=list(spec.models),
-            max_concurrency=spec.max_concurrency,
-            api_key_env=spec.api_key_env,
-            owner_id=owner_id,
-        )
-        try:
-            await self._broker.store.workers.add(row)
-        except AlreadyExists:
-            raise ProtocolError(
-                ErrorCode.CONFLICT, f"a worker named {spec.name!r} already exists"
-            ) from None
-        worker = WorkerState.from_row(row)
-        self._broker.registry.add(worker)
+        row = worker_row(spec, owner_id=owner_id)
+        registry = self._broker.registry
+        async with registry.membership:
+            try:
+                await self._broker.store.workers.add(row)
+            except AlreadyExists:
+                raise ProtocolError(
+                    ErrorCode.CONFLICT, f"a worker named {spec.name!r} already exists"
+                ) from None
+            worker = WorkerState.from_row(row)
+            registry.add(worker)
         log.info("sysop.worker_added", worker=spec.name, kind=spec.kind)
         # Probe at once: the sysop learns whether it answers, and the models it lists.
         await self._broker.monitor.check([worker])
@@ -71,9 +78,11 @@ class Sysop:
         return worker
 
     async def remove_worker(self, name: str) -> None:
-        if not await self._broker.store.workers.remove(name):
-            raise ProtocolError(ErrorCode.NOT_FOUND, f"no worker named {name!r}")
-        self._broker.registry.remove(name)
+        registry = self._broker.registry
+        async with registry.membership:
+            if not await self._broker.store.workers.remove(name):
+                raise ProtocolError(ErrorCode.NOT_FOUND, f"no worker named {name!r}")
+            registry.remove(name)
         log.info("sysop.worker_removed", worker=name)
         self._broker.announce_workers(f"Removed worker: {name}")
 

@@ -63,7 +63,7 @@ async def test_failing_worker_is_blacklisted_then_readmitted(
         await sysop.expect("worker_health")
         await rentahal_stub.configure(health_status=503)
         sysop.inbox.clear()
-        readings = await _scores(sysop, "flaky", until=10)
+        readings = await _scores(sysop, "flaky", until=10, since=(100.0, False))
         assert [score for score, _ in readings] == [90, 80, 70, 60, 50, 40, 30, 20, 10, 0]
         assert readings[-1] == (0, True)
         await sysop.expect(

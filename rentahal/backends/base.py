@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -74,6 +74,24 @@ class Backend(ABC):
         self, client: httpx.AsyncClient, worker: WorkerState, request: BackendRequest
     ) -> AsyncIterator[str]:
         """Yield the answer as text deltas (one delta when the backend does not stream)."""
+
+    async def probe_model_list(
+        self,
+        client: httpx.AsyncClient,
+        worker: WorkerState,
+        url: str,
+        seconds: float,
+        names: Callable[[Any], Iterable[str]],
+    ) -> HealthReport:
+        """A health check that GETs the server's model list: healthy means 200 *and* a list
+        in the protocol's shape (a 200 from something else is reported as 502)."""
+        response = await client.get(url, headers=self.auth_headers(worker), timeout=seconds)
+        if response.status_code != 200:
+            return HealthReport(status=response.status_code)
+        try:
+            return HealthReport(status=200, models=tuple(names(response.json())))
+        except (ValueError, KeyError, TypeError):
+            return HealthReport(status=502)
 
     @staticmethod
     def auth_headers(worker: WorkerState) -> dict[str, str]:

@@ -32,16 +32,13 @@ class OllamaBackend(Backend):
     async def probe(
         self, client: httpx.AsyncClient, worker: WorkerState, seconds: float
     ) -> HealthReport:
-        response = await client.get(
-            f"{worker.url}/api/tags", headers=self.auth_headers(worker), timeout=seconds
+        return await self.probe_model_list(
+            client,
+            worker,
+            f"{worker.url}/api/tags",
+            seconds,
+            lambda body: (m["name"] for m in body["models"]),
         )
-        models: tuple[str, ...] | None = None
-        if response.status_code == 200:
-            try:
-                models = tuple(m["name"] for m in response.json()["models"])
-            except (ValueError, KeyError, TypeError):
-                return HealthReport(status=502)  # 200 but not Ollama's answer
-        return HealthReport(status=response.status_code, models=models)
 
     async def generate(
         self, client: httpx.AsyncClient, worker: WorkerState, request: BackendRequest

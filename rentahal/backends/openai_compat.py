@@ -42,16 +42,13 @@ class OpenAIBackend(Backend):
     async def probe(
         self, client: httpx.AsyncClient, worker: WorkerState, seconds: float
     ) -> HealthReport:
-        response = await client.get(
-            f"{_api_root(worker)}/models", headers=self.auth_headers(worker), timeout=seconds
+        return await self.probe_model_list(
+            client,
+            worker,
+            f"{_api_root(worker)}/models",
+            seconds,
+            lambda body: (m["id"] for m in body["data"]),
         )
-        models: tuple[str, ...] | None = None
-        if response.status_code == 200:
-            try:
-                models = tuple(m["id"] for m in response.json()["data"])
-            except (ValueError, KeyError, TypeError):
-                return HealthReport(status=502)
-        return HealthReport(status=response.status_code, models=models)
 
     def _sdk(self, worker: WorkerState) -> openai.AsyncOpenAI:
         key = self.auth_headers(worker).get("Authorization", "Bearer none").removeprefix("Bearer ")

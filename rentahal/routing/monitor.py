@@ -60,7 +60,8 @@ class HealthMonitor:
 
     async def check_all(self) -> None:
         """One tick: sync with the store, probe everyone at once, persist, notify."""
-        self._registry.sync(await self._store.workers.list())
+        async with self._registry.membership:
+            self._registry.sync(await self._store.workers.list())
         workers = list(self._registry)
         if not workers:
             return

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -87,6 +88,9 @@ class Registry:
 
     def __init__(self) -> None:
         self._workers: dict[str, WorkerState] = {}
+        # Held across "change the store, then the registry" and "read the store, then sync",
+        # so a sync from a list read just before a worker was added cannot drop it again.
+        self.membership = asyncio.Lock()
 
     def __iter__(self) -> Iterator[WorkerState]:
         return iter(list(self._workers.values()))
