@@ -129,6 +129,8 @@ class QueryResult(Outbound):
     result_type: str
     processing_time: float
     cost: float
+    queue_wait: float = 0.0
+    worker: str | None = None
 
 
 class QueueUpdate(Outbound):

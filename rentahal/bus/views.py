@@ -77,6 +77,8 @@ def final_event(query: Query) -> events.Outbound:
             result_type=query.result_type or "text",
             processing_time=round(query.processing_time or 0.0, 4),
             cost=round(query.cost or 0.0, 6),
+            queue_wait=round(query.queue_wait or 0.0, 4),
+            worker=query.worker_name,
         )
     return events.Error(
         code=query.error_code or ErrorCode.INTERNAL,
