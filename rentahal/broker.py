@@ -1,4 +1,5 @@
-"""The broker: builds the store, bus, registry, scheduler and health monitor and runs them."""
+"""The broker: builds the store, bus, registry, router, scheduler and health monitor and runs
+them."""
 
 from __future__ import annotations
 
@@ -11,8 +12,13 @@ from rentahal.bus import events
 from rentahal.bus.hub import Hub
 from rentahal.bus.views import worker_view
 from rentahal.config import Settings
+from rentahal.metrics import Metrics
+from rentahal.routing.circuit import CircuitBreaker
 from rentahal.routing.monitor import HealthMonitor
+from rentahal.routing.pools import PoolState
+from rentahal.routing.realms import DEFAULT_REALMS, RealmTable
 from rentahal.routing.registry import Registry, WorkerState
+from rentahal.routing.router import Router
 from rentahal.scheduler import Scheduler
 from rentahal.store import Store
 from rentahal.sysop import Sysop
@@ -26,7 +32,11 @@ class Broker:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.store = Store(settings.resolved_database_url)
         self.hub = Hub()
-        self.registry = Registry()
+        self.metrics = Metrics()
+        self.registry = Registry(
+            lambda: CircuitBreaker(settings.circuit_failures, settings.circuit_open_seconds)
+        )
+        self.router = Router(self.registry, RealmTable())
         # One pooled client for all worker traffic; per-request timeouts come from the adapters.
         self.http = httpx.AsyncClient(
             timeout=httpx.Timeout(settings.query_timeout, connect=5.0),
@@ -36,15 +46,25 @@ class Broker:
         self.auth = Authenticator(
             self.store, load_or_create_secret_key(settings), settings.token_expiration
         )
-        self.scheduler = Scheduler(settings, self.store, self.registry, self.hub, self.http)
+        self.scheduler = Scheduler(
+            settings,
+            self.store,
+            self.router,
+            self.hub,
+            self.http,
+            self.metrics,
+            self._on_health_events,
+        )
         self.monitor = HealthMonitor(
-            settings, self.store, self.registry, self.http, self._on_health_checked
+            settings, self.store, self.registry, self.http, self._on_health_events
         )
         self.sysop = Sysop(self)
         self.ready = False
 
     async def start(self) -> None:
         await self.store.open()
+        await self.store.realms.ensure(DEFAULT_REALMS, self.settings.max_queue_size)
+        await self.reload_routing()
         self.registry.sync(await self.store.workers.list())
         await self.scheduler.start()
         self.monitor.start()
@@ -61,14 +81,51 @@ class Broker:
         await self.store.close()
         log.info("broker.stopped")
 
-    # --- fan-out helpers -------------------------------------------------------------------
+    async def reload_routing(self) -> None:
+        """Re-read realms and pools from the store after a sysop changed them."""
+        self.router.realms.load(await self.store.realms.list())
+        self.router.pools = {p.name: PoolState.from_row(p) for p in await self.store.pools.list()}
+        self.scheduler.resize_queues()
+
+    # --- views and fan-out -----------------------------------------------------------------
+
+    def worker_views(self) -> list[events.WorkerView]:
+        return [worker_view(w, self.router.home_realm(w)) for w in self.registry]
 
     def workers_event(self, *, for_sysop: bool) -> events.WorkerUpdate:
         """Users see every worker but not its address; sysops see everything."""
-        views = [worker_view(w) for w in self.registry]
+        views = self.worker_views()
         if not for_sysop:
             views = [v.model_copy(update={"address": ""}) for v in views]
         return events.WorkerUpdate(workers=views)
+
+    def pools_event(self) -> events.PoolUpdate:
+        return events.PoolUpdate(
+            pools=[
+                events.PoolView(
+                    name=p.name, type=p.query_type, members=list(p.members), strategy=p.strategy
+                )
+                for p in sorted(self.router.pools.values(), key=lambda p: p.name)
+            ],
+            realms=[r.name for r in self.router.realms],
+        )
+
+    def realm_views(self) -> list[events.RealmView]:
+        depths = self.scheduler.depths()
+        return [
+            events.RealmView(
+                name=r.name,
+                primary_for=list(r.primary_for),
+                backup_for=list(r.backup_for),
+                strategy=r.strategy,
+                max_queue_size=r.max_queue_size,
+                min_workers=r.min_workers,
+                max_workers=r.max_workers,
+                workers=[w.name for w in self.registry if self.router.home_realm(w) == r.name],
+                queue_depth=depths.get(r.name, 0),
+            )
+            for r in self.router.realms
+        ]
 
     def announce_workers(self, sysop_note: str | None = None) -> None:
         self.hub.broadcast_by_role(
@@ -78,7 +135,14 @@ class Broker:
         if sysop_note:
             self.hub.broadcast(events.SysopBroadcast(message=sysop_note), sysops_only=True)
 
-    async def _on_health_checked(self, changes: list[tuple[WorkerState, str]]) -> None:
+    def refresh_worker_metrics(self) -> None:
+        for worker in self.registry:
+            self.metrics.worker_health.labels(worker.name).set(worker.health_score)
+            self.metrics.worker_in_flight.labels(worker.name).set(worker.in_flight)
+
+    async def _on_health_events(self, changes: list[tuple[WorkerState, str]]) -> None:
+        """After a health check, or a real job that changed a worker's standing."""
+        self.refresh_worker_metrics()
         self.hub.broadcast(self.sysop.worker_health(), sysops_only=True)
         for worker, event in changes:
             note = (

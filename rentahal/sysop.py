@@ -6,6 +6,7 @@ Authorisation is not checked here; callers gate on the principal's role before c
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import structlog
@@ -13,10 +14,11 @@ import structlog
 from rentahal.backends import BACKENDS
 from rentahal.bus import events
 from rentahal.bus.errors import ErrorCode, ProtocolError
-from rentahal.bus.messages import ModelSpec, WorkerSpec
-from rentahal.bus.views import stats_view, user_view, worker_view
+from rentahal.bus.messages import ModelSpec, PoolSpec, RealmPatch, RealmSpec, WorkerSpec
+from rentahal.bus.views import stats_view, user_view
 from rentahal.routing.registry import WorkerState
 from rentahal.store import AlreadyExists, Worker
+from rentahal.store.models import Pool, Realm
 
 if TYPE_CHECKING:
     from rentahal.broker import Broker
@@ -48,6 +50,8 @@ def worker_row(spec: WorkerSpec, *, owner_id: str | None = None) -> Worker:
         models=list(spec.models),
         max_concurrency=spec.max_concurrency,
         api_key_env=spec.api_key_env,
+        realm=spec.realm or "",
+        specializations={k: list(v) for k, v in spec.specializations.items()},
         owner_id=owner_id,
     )
 
@@ -60,6 +64,8 @@ class Sysop:
 
     async def add_worker(self, spec: WorkerSpec, *, owner_id: str | None = None) -> WorkerState:
         row = worker_row(spec, owner_id=owner_id)
+        if spec.realm and self._broker.router.realms.get(spec.realm) is None:
+            raise ProtocolError(ErrorCode.NOT_FOUND, f"no realm named {spec.realm!r}")
         registry = self._broker.registry
         async with registry.membership:
             try:
@@ -85,6 +91,91 @@ class Sysop:
             registry.remove(name)
         log.info("sysop.worker_removed", worker=name)
         self._broker.announce_workers(f"Removed worker: {name}")
+
+    # --- pools -----------------------------------------------------------------------------
+
+    async def save_pool(self, spec: PoolSpec, *, create: bool) -> None:
+        """Create (`create`) or replace a pool."""
+        if self._broker.router.realms.get(spec.name) is not None:
+            raise ProtocolError(ErrorCode.CONFLICT, f"{spec.name} is a realm's name")
+        unknown = [m for m in spec.members if self._broker.registry.get(m) is None]
+        if unknown:
+            raise ProtocolError(ErrorCode.NOT_FOUND, f"no such workers: {', '.join(unknown)}")
+        values = {"query_type": spec.type, "members": list(spec.members), "strategy": spec.strategy}
+        pools = self._broker.store.pools
+        if create:
+            try:
+                await pools.add(Pool(name=spec.name, **values))
+            except AlreadyExists:
+                raise ProtocolError(ErrorCode.CONFLICT, f"pool {spec.name} exists") from None
+        elif not await pools.update(spec.name, values):
+            raise ProtocolError(ErrorCode.NOT_FOUND, f"no pool named {spec.name}")
+        await self._routing_changed(f"{'Created' if create else 'Updated'} pool {spec.name}")
+
+    async def remove_pool(self, name: str) -> None:
+        if not await self._broker.store.pools.remove(name):
+            raise ProtocolError(ErrorCode.NOT_FOUND, f"no pool named {name}")
+        await self._routing_changed(f"Removed pool {name}")
+
+    # --- realms ----------------------------------------------------------------------------
+
+    async def add_realm(self, spec: RealmSpec) -> None:
+        if spec.name in self._broker.router.pools:
+            raise ProtocolError(ErrorCode.CONFLICT, f"{spec.name} is a pool's name")
+        realm = Realm(**spec.model_dump(exclude={"primary_for"}), primary_for=[])
+        try:
+            await self._broker.store.realms.add(realm)
+        except AlreadyExists:
+            raise ProtocolError(ErrorCode.CONFLICT, f"realm {spec.name} exists") from None
+        if spec.primary_for:
+            await self._take_primary(spec.name, spec.primary_for)
+        await self._routing_changed(f"Created realm {spec.name}")
+
+    async def update_realm(self, name: str, patch: RealmPatch) -> None:
+        values = patch.model_dump(exclude_none=True, exclude={"primary_for"})
+        realms = self._broker.store.realms
+        if self._broker.router.realms.get(name) is None:
+            raise ProtocolError(ErrorCode.NOT_FOUND, f"no realm named {name}")
+        if patch.primary_for is not None:
+            current = self._broker.router.realms.get(name)
+            dropped = set(current.primary_for if current else ()) - set(patch.primary_for)
+            if dropped:
+                raise ProtocolError(
+                    ErrorCode.CONFLICT,
+                    f"{name} is the primary realm of {', '.join(sorted(dropped))}: make another "
+                    "realm their primary instead",
+                )
+            await self._take_primary(name, patch.primary_for)
+        if values:
+            await realms.update(name, values)
+        await self._routing_changed(f"Updated realm {name}")
+
+    async def _take_primary(self, name: str, query_types: Sequence[str]) -> None:
+        """Make `name` the primary realm of `query_types`, taking them from their old one."""
+        for realm in self._broker.router.realms:
+            if realm.name != name and (moved := set(realm.primary_for) & set(query_types)):
+                remaining = [t for t in realm.primary_for if t not in moved]
+                await self._broker.store.realms.update(realm.name, {"primary_for": remaining})
+        await self._broker.store.realms.update(name, {"primary_for": sorted(set(query_types))})
+
+    async def remove_realm(self, name: str) -> None:
+        realm = self._broker.router.realms.get(name)
+        if realm is None:
+            raise ProtocolError(ErrorCode.NOT_FOUND, f"no realm named {name}")
+        if realm.primary_for:
+            raise ProtocolError(
+                ErrorCode.CONFLICT,
+                f"{name} is the primary realm of {', '.join(realm.primary_for)} and cannot go",
+            )
+        await self._broker.store.realms.remove(name)
+        await self._routing_changed(f"Removed realm {name}")
+
+    async def _routing_changed(self, note: str) -> None:
+        await self._broker.reload_routing()
+        log.info("sysop.routing_changed", change=note)
+        self._broker.hub.broadcast(self._broker.pools_event())
+        self._broker.announce_workers(note)
+        self._broker.scheduler.pump()
 
     # --- cloud models ----------------------------------------------------------------------
 
@@ -164,7 +255,7 @@ class Sysop:
         return events.UserStats(data=[user_view(u) for u in users])
 
     def worker_health(self) -> events.WorkerHealth:
-        return events.WorkerHealth(data=[worker_view(w) for w in self._broker.registry])
+        return events.WorkerHealth(data=self._broker.worker_views())
 
     def active_users(self) -> events.ActiveUsers:
         return events.ActiveUsers(users=self._broker.hub.connected_users)

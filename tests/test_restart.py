@@ -8,6 +8,7 @@ import pytest
 
 from rentahal.testing.broker import BrokerProcess
 from rentahal.testing.process import StubServer
+from rentahal.testing.waiting import eventually
 from tests.conftest import FAST_ENV, Realm, create_sysop
 
 
@@ -70,6 +71,11 @@ async def test_jobs_survive_sigkill(tmp_path: Path, rentahal_stub: StubServer) -
                 "query_status",
                 lambda m: m["query_id"] == running["query_id"] and m["state"] == "dispatched",
             )
+
+            async def worker_has_it() -> bool:
+                return (await rentahal_stub.stats())["in_flight"] == 1
+
+            await eventually(worker_has_it)  # the request is at the worker, mid-job
             await broker.kill()
     finally:
         await broker.stop()

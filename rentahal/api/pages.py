@@ -7,8 +7,9 @@ from pathlib import Path
 
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from rentahal.api.deps import BrokerDep
+from rentahal.api.deps import BrokerDep, SysopDep
 from rentahal.api.security import session_cookie_header
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "web" / "static"
@@ -39,3 +40,11 @@ async def readyz(broker: BrokerDep) -> Response:
     """The broker has started: migrations ran and the scheduler is running."""
     ready = broker.ready
     return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
+
+
+@router.get("/metrics", tags=["operations"])
+async def metrics(_: SysopDep, broker: BrokerDep) -> Response:
+    """Prometheus metrics (sysop API key as a Bearer token: scrape configs support it)."""
+    broker.refresh_worker_metrics()
+    broker.metrics.connected_users.set(len(broker.hub.connected_users))
+    return Response(generate_latest(broker.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Request, status
@@ -13,7 +14,7 @@ from rentahal.api.security import session_cookie_header
 from rentahal.auth.identity import SESSION_COOKIE
 from rentahal.bus import events
 from rentahal.bus.errors import ErrorCode, ProtocolError
-from rentahal.bus.messages import QuerySpec, WorkerSpec
+from rentahal.bus.messages import PoolSpec, QuerySpec, RealmPatch, RealmSpec, WorkerSpec
 from rentahal.bus.views import query_view, user_view, worker_view
 
 router = APIRouter(prefix="/api/v1")
@@ -107,7 +108,7 @@ async def cancel_query(query_id: str, principal: PrincipalDep, broker: BrokerDep
 
 @router.get("/workers", tags=["workers"])
 async def list_workers(_: SysopDep, broker: BrokerDep) -> list[events.WorkerView]:
-    return [worker_view(w) for w in broker.registry]
+    return broker.worker_views()
 
 
 @router.post("/workers", status_code=status.HTTP_201_CREATED, tags=["workers"])
@@ -116,13 +117,74 @@ async def add_worker(spec: WorkerSpec, principal: SysopDep, broker: BrokerDep) -
         worker = await broker.sysop.add_worker(spec, owner_id=principal.user.id)
     except ProtocolError as exc:
         raise http_error(exc) from None
-    return worker_view(worker)
+    return worker_view(worker, broker.router.home_realm(worker))
 
 
 @router.delete("/workers/{name}", status_code=status.HTTP_204_NO_CONTENT, tags=["workers"])
 async def remove_worker(name: str, _: SysopDep, broker: BrokerDep) -> None:
     try:
         await broker.sysop.remove_worker(name)
+    except ProtocolError as exc:
+        raise http_error(exc) from None
+
+
+@router.get("/pools", tags=["routing"])
+async def list_pools(_: PrincipalDep, broker: BrokerDep) -> events.PoolUpdate:
+    """Pools and realms: the `$NAME` targets a query may name."""
+    return broker.pools_event()
+
+
+@router.post("/pools", status_code=status.HTTP_201_CREATED, tags=["routing"])
+async def add_pool(spec: PoolSpec, _: SysopDep, broker: BrokerDep) -> events.PoolUpdate:
+    await _sysop_call(broker.sysop.save_pool(spec, create=True))
+    return broker.pools_event()
+
+
+@router.put("/pools/{name}", tags=["routing"])
+async def replace_pool(
+    name: str, spec: PoolSpec, _: SysopDep, broker: BrokerDep
+) -> events.PoolUpdate:
+    if spec.name != name:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            {"code": "invalid", "message": "the body's name differs from the URL's"},
+        )
+    await _sysop_call(broker.sysop.save_pool(spec, create=False))
+    return broker.pools_event()
+
+
+@router.delete("/pools/{name}", status_code=status.HTTP_204_NO_CONTENT, tags=["routing"])
+async def remove_pool(name: str, _: SysopDep, broker: BrokerDep) -> None:
+    await _sysop_call(broker.sysop.remove_pool(name))
+
+
+@router.get("/realms", tags=["routing"])
+async def list_realms(_: SysopDep, broker: BrokerDep) -> list[events.RealmView]:
+    return broker.realm_views()
+
+
+@router.post("/realms", status_code=status.HTTP_201_CREATED, tags=["routing"])
+async def add_realm(spec: RealmSpec, _: SysopDep, broker: BrokerDep) -> list[events.RealmView]:
+    await _sysop_call(broker.sysop.add_realm(spec))
+    return broker.realm_views()
+
+
+@router.patch("/realms/{name}", tags=["routing"])
+async def update_realm(
+    name: str, patch: RealmPatch, _: SysopDep, broker: BrokerDep
+) -> list[events.RealmView]:
+    await _sysop_call(broker.sysop.update_realm(name, patch))
+    return broker.realm_views()
+
+
+@router.delete("/realms/{name}", status_code=status.HTTP_204_NO_CONTENT, tags=["routing"])
+async def remove_realm(name: str, _: SysopDep, broker: BrokerDep) -> None:
+    await _sysop_call(broker.sysop.remove_realm(name))
+
+
+async def _sysop_call(call: Awaitable[None]) -> None:
+    try:
+        await call
     except ProtocolError as exc:
         raise http_error(exc) from None
 

@@ -90,6 +90,9 @@ class BusSession:
             m.BanUser: self.on_ban_user,
             m.UnbanUser: self.on_unban_user,
             m.TerminateQuery: self.on_terminate_query,
+            m.AddPool: self.on_add_pool,
+            m.UpdatePool: self.on_update_pool,
+            m.RemovePool: self.on_remove_pool,
             m.SysopMessage: self.on_sysop_message,
         }
 
@@ -114,6 +117,7 @@ class BusSession:
             self.connection.close(self.connection.close_code, self.connection.close_reason)
             await self.connection.wait_written()
             hub.broadcast(self.broker.sysop.active_users(), sysops_only=True)
+            self.broker.metrics.connected_users.set(len(hub.connected_users))
 
     async def _connected(self) -> None:
         broker = self.broker
@@ -123,12 +127,14 @@ class BusSession:
         self.send(await self._previous_queries(10))
         self.send(events.QueueUpdate(depth=broker.scheduler.depth, total=len(broker.registry)))
         self.send(broker.workers_event(for_sysop=self.is_sysop))
+        self.send(broker.pools_event())
         self.send(await broker.sysop.huggingface_update())
         if self.is_sysop:
             self.send(await broker.sysop.system_stats())
             self.send(await broker.sysop.user_stats())
             self.send(broker.sysop.worker_health())
         broker.hub.broadcast(broker.sysop.active_users(), sysops_only=True)
+        broker.metrics.connected_users.set(len(broker.hub.connected_users))
         await self._deliver_missed_results()
 
     async def _deliver_missed_results(self) -> None:
@@ -311,6 +317,18 @@ class BusSession:
             user_id=message.user_guid, query_id=message.query_id
         )
         return events.Ack(message=f"Terminated {count} quer{'y' if count == 1 else 'ies'}")
+
+    async def on_add_pool(self, message: m.AddPool) -> Reply:
+        await self.broker.sysop.save_pool(message.pool, create=True)
+        return events.Ack(message=f"Created pool {message.pool.name}")
+
+    async def on_update_pool(self, message: m.UpdatePool) -> Reply:
+        await self.broker.sysop.save_pool(message.pool, create=False)
+        return events.Ack(message=f"Updated pool {message.pool.name}")
+
+    async def on_remove_pool(self, message: m.RemovePool) -> Reply:
+        await self.broker.sysop.remove_pool(message.name)
+        return events.Ack(message=f"Removed pool {message.name}")
 
     async def on_sysop_message(self, message: m.SysopMessage) -> Reply:
         self.broker.sysop.broadcast(message.message)

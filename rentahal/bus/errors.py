@@ -17,6 +17,7 @@ class ErrorCode(enum.StrEnum):
     CONFLICT = "conflict"  # e.g. nickname taken, worker name taken
     NO_WORKER = "no_worker"  # no live worker could ever serve this query
     QUEUE_FULL = "queue_full"
+    USER_LIMIT = "user_limit"  # the user has as many queries waiting as they may
     UNSUPPORTED = "unsupported"  # a feature this broker does not offer (yet)
     WORKER_ERROR = "worker_error"
     TIMEOUT = "timeout"

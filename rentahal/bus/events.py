@@ -51,6 +51,7 @@ class QueryView(BaseModel):
 
 class WorkerView(BaseModel):
     name: str
+    realm: str
     address: str
     kind: str
     type: str
@@ -60,6 +61,7 @@ class WorkerView(BaseModel):
     in_flight: int
     health_score: float
     is_blacklisted: bool
+    circuit: str
     last_active: datetime | None
 
 
@@ -137,6 +139,7 @@ class QueueUpdate(Outbound):
     type: Literal["queue_update"] = "queue_update"
     depth: int
     total: int
+    realms: dict[str, int] = {}  # depth per realm
 
 
 class SystemStatsEvent(Outbound):
@@ -168,6 +171,31 @@ class QueryTerminated(Outbound):
     type: Literal["query_terminated"] = "query_terminated"
     guid: str
     query_id: str
+
+
+class PoolView(BaseModel):
+    name: str
+    type: str
+    members: list[str]
+    strategy: str
+
+
+class RealmView(BaseModel):
+    name: str
+    primary_for: list[str]
+    backup_for: list[str]
+    strategy: str
+    max_queue_size: int
+    min_workers: int
+    max_workers: int
+    workers: list[str]
+    queue_depth: int
+
+
+class PoolUpdate(Outbound):
+    type: Literal["pool_update"] = "pool_update"
+    pools: list[PoolView]
+    realms: list[str]  # realm names also work as `$NAME` targets
 
 
 class Error(Outbound):

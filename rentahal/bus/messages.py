@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from rentahal.bus.errors import ErrorCode, ProtocolError
+from rentahal.routing.strategies import StrategyName
 
 QueryType = Literal["chat", "vision", "imagine", "speech", "tts", "stt"]
 WorkerKind = Literal["rentahal", "ollama", "openai"]
@@ -31,6 +32,8 @@ Guid = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
 MessageId = Annotated[str, StringConstraints(max_length=128)] | int
 ModelName = Annotated[str, StringConstraints(strip_whitespace=True, max_length=128)]
 Prompt = Annotated[str, StringConstraints(max_length=200_000)]
+Alias = Annotated[str, StringConstraints(pattern=r"^\$[A-Z0-9_]{1,63}$")]
+Keyword = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
 Base64 = Annotated[str, StringConstraints(max_length=16 * 1024 * 1024)]
 
 
@@ -169,6 +172,8 @@ class WorkerSpec(BaseModel):
     api_key_env: Annotated[str, StringConstraints(pattern=r"^[A-Z_][A-Z0-9_]{0,127}$")] | None = (
         None
     )
+    realm: Alias | None = None  # default: the primary realm of its type, as routing changes
+    specializations: dict[Keyword, list[Keyword]] = Field(default_factory=dict, max_length=32)
 
 
 class AddWorker(SysopInbound):
@@ -224,6 +229,59 @@ class TerminateQuery(SysopInbound):
         return self
 
 
+class PoolSpec(BaseModel):
+    """A pool: `$NAME`, the query type it serves, its members and how to choose among them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Alias
+    type: QueryType = "chat"
+    members: list[Name] = Field(default_factory=list, max_length=256)
+    strategy: StrategyName = "auto"
+
+
+class RealmSpec(BaseModel):
+    """A realm as the sysop creates it (REST `POST /api/v1/realms`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Alias
+    primary_for: list[QueryType] = Field(default_factory=list)
+    backup_for: list[QueryType] = Field(default_factory=list)
+    strategy: StrategyName = "health"
+    max_queue_size: int = Field(default=100, ge=1, le=1_000_000)
+    min_workers: int = Field(default=0, ge=0, le=100_000)
+    max_workers: int = Field(default=1000, ge=1, le=100_000)
+
+
+class RealmPatch(BaseModel):
+    """A change to a realm (REST `PATCH /api/v1/realms/{name}`): only the fields given."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    primary_for: list[QueryType] | None = None
+    backup_for: list[QueryType] | None = None
+    strategy: StrategyName | None = None
+    max_queue_size: int | None = Field(default=None, ge=1, le=1_000_000)
+    min_workers: int | None = Field(default=None, ge=0, le=100_000)
+    max_workers: int | None = Field(default=None, ge=1, le=100_000)
+
+
+class AddPool(SysopInbound):
+    type: Literal["add_pool"]
+    pool: PoolSpec
+
+
+class UpdatePool(SysopInbound):
+    type: Literal["update_pool"]
+    pool: PoolSpec
+
+
+class RemovePool(SysopInbound):
+    type: Literal["remove_pool"]
+    name: Alias
+
+
 class SysopMessage(SysopInbound):
     type: Literal["sysop_message"]
     message: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
@@ -250,6 +308,9 @@ InboundMessage = Annotated[
     | BanUser
     | UnbanUser
     | TerminateQuery
+    | AddPool
+    | UpdatePool
+    | RemovePool
     | SysopMessage,
     Field(discriminator="type"),
 ]

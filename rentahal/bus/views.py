@@ -40,9 +40,10 @@ def query_view(query: Query) -> QueryView:
     )
 
 
-def worker_view(worker: WorkerState) -> WorkerView:
+def worker_view(worker: WorkerState, realm: str) -> WorkerView:
     return WorkerView(
         name=worker.name,
+        realm=realm,
         address=worker.address,
         kind=worker.kind,
         type=worker.primary_type,
@@ -52,6 +53,7 @@ def worker_view(worker: WorkerState) -> WorkerView:
         in_flight=worker.in_flight,
         health_score=worker.health_score,
         is_blacklisted=worker.blacklisted,
+        circuit=worker.circuit.state.value,
         last_active=worker.last_active,
     )
 

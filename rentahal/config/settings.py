@@ -71,8 +71,16 @@ class Settings(BaseSettings):
     base_cost_per_query: float = Field(default=0.01, ge=0)
     cost_per_second: float = Field(default=0.001, ge=0)
     # [Queue]
-    max_queue_size: int = Field(default=100, ge=1)
+    max_queue_size: int = Field(default=100, ge=1)  # per realm, unless the realm says
     queue_timeout: float = Field(default=300.0, gt=0)
+    max_queued_per_user: int = Field(default=50, ge=1)  # sysops are exempt
+    max_running_per_user: int = Field(default=8, ge=1)  # sysops are exempt
+    # [Failover]
+    max_attempts: int = Field(default=3, ge=1, le=10)
+    retry_backoff: float = Field(default=0.25, ge=0)  # doubles with each attempt
+    circuit_failures: int = Field(default=5, ge=1)
+    circuit_open_seconds: float = Field(default=30.0, gt=0)
+    slow_job_seconds: float = Field(default=60.0, gt=0)
     # [Chunking]
     chunk_size: int = Field(default=1_048_576, ge=1024)
     # [Limits] — bounds on user input

@@ -15,6 +15,7 @@ class Probe(enum.Enum):
     OK = "ok"  # HTTP 200
     BAD_STATUS = "bad_status"  # any other HTTP status
     ERROR = "error"  # connection error or timeout
+    SLOW = "slow"  # a real job took longer than slow_job_seconds (passive signal)
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,7 +26,7 @@ class HealthChange:
 
 
 def next_health(score: float, blacklisted: bool, probe: Probe, *, exempt: bool) -> HealthChange:
-    """+10 on 200 (cap 100); −10 on another status; −5 on error or timeout.
+    """+10 on 200 (cap 100); −10 on another status; −5 on error, timeout or a slow job.
 
     At 0 a worker is blacklisted unless `exempt` (`NO_BLACKLIST_IMAGINE` for imagine workers);
     a blacklisted worker that answers 200 comes back at 50, not at its old score + 10.

@@ -1,13 +1,14 @@
 """The live worker registry: the store's workers plus what only the running broker knows
-(in-flight jobs, fresh health), and the rule that picks a worker for a query."""
+(in-flight jobs, fresh health, the circuit breaker, measured latency)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from rentahal.routing.circuit import CircuitBreaker
 from rentahal.store.models import Worker
 
 
@@ -30,9 +31,13 @@ class WorkerState:
     health_score: float
     blacklisted: bool
     last_active: datetime | None
+    realm: str = ""
     api_key_env: str | None = None
     in_flight: int = 0
-    removed: bool = field(default=False)
+    removed: bool = False
+    ewma_latency: float | None = None
+    specializations: dict[str, list[str]] = field(default_factory=dict)
+    circuit: CircuitBreaker = field(default_factory=CircuitBreaker)
 
     @classmethod
     def from_row(cls, row: Worker) -> WorkerState:
@@ -46,7 +51,9 @@ class WorkerState:
             health_score=row.health_score,
             blacklisted=row.blacklisted,
             last_active=row.last_active,
+            realm=row.realm,
             api_key_env=row.api_key_env,
+            specializations={k: list(v) for k, v in row.specializations.items()},
         )
 
     @property
@@ -58,12 +65,21 @@ class WorkerState:
         return min(self.capabilities) if self.capabilities else "chat"
 
     @property
-    def usable(self) -> bool:
+    def alive(self) -> bool:
+        """Could serve at all: registered, not blacklisted (a tripped circuit recovers soon)."""
         return not self.blacklisted and not self.removed and self.health_score > 0
 
     @property
-    def has_free_slot(self) -> bool:
-        return self.in_flight < self.max_concurrency
+    def available(self) -> bool:
+        """Could take a job right now."""
+        return self.alive and self.in_flight < self.max_concurrency and self.circuit.allows()
+
+    def record_latency(self, seconds: float, weight: float = 0.2) -> None:
+        """Exponentially weighted mean of successful jobs' processing times."""
+        previous = self.ewma_latency
+        self.ewma_latency = (
+            seconds if previous is None else weight * seconds + (1 - weight) * previous
+        )
 
     def serves(self, query_type: str, model_name: str) -> bool:
         """Can this worker run the query at all (ignoring health and load)?
@@ -86,8 +102,9 @@ class WorkerState:
 class Registry:
     """Workers by name. The store is the source of truth for membership; this adds live state."""
 
-    def __init__(self) -> None:
+    def __init__(self, new_circuit: Callable[[], CircuitBreaker] = CircuitBreaker) -> None:
         self._workers: dict[str, WorkerState] = {}
+        self._new_circuit = new_circuit
         # Held across "change the store, then the registry" and "read the store, then sync",
         # so a sync from a list read just before a worker was added cannot drop it again.
         self.membership = asyncio.Lock()
@@ -110,17 +127,19 @@ class Registry:
             seen.add(row.name)
             current = self._workers.get(row.name)
             if current is None:
-                self._workers[row.name] = WorkerState.from_row(row)
+                self.add(WorkerState.from_row(row))
                 continue
-            current.address, current.kind = row.address, row.kind
+            current.address, current.kind, current.realm = row.address, row.kind, row.realm
             current.capabilities = frozenset(row.capabilities)
             current.max_concurrency, current.api_key_env = row.max_concurrency, row.api_key_env
+            current.specializations = {k: list(v) for k, v in row.specializations.items()}
             if row.models:
                 current.models = tuple(row.models)
         for name in set(self._workers) - seen:
             self.remove(name)
 
     def add(self, worker: WorkerState) -> None:
+        worker.circuit = self._new_circuit()
         self._workers[worker.name] = worker
 
     def remove(self, name: str) -> WorkerState | None:
@@ -129,21 +148,6 @@ class Registry:
             worker.removed = True
         return worker
 
-    def could_serve(self, query_type: str, model_name: str) -> bool:
-        """Is there any usable worker for this query, busy or not?"""
-        return any(w.usable and w.serves(query_type, model_name) for w in self._workers.values())
-
-    def select(self, query_type: str, model_name: str) -> WorkerState | None:
-        """The healthiest usable worker with a free slot (fewest in flight breaks ties)."""
-        candidates = [
-            w
-            for w in self._workers.values()
-            if w.usable and w.has_free_slot and w.serves(query_type, model_name)
-        ]
-        if not candidates:
-            return None
-        return max(candidates, key=lambda w: (w.health_score, -w.in_flight / w.max_concurrency))
-
     @property
     def total_slots(self) -> int:
-        return sum(w.max_concurrency for w in self._workers.values() if w.usable)
+        return sum(w.max_concurrency for w in self._workers.values() if w.alive)

@@ -1,10 +1,11 @@
-"""The scheduler: accepts queries, queues them, runs each on a free worker slot.
+"""The scheduler: accepts queries, queues them fairly per realm, runs each on a free slot.
 
 Many jobs run at once, one asyncio task each, bounded by the workers' `max_concurrency`
-slots (the seed ran one query at a time for the whole system). The store holds every job's
-state, so a restarted broker resumes what the last one accepted. The queue is FIFO, skipping
-over jobs whose workers are busy; fairness between users, priorities, retries and failover
-build on this in the scheduler issue.
+slots (the seed ran one query at a time for the whole system). Every state change is in the
+store first, so a restarted broker resumes what the last one accepted. A worker that fails
+a job (error status, lost connection, timeout) loses health at once, trips its circuit
+breaker after repeated failures, and the job goes back to the head of its owner's line to be
+retried on another worker, up to `max_attempts`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import httpx
@@ -26,22 +27,52 @@ from rentahal.bus.hub import Hub
 from rentahal.bus.messages import QuerySpec
 from rentahal.bus.views import final_event, user_view
 from rentahal.config import Settings
-from rentahal.routing.registry import Registry, WorkerState
+from rentahal.metrics import Metrics
+from rentahal.routing.health import Probe, next_health
+from rentahal.routing.registry import WorkerState
+from rentahal.routing.router import Router
+from rentahal.scheduler.fair_queue import FairQueue
 from rentahal.store import Query, QueryState, Role, Store, User, utcnow
 
 log = structlog.get_logger(__name__)
 
 QUEUE_UPDATE_INTERVAL = 0.1  # coalesce queue_update broadcasts to at most ~10/s
+PRIORITY = {Role.SYSOP.value: 0, Role.PREMIUM.value: 1}  # everyone else: 2
+
+HealthListener = Callable[[list[tuple[WorkerState, str]]], Awaitable[None]]
 
 
 @dataclass(eq=False, slots=True)
 class Job:
     query: Query
-    premium: bool = False
+    role: str = Role.GUEST.value
+    realm: str = ""
     task: asyncio.Task[None] | None = None
     worker: WorkerState | None = None
     cancel_reason: tuple[QueryState, ErrorCode, str] | None = None
+    excluded: set[str] = field(default_factory=set)  # workers that failed this job
+    not_before: float = 0.0  # retry backoff
     enqueued: float = field(default_factory=time.monotonic)
+
+    @property
+    def user_id(self) -> str:
+        return self.query.user_id
+
+    @property
+    def priority(self) -> int:
+        return PRIORITY.get(self.role, 2)
+
+    @property
+    def premium(self) -> bool:
+        return self.priority < 2
+
+
+class WorkerFailed(Exception):
+    """One attempt failed on the worker's side; carries how it affects the worker's health."""
+
+    def __init__(self, probe: Probe, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.probe, self.code, self.message = probe, code, message
 
 
 class Scheduler:
@@ -49,20 +80,26 @@ class Scheduler:
         self,
         settings: Settings,
         store: Store,
-        registry: Registry,
+        router: Router,
         hub: Hub,
         http: httpx.AsyncClient,
+        metrics: Metrics,
+        on_health_event: HealthListener,
     ) -> None:
         self._settings = settings
         self._store = store
-        self._registry = registry
+        self._router = router
         self._hub = hub
         self._http = http
-        self._pending: deque[Job] = deque()
+        self._metrics = metrics
+        self._on_health_event = on_health_event
+        self._queues: dict[str, FairQueue[Job]] = {}
         self._running: dict[str, Job] = {}
+        self._running_per_user: dict[str, int] = {}
         self._queue_dirty = asyncio.Event()
         self._background: list[asyncio.Task[None]] = []
         self._finished: dict[str, asyncio.Event] = {}
+        self._wake: asyncio.TimerHandle | None = None
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -74,7 +111,9 @@ class Scheduler:
                 await self._store.queries.requeue(query.id)
                 query.state = QueryState.QUEUED.value
             owner = await self._store.users.get(query.user_id)
-            self._pending.append(Job(query, premium=_is_premium(owner)))
+            role = owner.role if owner else Role.GUEST.value
+            realm = query.realm or self._router.queue_realm(query.query_type, query.model_name)
+            self._queue(realm).push(Job(query, role=role, realm=realm))
         if resumed:
             log.info("scheduler.resumed", jobs=len(resumed))
         self._background = [
@@ -86,6 +125,8 @@ class Scheduler:
     async def stop(self) -> None:
         """Stop without touching job state: running jobs stay `running` in the store and
         the next process re-dispatches them."""
+        if self._wake is not None:
+            self._wake.cancel()
         tasks = self._background + [j.task for j in self._running.values() if j.task]
         for task in tasks:
             task.cancel()
@@ -93,11 +134,28 @@ class Scheduler:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
 
+    def _queue(self, realm: str) -> FairQueue[Job]:
+        queue = self._queues.get(realm)
+        if queue is None:
+            state = self._router.realms.get(realm)
+            limit = state.max_queue_size if state else self._settings.max_queue_size
+            queue = self._queues[realm] = FairQueue(realm, limit)
+        return queue
+
+    def resize_queues(self) -> None:
+        """Apply realms' queue limits after a sysop changed them."""
+        for name, queue in self._queues.items():
+            if (state := self._router.realms.get(name)) is not None:
+                queue.limit = state.max_queue_size
+
     # --- queries in ------------------------------------------------------------------------
 
     @property
     def depth(self) -> int:
-        return len(self._pending)
+        return sum(len(q) for q in self._queues.values())
+
+    def depths(self) -> dict[str, int]:
+        return {name: len(queue) for name, queue in sorted(self._queues.items())}
 
     async def submit(self, user: User, spec: QuerySpec) -> tuple[Query, int]:
         """Accept a query or refuse it with a `ProtocolError`; returns it and its position."""
@@ -110,13 +168,21 @@ class Scheduler:
                 ErrorCode.INVALID,
                 f"the prompt is over {self._settings.max_prompt_chars} characters",
             )
-        if not self._registry.could_serve(spec.query_type, spec.model_name):
-            wanted = f" with model {spec.model_name!r}" if spec.model_name else ""
+        if not self._router.could_serve(spec.query_type, spec.model_name):
+            wanted = f" with {spec.model_name!r}" if spec.model_name else ""
             raise ProtocolError(
                 ErrorCode.NO_WORKER, f"no live worker can serve a {spec.query_type} query{wanted}"
             )
-        if len(self._pending) >= self._settings.max_queue_size:
+        realm = self._router.queue_realm(spec.query_type, spec.model_name)
+        queue = self._queue(realm)
+        if queue.full:
             raise ProtocolError(ErrorCode.QUEUE_FULL, "Queue is full, please try again later")
+        if user.role != Role.SYSOP.value:
+            limit = self._settings.max_queued_per_user
+            if sum(q.count_for(user.id) for q in self._queues.values()) >= limit:
+                raise ProtocolError(
+                    ErrorCode.USER_LIMIT, f"you already have {limit} queries waiting"
+                )
         query = await self._store.queries.create(
             Query(
                 user_id=user.id,
@@ -125,45 +191,88 @@ class Scheduler:
                 model_name=spec.model_name,
                 prompt=spec.prompt,
                 options=spec.options,
+                realm=realm,
             )
         )
-        self._pending.append(Job(query, premium=_is_premium(user)))
-        position = len(self._pending)
+        job = Job(query, role=user.role, realm=realm)
+        queue.push(job)
+        position = queue.position(job)
         self._queue_dirty.set()
         self.pump()
         return query, position
 
     def pump(self) -> None:
-        """Start every queued job that has a free worker slot, oldest first."""
-        if not self._pending:
-            return
-        depth = len(self._pending)
-        waiting: deque[Job] = deque()
-        while self._pending:
-            job = self._pending.popleft()
-            worker = self._registry.select(job.query.query_type, job.query.model_name)
-            if worker is None:
-                waiting.append(job)
-                continue
-            worker.in_flight += 1
-            job.worker = worker
-            self._running[job.query.id] = job
-            job.task = asyncio.create_task(self._run(job), name=f"job-{job.query.id}")
-        self._pending = waiting
-        if len(waiting) != depth:
+        """Start every queued job that has a free worker slot, in fair order."""
+        now = time.monotonic()
+        started = 0
+        for queue in self._queues.values():
+            progress = True
+            while progress:
+                progress = False
+                for job in queue.heads():
+                    if self._dispatch(queue, job, now):
+                        started += 1
+                        progress = True
+                        break  # the turn order changed: look again from the start
+        if started:
             self._queue_dirty.set()
 
+    def _dispatch(self, queue: FairQueue[Job], job: Job, now: float) -> bool:
+        query = job.query
+        if job.not_before > now:
+            self._wake_at(job.not_before)
+            return False
+        limit = self._settings.max_running_per_user
+        if job.priority > 0 and self._running_per_user.get(job.user_id, 0) >= limit:
+            return False
+        choice = self._router.select(
+            query.query_type, query.model_name, query.prompt, frozenset(job.excluded)
+        )
+        if choice is None:
+            return False
+        queue.take(job)
+        worker = choice.worker
+        worker.in_flight += 1
+        worker.circuit.on_dispatch()
+        job.worker = worker
+        self._running[query.id] = job
+        self._running_per_user[job.user_id] = self._running_per_user.get(job.user_id, 0) + 1
+        if choice.cross_realm:
+            self._metrics.cross_realm.labels(job.realm, choice.realm).inc()
+        job.task = asyncio.create_task(self._run(job), name=f"job-{query.id}")
+        return True
+
+    def _wake_at(self, when: float) -> None:
+        """Pump again when a retry's backoff is over."""
+        loop = asyncio.get_running_loop()
+        delay = max(0.0, when - time.monotonic())
+        if self._wake is None or self._wake.when() > loop.time() + delay:
+            if self._wake is not None:
+                self._wake.cancel()
+            self._wake = loop.call_later(delay, self._woken)
+
+    def _woken(self) -> None:
+        self._wake = None
+        self.pump()
+
     # --- cancellation ----------------------------------------------------------------------
+
+    def _find_queued(self, query_id: str) -> tuple[FairQueue[Job], Job] | None:
+        for queue in self._queues.values():
+            for job in queue:
+                if job.query.id == query_id:
+                    return queue, job
+        return None
 
     async def cancel(self, query_id: str, *, reason: str, by_sysop: bool = False) -> bool:
         """Cancel a queued or running job; a running job's worker request is closed."""
         state_reason = (QueryState.CANCELLED, ErrorCode.CANCELLED, reason)
-        for job in self._pending:
-            if job.query.id == query_id:
-                self._pending.remove(job)
-                self._queue_dirty.set()
-                await self._finish_unsuccessful(job, *state_reason, terminated=by_sysop)
-                return True
+        if (found := self._find_queued(query_id)) is not None:
+            queue, job = found
+            queue.remove(job)
+            self._queue_dirty.set()
+            await self._finish_unsuccessful(job, *state_reason, terminated=by_sysop)
+            return True
         running = self._running.get(query_id)
         if running is None or running.task is None or running.task.done():
             return False
@@ -173,14 +282,14 @@ class Scheduler:
             await running.task
         if by_sysop:
             self._hub.send_user(
-                running.query.user_id,
-                events.QueryTerminated(guid=running.query.user_id, query_id=query_id),
+                running.user_id, events.QueryTerminated(guid=running.user_id, query_id=query_id)
             )
         return True
 
     def active_jobs(self, user_id: str | None = None) -> list[Query]:
-        jobs = [*self._pending, *self._running.values()]
-        return [j.query for j in jobs if user_id is None or j.query.user_id == user_id]
+        jobs = [job for queue in self._queues.values() for job in queue]
+        jobs += list(self._running.values())
+        return [j.query for j in jobs if user_id is None or j.user_id == user_id]
 
     async def cancel_user(self, user_id: str, *, reason: str, by_sysop: bool) -> int:
         queries = self.active_jobs(user_id)
@@ -188,8 +297,8 @@ class Scheduler:
         return sum(cancelled)
 
     async def wait_finished(self, query_id: str, within: float) -> None:
-        """Wait until the job is no longer queued or running here (or the timeout passes)."""
-        if all(j.query.id != query_id for j in (*self._pending, *self._running.values())):
+        """Wait until the job is no longer queued or running here (or the time is up)."""
+        if query_id not in self._running and self._find_queued(query_id) is None:
             return
         event = self._finished.setdefault(query_id, asyncio.Event())
         with contextlib.suppress(TimeoutError):
@@ -200,7 +309,48 @@ class Scheduler:
     async def _run(self, job: Job) -> None:
         query, worker = job.query, job.worker
         assert worker is not None
-        backend = BACKENDS[worker.kind]
+        retrying = False
+        try:
+            query.attempts += 1
+            dispatched_at = await self._store.queries.mark_dispatched(
+                query.id, worker.name, query.attempts
+            )
+            queue_wait = max(0.0, (dispatched_at - query.created_at).total_seconds())
+            self._metrics.queue_wait.labels(job.realm).observe(queue_wait)
+            self._status(query, QueryState.DISPATCHED, worker.name)
+            started = time.perf_counter()
+            result = await self._attempt(job, worker)
+            processing_time = time.perf_counter() - started
+            await self._succeeded(job, worker, result, processing_time, queue_wait)
+        except asyncio.CancelledError:
+            if job.cancel_reason is None:
+                raise  # broker shutdown: the job stays in the store and resumes on restart
+            await self._finish_unsuccessful(job, *job.cancel_reason)
+        except WorkerFailed as failure:
+            log.warning(
+                "job.attempt_failed", query_id=query.id, worker=worker.name, error=failure.message
+            )
+            await self._worker_health(worker, failure.probe)
+            worker.circuit.on_failure()
+            retrying = await self._retry_or_fail(job, worker, failure)
+        except Exception:
+            log.exception("job.crashed", query_id=query.id)
+            await self._finish_unsuccessful(
+                job, QueryState.FAILED, ErrorCode.INTERNAL, "the broker failed to run the query"
+            )
+        finally:
+            worker.in_flight -= 1
+            self._running.pop(query.id, None)
+            self._running_per_user[job.user_id] -= 1
+            if not self._running_per_user[job.user_id]:
+                del self._running_per_user[job.user_id]
+            if not retrying:
+                self._signal_finished(query.id)
+            self.pump()
+
+    async def _attempt(self, job: Job, worker: WorkerState) -> str:
+        """Run the query on the worker, streaming deltas to the owner; returns the text."""
+        query = job.query
         stream = bool(query.options.get("stream", True))
         request = BackendRequest(
             prompt=query.prompt,
@@ -211,17 +361,11 @@ class Scheduler:
             stream=stream,
             options=query.options,
         )
+        parts: list[str] = []
+        timeout = self._settings.query_timeout
         try:
-            query.attempts += 1
-            dispatched_at = await self._store.queries.mark_dispatched(
-                query.id, worker.name, query.attempts
-            )
-            queue_wait = (dispatched_at - query.created_at).total_seconds()
-            self._status(query, QueryState.DISPATCHED, worker.name)
-            started = time.perf_counter()
-            parts: list[str] = []
-            async with asyncio.timeout(self._settings.query_timeout):
-                async for delta in backend.generate(self._http, worker, request):
+            async with asyncio.timeout(timeout):
+                async for delta in BACKENDS[worker.kind].generate(self._http, worker, request):
                     if not parts:
                         await self._store.queries.mark_running(query.id)
                         self._status(query, QueryState.RUNNING, worker.name)
@@ -230,48 +374,85 @@ class Scheduler:
                         self._hub.send_user(
                             query.user_id, events.QueryChunk(query_id=query.id, delta=delta)
                         )
-            processing_time = time.perf_counter() - started
-            result = "".join(parts)
-            cost = query_cost(self._settings, processing_time, premium=job.premium).cost
-            await self._store.queries.finish_done(
-                query,
-                result=result,
-                result_type="text",
-                processing_time=processing_time,
-                cost=cost,
-                queue_wait=max(0.0, queue_wait),
-            )
-            worker.last_active = utcnow()
-            self._status(query, QueryState.DONE, worker.name)
-            await self._deliver(query)
-            if owner := await self._store.users.get(query.user_id):
-                self._hub.send_user(owner.id, events.UserInfo(data=user_view(owner)))
-        except asyncio.CancelledError:
-            if job.cancel_reason is None:
-                raise  # broker shutdown: the job stays in the store and resumes on restart
-            await self._finish_unsuccessful(job, *job.cancel_reason)
         except TimeoutError:
-            await self._finish_unsuccessful(
-                job,
-                QueryState.FAILED,
-                ErrorCode.TIMEOUT,
-                f"worker {worker.name} took longer than {self._settings.query_timeout:g} s",
-            )
-        except (BackendError, httpx.HTTPError) as exc:
-            log.warning("job.worker_failed", query_id=query.id, worker=worker.name, error=str(exc))
-            await self._finish_unsuccessful(
-                job, QueryState.FAILED, ErrorCode.WORKER_ERROR, f"worker {worker.name}: {exc}"
-            )
-        except Exception:
-            log.exception("job.crashed", query_id=query.id)
-            await self._finish_unsuccessful(
-                job, QueryState.FAILED, ErrorCode.INTERNAL, "the broker failed to run the query"
-            )
-        finally:
-            worker.in_flight -= 1
-            self._running.pop(query.id, None)
-            self._signal_finished(query.id)
-            self.pump()
+            raise WorkerFailed(
+                Probe.ERROR, ErrorCode.TIMEOUT, f"worker {worker.name} took over {timeout:g} s"
+            ) from None
+        except BackendError as exc:
+            probe = Probe.BAD_STATUS if exc.status is not None else Probe.ERROR
+            raise WorkerFailed(
+                probe, ErrorCode.WORKER_ERROR, f"worker {worker.name}: {exc}"
+            ) from exc
+        except (httpx.HTTPError, OSError) as exc:
+            message = f"worker {worker.name} unreachable: {exc or type(exc).__name__}"
+            raise WorkerFailed(Probe.ERROR, ErrorCode.WORKER_ERROR, message) from exc
+        return "".join(parts)
+
+    async def _succeeded(
+        self,
+        job: Job,
+        worker: WorkerState,
+        result: str,
+        processing_time: float,
+        queue_wait: float,
+    ) -> None:
+        query = job.query
+        cost = query_cost(self._settings, processing_time, premium=job.premium).cost
+        await self._store.queries.finish_done(
+            query,
+            result=result,
+            result_type="text",
+            processing_time=processing_time,
+            cost=cost,
+            queue_wait=queue_wait,
+        )
+        worker.last_active = utcnow()
+        worker.circuit.on_success()
+        worker.record_latency(processing_time)
+        if processing_time > self._settings.slow_job_seconds:
+            await self._worker_health(worker, Probe.SLOW)
+        self._metrics.queries.labels(job.realm, query.query_type, "done").inc()
+        self._metrics.processing.labels(job.realm, query.query_type, worker.name).observe(
+            processing_time
+        )
+        self._metrics.cost.labels(job.realm).inc(cost)
+        self._status(query, QueryState.DONE, worker.name)
+        await self._deliver(query)
+        if owner := await self._store.users.get(query.user_id):
+            self._hub.send_user(owner.id, events.UserInfo(data=user_view(owner)))
+
+    async def _worker_health(self, worker: WorkerState, probe: Probe) -> None:
+        """Passive health: a real job's failure or slowness counts at once, by the same rules
+        as a health check."""
+        change = next_health(
+            worker.health_score,
+            worker.blacklisted,
+            probe,
+            exempt=self._settings.no_blacklist_imagine and "imagine" in worker.capabilities,
+        )
+        worker.health_score, worker.blacklisted = change.score, change.blacklisted
+        if change.event:
+            await self._on_health_event([(worker, change.event)])
+
+    async def _retry_or_fail(self, job: Job, worker: WorkerState, failure: WorkerFailed) -> bool:
+        """Send the job back for another worker if one exists and attempts remain."""
+        query = job.query
+        job.excluded.add(worker.name)
+        attempts_left = query.attempts < self._settings.max_attempts
+        if not attempts_left or not self._router.could_serve(
+            query.query_type, query.model_name, frozenset(job.excluded)
+        ):
+            await self._finish_unsuccessful(job, QueryState.FAILED, failure.code, failure.message)
+            return False
+        backoff = self._settings.retry_backoff * 2 ** (query.attempts - 1)
+        job.not_before = time.monotonic() + backoff
+        job.worker = None
+        await self._store.queries.requeue(query.id)
+        self._queue(job.realm).push(job, front=True)
+        self._metrics.retries.labels(job.realm).inc()
+        self._status(query, QueryState.QUEUED, None)
+        self._queue_dirty.set()
+        return True
 
     async def _finish_unsuccessful(
         self,
@@ -284,6 +465,7 @@ class Scheduler:
     ) -> None:
         query = job.query
         await self._store.queries.finish_unsuccessful(query, state, code=code, message=message)
+        self._metrics.queries.labels(job.realm, query.query_type, state.value).inc()
         self._status(query, state, job.worker.name if job.worker else None)
         await self._deliver(query)
         if terminated:
@@ -314,7 +496,14 @@ class Scheduler:
         while True:
             await self._queue_dirty.wait()
             self._queue_dirty.clear()
-            self._hub.broadcast(events.QueueUpdate(depth=self.depth, total=len(self._registry)))
+            depths = self.depths()
+            for realm, depth in depths.items():
+                self._metrics.queue_depth.labels(realm).set(depth)
+            self._hub.broadcast(
+                events.QueueUpdate(
+                    depth=sum(depths.values()), total=len(self._router.registry), realms=depths
+                )
+            )
             await asyncio.sleep(QUEUE_UPDATE_INTERVAL)
 
     async def _expire_loop(self) -> None:
@@ -323,18 +512,13 @@ class Scheduler:
             await asyncio.sleep(min(1.0, timeout / 4))
             self.pump()  # workers may have come back since the last look
             now = time.monotonic()
-            expired = [j for j in self._pending if now - j.enqueued > timeout]
-            for job in expired:
-                self._pending.remove(job)
-                await self._finish_unsuccessful(
-                    job,
-                    QueryState.EXPIRED,
-                    ErrorCode.EXPIRED,
-                    f"no worker took the query within {timeout:g} s",
-                )
-            if expired:
-                self._queue_dirty.set()
-
-
-def _is_premium(user: User | None) -> bool:
-    return user is not None and user.role in (Role.PREMIUM.value, Role.SYSOP.value)
+            for queue in self._queues.values():
+                for job in [j for j in queue if now - j.enqueued > timeout]:
+                    queue.remove(job)
+                    self._queue_dirty.set()
+                    await self._finish_unsuccessful(
+                        job,
+                        QueryState.EXPIRED,
+                        ErrorCode.EXPIRED,
+                        f"no worker took the query within {timeout:g} s",
+                    )

@@ -6,6 +6,7 @@ from rentahal.store.credentials import CredentialRepository
 from rentahal.store.database import Database
 from rentahal.store.models import Query, QueryState, Role, User, Worker, utcnow
 from rentahal.store.queries import QueryRepository
+from rentahal.store.realms import PoolRepository, RealmRepository
 from rentahal.store.stats import StatsRepository, SystemStats
 from rentahal.store.users import NicknameTaken, UserRepository
 from rentahal.store.workers import AlreadyExists, ModelRepository, WorkerRepository
@@ -36,6 +37,8 @@ class Store:
         self.workers = WorkerRepository(self.db)
         self.models = ModelRepository(self.db)
         self.stats = StatsRepository(self.db)
+        self.realms = RealmRepository(self.db)
+        self.pools = PoolRepository(self.db)
 
     async def open(self) -> Store:
         await self.db.migrate()

@@ -156,6 +156,7 @@ class Query(Base):
     prompt: Mapped[str] = mapped_column(Text)
     options: Mapped[dict[str, Any]] = mapped_column(default=dict)
     state: Mapped[str] = mapped_column(String(16), default=QueryState.QUEUED.value)
+    realm: Mapped[str] = mapped_column(String(64), default="")
     worker_name: Mapped[str | None] = mapped_column(String(64), default=None)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     result: Mapped[str | None] = mapped_column(Text, default=None)
@@ -189,11 +190,45 @@ class Worker(Base):
     blacklisted: Mapped[bool] = mapped_column(Boolean, default=False)
     last_active: Mapped[datetime | None] = mapped_column(default=None)
     tags: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # {topic: [keywords]}: preferred for prompts that mention a keyword (the seed's pools).
+    specializations: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    realm: Mapped[str] = mapped_column(String(64), default="")
     # Name of the environment variable that holds the worker's API key (never the key itself).
     api_key_env: Mapped[str | None] = mapped_column(String(128), default=None)
     owner_id: Mapped[str | None] = mapped_column(
         ForeignKey("users.id", ondelete="SET NULL"), default=None
     )
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Realm(Base):
+    """A partition of the installation by kind of work (SPEC §12): its own queue and limits.
+
+    `primary_for` lists the query types routed here first (each type has exactly one primary
+    realm); `backup_for` the types it takes when their primary realm has no capacity.
+    """
+
+    __tablename__ = "realms"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    primary_for: Mapped[list[str]] = mapped_column(default=list)
+    backup_for: Mapped[list[str]] = mapped_column(default=list)
+    strategy: Mapped[str] = mapped_column(String(16), default="health")
+    max_queue_size: Mapped[int] = mapped_column(Integer, default=100)
+    min_workers: Mapped[int] = mapped_column(Integer, default=0)
+    max_workers: Mapped[int] = mapped_column(Integer, default=1000)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Pool(Base):
+    """A named alias (`$NAME`) for a set of workers, with a selection strategy (SPEC §5)."""
+
+    __tablename__ = "pools"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    query_type: Mapped[str] = mapped_column(String(16), default="chat")
+    members: Mapped[list[str]] = mapped_column(default=list)
+    strategy: Mapped[str] = mapped_column(String(16), default="auto")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

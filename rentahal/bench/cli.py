@@ -1,0 +1,199 @@
+"""`rentahal bench ...`: the benchmarks' command line (registered by `rentahal.cli`).
+
+Progress goes to stderr and results to stdout, so `--json` output can be piped as is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+from enum import StrEnum
+from typing import Annotated
+
+import typer
+from rich.console import Console, Group
+from rich.table import Table
+
+from rentahal.bench.realm import BenchmarkError
+from rentahal.bench.throughput import (
+    FAIRNESS_MEANING,
+    ThroughputParams,
+    ThroughputReport,
+    run_throughput,
+)
+
+bench_app = typer.Typer(
+    help="Benchmarks of the broker against stub workers (figures, not pass/fail tests).",
+    no_args_is_help=True,
+)
+TARGET_RATIO = 0.9
+"""The issue's target for broker/ideal throughput with the default parameters."""
+
+
+@bench_app.callback()
+def bench() -> None:
+    """Benchmarks of the broker against stub workers (figures, not pass/fail tests)."""
+    # A callback keeps `bench` a command group while it has a single command, so
+    # `rentahal bench throughput` works the same before and after more benchmarks exist.
+
+
+class DatabaseChoice(StrEnum):
+    sqlite = "sqlite"
+    postgresql = "postgresql"
+
+
+@bench_app.command()
+def throughput(
+    workers: Annotated[int, typer.Option(min=1, help="Stub workers (W).")] = 4,
+    concurrency: Annotated[
+        int, typer.Option(min=1, max=1024, help="max_concurrency of each worker (c).")
+    ] = 4,
+    latency: Annotated[
+        float, typer.Option(min=0.001, help="Seconds each stub takes per job (L).")
+    ] = 0.2,
+    users: Annotated[int, typer.Option(min=1, help="Guest users on the bus (U).")] = 20,
+    jobs: Annotated[
+        int, typer.Option(min=1, help="Jobs in all (N), split evenly between the users.")
+    ] = 400,
+    database: Annotated[
+        DatabaseChoice, typer.Option(help="The broker's store.")
+    ] = DatabaseChoice.sqlite,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            help="PostgreSQL server for --database postgresql, e.g. "
+            "postgresql://user:pw@127.0.0.1:5432/postgres; a database is created for the "
+            "run and dropped after it (the role needs CREATEDB)."
+        ),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the report as JSON on stdout.")
+    ] = False,
+) -> None:
+    """W stub workers, U users submitting N jobs: achieved vs ideal (W·c/L) throughput.
+
+    Measures the same N jobs sent straight to the stubs and through the broker in one run,
+    and reports both against the ideal, with queue wait, latency and fairness. Exits with
+    status 1 if any job failed or never finished.
+    """
+    err = Console(stderr=True)
+    try:
+        params = ThroughputParams(
+            workers=workers,
+            concurrency=concurrency,
+            latency=latency,
+            users=users,
+            jobs=jobs,
+            database=database.value,
+            database_url=database_url,
+        )
+    except ValueError as exc:
+        err.print(f"[red]invalid parameters:[/red] {exc}")
+        raise typer.Exit(2) from None
+    try:
+        report = asyncio.run(run_throughput(params, console=err))
+    except BenchmarkError as exc:
+        err.print(f"[red]benchmark failed:[/red] {exc}", markup=True, highlight=False)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted; stub workers and broker stopped[/yellow]")
+        raise typer.Exit(130) from None
+    if as_json:
+        typer.echo(json.dumps(_json_safe(report.as_dict()), indent=2, allow_nan=False))
+    else:
+        Console().print(throughput_tables(report))
+    if report.errors:
+        err.print(f"[red]{report.errors} error messages[/red]: {list(report.error_samples)}")
+        raise typer.Exit(1)
+
+
+def _json_safe(value: object) -> object:
+    """NaN (a figure with no samples) as null: NaN is not JSON and breaks strict parsers."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(item) for item in value]
+    return value
+
+
+def throughput_tables(report: ThroughputReport) -> Group:
+    """The report as two rich tables: the three throughputs side by side, then the broker's
+    own figures."""
+    p = report.params
+    title = (
+        f"Throughput: W={p.workers} workers × c={p.concurrency}, L={p.latency * 1000:g} ms, "
+        f"U={p.users} users, N={p.jobs} jobs, {p.database}"
+    )
+    side = Table(title=title, title_justify="left")
+    side.add_column("")
+    side.add_column("jobs/s", justify="right")
+    side.add_column("÷ ideal", justify="right")
+    side.add_column("wall time", justify="right")
+    side.add_column("latency p50", justify="right")
+    side.add_column("latency p99", justify="right")
+    ideal = report.ideal_throughput
+    side.add_row("ideal (W·c/L)", f"{ideal:.1f}", "1.000", _s(p.jobs / ideal), "", "")
+    for name, phase, ratio in (
+        ("direct to stubs", report.direct, report.direct_vs_ideal),
+        ("through broker", report.broker, report.broker_vs_ideal),
+    ):
+        side.add_row(
+            name,
+            f"{phase.throughput:.1f}",
+            f"{ratio:.3f}",
+            _s(phase.seconds),
+            _s(phase.latency.p50),
+            _s(phase.latency.p99),
+        )
+
+    verdict = (
+        "[green]met[/green]" if report.broker_vs_ideal >= TARGET_RATIO else "[red]missed[/red]"
+    )
+    figures = Table(show_header=False, title="Broker", title_justify="left")
+    figures.add_column("figure")
+    figures.add_column("value", justify="right")
+    figures.add_column("what it is")
+    figures.add_row(
+        "broker ÷ ideal",
+        f"{report.broker_vs_ideal:.3f}",
+        f"target ≥ {TARGET_RATIO} for the defaults: {verdict}",
+    )
+    figures.add_row(
+        "broker ÷ direct", f"{report.broker_vs_direct:.3f}", "the broker's cost on this machine"
+    )
+    figures.add_row(
+        "queue wait p50 / p99",
+        f"{_s(report.queue_wait.p50)} / {_s(report.queue_wait.p99)}",
+        "broker's figure: accepted → dispatched",
+    )
+    figures.add_row(
+        "worker time p50 / p99",
+        f"{_s(report.processing_time.p50)} / {_s(report.processing_time.p99)}",
+        f"broker's figure: request to worker → answer (stub sleeps {_s(p.latency)})",
+    )
+    figures.add_row(
+        "all accepted after", _s(report.submit_seconds), "first submission → last query_accepted"
+    )
+    figures.add_row(
+        "users done",
+        f"{_s(report.user_finish_first)} … {_s(report.user_finish_last)}",
+        "first and last user to have all their answers",
+    )
+    figures.add_row(
+        "fairness (Jain)",
+        f"{report.fairness:.3f}",
+        f"{FAIRNESS_MEANING} (taken at {report.fairness_at} jobs)",
+    )
+    errors = f"[red]{report.errors}[/red]" if report.errors else "0"
+    figures.add_row("errors", errors, "error messages received")
+    return Group(side, figures, f"[dim]{report.machine}; {report.measured_at}[/dim]")
+
+
+def _s(seconds: float) -> str:
+    """Seconds, shown as ms below one second."""
+    if math.isnan(seconds):
+        return "—"
+    return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.2f} s"

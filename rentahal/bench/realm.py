@@ -1,0 +1,144 @@
+"""A throwaway broker for a benchmark: fresh store, a sysop key, stub workers registered.
+
+Every benchmark run starts from an empty store (a new temporary data directory, or a new
+PostgreSQL database created for the run and dropped after it), so figures never depend on
+what an earlier run left behind, and a run never touches a store somebody cares about.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from rentahal.config import Settings
+from rentahal.store import Role, Store
+from rentahal.testing.broker import BrokerProcess
+from rentahal.testing.process import StubServer
+
+
+class BenchmarkError(RuntimeError):
+    """The benchmark could not produce trustworthy figures (setup failed, jobs were lost)."""
+
+
+@dataclass(frozen=True)
+class BenchBroker:
+    """A running broker and the API key of its sysop."""
+
+    process: BrokerProcess
+    sysop_key: str
+
+    async def add_workers(self, stubs: Sequence[StubServer], *, max_concurrency: int) -> None:
+        """Register each stub as a `rentahal` chat worker named ``bench-<i>``, as a sysop
+        does on the bus (the broker probes each one before it answers)."""
+        async with self.process.bus(api_key=self.sysop_key) as sysop:
+            for index, stub in enumerate(stubs, start=1):
+                worker = {
+                    "name": f"bench-{index}",
+                    "address": stub.address,
+                    "kind": stub.protocol,
+                    "type": "chat",
+                    "max_concurrency": max_concurrency,
+                }
+                reply = await sysop.request({"type": "add_worker", "worker": worker}, within=30)
+                if reply.get("type") != "ok":
+                    raise BenchmarkError(f"the broker refused worker {worker}: {reply}")
+
+
+def sqlite_url(data_dir: Path) -> str:
+    """The SQLite store the broker would use in ``data_dir`` by default.
+
+    Computed here and passed to the broker explicitly, so the sysop created by the
+    benchmark and the broker's store are the same whatever ``RENTAHAL_*`` variables the
+    developer's shell holds.
+    """
+    name = Settings.model_fields["database_name"].default
+    return f"sqlite+aiosqlite:///{(data_dir / name).resolve()}"
+
+
+async def create_sysop(store_url: str, nickname: str = "benchsysop") -> str:
+    """Make a sysop in the store (what `rentahal admin create-sysop` does) and return its
+    API key; the benchmark needs one to register the stub workers."""
+    store = await Store(store_url).open()
+    try:
+        user = await store.users.create(role=Role.SYSOP, nickname=nickname)
+        return await store.credentials.create_api_key(user.id)
+    finally:
+        await store.close()
+
+
+@asynccontextmanager
+async def scratch_postgres(server_url: str) -> AsyncIterator[str]:
+    """Create an empty database on the PostgreSQL server ``server_url`` names, yield its
+    store URL, and drop it afterwards (even if the broker still holds connections).
+
+    The database in ``server_url`` is only used to connect while creating and dropping;
+    the role needs the CREATEDB privilege.
+    """
+    try:
+        url = make_url(server_url)
+    except ArgumentError as exc:
+        raise BenchmarkError(f"--database-url is not a database URL: {exc}") from None
+    if url.get_backend_name() != "postgresql":
+        raise BenchmarkError(f"--database-url must be a postgresql:// URL, not {url.drivername}")
+    admin_dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    name = f"rentahal_bench_{secrets.token_hex(6)}"
+
+    async def execute(sql: str) -> None:
+        try:
+            connection = await asyncpg.connect(admin_dsn, timeout=10)
+        except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+            shown = url.render_as_string(hide_password=True)
+            raise BenchmarkError(
+                f"cannot reach PostgreSQL at {shown}: {type(exc).__name__}: {exc}"
+            ) from None
+        try:
+            await connection.execute(sql)
+        finally:
+            await connection.close()
+
+    await execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield url.set(drivername="postgresql+asyncpg", database=name).render_as_string(
+            hide_password=False
+        )
+    finally:
+        await execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@asynccontextmanager
+async def bench_broker(
+    env: Mapping[str, str], *, postgres_server_url: str | None = None
+) -> AsyncIterator[BenchBroker]:
+    """Run `rentahal serve` on a fresh store with a sysop; remove every trace afterwards.
+
+    ``env`` holds ``RENTAHAL_*`` settings for the broker. With ``postgres_server_url`` the
+    store is a new database on that server, otherwise SQLite in the temporary data dir.
+    """
+    data_dir = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="rentahal-bench-"))
+    try:
+        async with _store_url(data_dir, postgres_server_url) as store_url:
+            key = await create_sysop(store_url)
+            broker_env = {**env, "RENTAHAL_DATABASE_URL": store_url}
+            async with BrokerProcess(data_dir, env=broker_env) as broker:
+                yield BenchBroker(broker, key)
+    finally:
+        await asyncio.to_thread(shutil.rmtree, data_dir, ignore_errors=True)
+
+
+@asynccontextmanager
+async def _store_url(data_dir: Path, postgres_server_url: str | None) -> AsyncIterator[str]:
+    if postgres_server_url is None:
+        yield sqlite_url(data_dir)
+        return
+    async with scratch_postgres(postgres_server_url) as url:
+        yield url

@@ -1,0 +1,63 @@
+"""A circuit breaker per worker (SPEC §5; the seed's client-side breaker, moved to the broker).
+
+Health checks run every minute; a worker that fails real jobs in between should stop getting
+them at once. After `threshold` consecutive failures the circuit opens for `open_seconds`;
+then one job is let through as a probe: success closes it, failure opens it again.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections.abc import Callable
+
+
+class CircuitState(enum.StrEnum):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
+class CircuitBreaker:
+    def __init__(
+        self,
+        threshold: int = 5,
+        open_seconds: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.threshold = threshold
+        self.open_seconds = open_seconds
+        self._clock = clock
+        self._failures = 0
+        self._opened_at: float | None = None
+        self._probe_in_flight = False
+
+    @property
+    def state(self) -> CircuitState:
+        if self._opened_at is None:
+            return CircuitState.CLOSED
+        if self._clock() - self._opened_at < self.open_seconds:
+            return CircuitState.OPEN
+        return CircuitState.HALF_OPEN
+
+    def allows(self) -> bool:
+        """May a job be sent now? In half-open state only one job (the probe) at a time."""
+        state = self.state
+        return state is CircuitState.CLOSED or (
+            state is CircuitState.HALF_OPEN and not self._probe_in_flight
+        )
+
+    def on_dispatch(self) -> None:
+        if self.state is CircuitState.HALF_OPEN:
+            self._probe_in_flight = True
+
+    def on_success(self) -> None:
+        self._failures = 0
+        self._opened_at = None
+        self._probe_in_flight = False
+
+    def on_failure(self) -> None:
+        self._failures += 1
+        if self.state is CircuitState.HALF_OPEN or self._failures >= self.threshold:
+            self._opened_at = self._clock()
+        self._probe_in_flight = False

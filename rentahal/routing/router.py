@@ -1,0 +1,109 @@
+"""The router: which workers may serve a query, in which order, chosen by which strategy.
+
+A query names a pool (`$NAME`), a realm (`$CHAT`), a worker, a model, or nothing. With
+nothing, the workers of the primary realm for its type are tried first, then the backup
+realms' (a backup realm takes work only when the primary has no free capacity).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from rentahal.routing.pools import PoolState, specialists
+from rentahal.routing.realms import RealmTable
+from rentahal.routing.registry import Registry, WorkerState
+from rentahal.routing.strategies import Chooser
+
+
+@dataclass(frozen=True, slots=True)
+class Tier:
+    """A group of workers tried together: a pool, a realm, or the holders of a model."""
+
+    key: str  # names the round-robin counter
+    realm: str  # the realm whose capacity this is (for cross-realm accounting)
+    strategy: str
+    members: Callable[[WorkerState], bool]
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    worker: WorkerState
+    realm: str
+    cross_realm: bool
+
+
+class Router:
+    def __init__(self, registry: Registry, realms: RealmTable) -> None:
+        self.registry = registry
+        self.realms = realms
+        self.pools: dict[str, PoolState] = {}
+        self.chooser = Chooser()
+
+    def home_realm(self, worker: WorkerState) -> str:
+        return self.realms.home_of(worker.realm, worker.primary_type)
+
+    def queue_realm(self, query_type: str, model_name: str) -> str:
+        """The realm whose queue holds such a query."""
+        if (realm := self.realms.get(model_name)) is not None:
+            return realm.name
+        primary = self.realms.primary(query_type)
+        return primary.name if primary else ""
+
+    def tiers(self, query_type: str, model_name: str) -> list[Tier]:
+        if model_name.startswith("$"):
+            if (pool := self.pools.get(model_name)) is not None:
+                members = frozenset(pool.members)
+                realm = self.queue_realm(query_type, "")
+                return [Tier(pool.name, realm, pool.strategy, lambda w: w.name in members)]
+            if (named := self.realms.get(model_name)) is not None:
+                return [self._realm_tier(named.name, named.strategy)]
+            return []
+        if model_name:
+            primary = self.realms.primary(query_type)
+            return [
+                Tier(
+                    f"model:{model_name}",
+                    primary.name if primary else "",
+                    primary.strategy if primary else "health",
+                    lambda w: w.serves(query_type, model_name),
+                )
+            ]
+        return [self._realm_tier(r.name, r.strategy) for r in self.realms.route(query_type)]
+
+    def _realm_tier(self, realm: str, strategy: str) -> Tier:
+        return Tier(realm, realm, strategy, lambda w: self.home_realm(w) == realm)
+
+    def _members(self, tier: Tier, query_type: str, exclude: frozenset[str]) -> list[WorkerState]:
+        return [
+            w
+            for w in self.registry
+            if query_type in w.capabilities and w.name not in exclude and tier.members(w)
+        ]
+
+    def could_serve(
+        self, query_type: str, model_name: str, exclude: frozenset[str] = frozenset()
+    ) -> bool:
+        """Is there a live worker for this query at all, busy or not?"""
+        return any(
+            w.alive
+            for tier in self.tiers(query_type, model_name)
+            for w in self._members(tier, query_type, exclude)
+        )
+
+    def select(
+        self,
+        query_type: str,
+        model_name: str,
+        prompt: str = "",
+        exclude: frozenset[str] = frozenset(),
+    ) -> Choice | None:
+        """A worker with a free slot now, by the first tier that has one."""
+        for index, tier in enumerate(self.tiers(query_type, model_name)):
+            candidates = [w for w in self._members(tier, query_type, exclude) if w.available]
+            if candidates:
+                worker = self.chooser.choose(
+                    tier.key, tier.strategy, specialists(candidates, prompt)
+                )
+                return Choice(worker, tier.realm, cross_realm=index > 0)
+        return None
