@@ -108,6 +108,9 @@ class Broker:
                 for p in sorted(self.router.pools.values(), key=lambda p: p.name)
             ],
             realms=[r.name for r in self.router.realms],
+            realm_types={
+                r.name: sorted({*r.primary_for, *r.backup_for}) for r in self.router.realms
+            },
         )
 
     def realm_views(self) -> list[events.RealmView]:

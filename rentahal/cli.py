@@ -116,6 +116,9 @@ def add_worker(
     api_key_env: Annotated[
         str | None, typer.Option(help="Environment variable holding its API key.")
     ] = None,
+    realm: Annotated[
+        str | None, typer.Option(help="Its realm, e.g. $CHAT (default: its type's primary).")
+    ] = None,
     data_dir: DataDir = None,
     config: ConfigFile = None,
 ) -> None:
@@ -130,6 +133,7 @@ def add_worker(
             models=model or [],
             max_concurrency=max_concurrency,
             api_key_env=api_key_env,
+            realm=realm,
         )
         row = worker_row(spec)
     except ValidationError as exc:
@@ -167,10 +171,11 @@ def list_workers(data_dir: DataDir = None, config: ConfigFile = None) -> None:
     """Show the registered workers and their last known health."""
     settings = _settings(data_dir=data_dir, config_file=config)
     workers = _with_store(settings, lambda store: store.workers.list())
-    table = Table("name", "kind", "types", "address", "slots", "health", "blacklisted")
+    table = Table("name", "realm", "kind", "types", "address", "slots", "health", "blacklisted")
     for w in workers:
         table.add_row(
             w.name,
+            w.realm or "(primary)",
             w.kind,
             ",".join(w.capabilities),
             w.address,

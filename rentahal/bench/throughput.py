@@ -144,6 +144,12 @@ class ThroughputReport:
     """Seconds from the start until the first user had all their answers."""
     user_finish_last: float
     """Seconds from the start until the last user had all their answers."""
+    broker_cpu_seconds: float | None = None
+    """CPU time the broker process used during the broker phase (Linux only): with one
+    event loop, near the wall time means the broker was CPU-bound."""
+    loadgen_cpu_seconds: float | None = None
+    """CPU time the load generator (this process) used during the broker phase, to check
+    that it was not the bottleneck."""
     error_samples: tuple[str, ...] = ()
     measured_at: str = field(
         default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds")
@@ -445,6 +451,7 @@ async def _run_broker(
             raise BenchmarkError(
                 f"connecting {params.users} guests to the bus failed: {exc!r}"
             ) from exc
+        cpu_before = _Cpu.now(broker.process.pid)
         started = time.perf_counter()
         await asyncio.gather(*(guest.submit() for guest in guests))
         waiters = [
@@ -464,9 +471,10 @@ async def _run_broker(
                 f"{sum(len(g.accepted) for g in guests)} were accepted, "
                 f"{len(tally.errors)} error messages: {_samples(tally.errors)}"
             )
+        cpu = _Cpu.now(broker.process.pid) - cpu_before
     finally:
         await asyncio.gather(*(guest.close() for guest in guests))
-    return _report(params, direct, guests, tally, started)
+    return _report(params, direct, guests, tally, started, cpu)
 
 
 def _report(
@@ -475,6 +483,7 @@ def _report(
     guests: Sequence[_Guest],
     tally: _Tally,
     started: float,
+    cpu: _Cpu,
 ) -> ThroughputReport:
     latencies: list[float] = []
     queue_waits: list[float] = []
@@ -507,8 +516,47 @@ def _report(
         fairness_at=tally.fairness_at,
         user_finish_first=min(finish_times),
         user_finish_last=max(finish_times),
+        broker_cpu_seconds=cpu.broker,
+        loadgen_cpu_seconds=cpu.loadgen,
         error_samples=tuple(_samples(tally.errors)),
     )
+
+
+@dataclass(frozen=True)
+class _Cpu:
+    """CPU seconds used so far by the broker (None if unknown) and by this process."""
+
+    broker: float | None
+    loadgen: float
+
+    @classmethod
+    def now(cls, broker_pid: int | None) -> _Cpu:
+        return cls(_process_cpu_seconds(broker_pid), time.process_time())
+
+    def __sub__(self, earlier: _Cpu) -> _Cpu:
+        broker = (
+            self.broker - earlier.broker
+            if self.broker is not None and earlier.broker is not None
+            else None
+        )
+        return _Cpu(broker, self.loadgen - earlier.loadgen)
+
+
+def _process_cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU time of a process from /proc (None where there is no /proc).
+
+    A read of procfs is served from kernel memory and never blocks on a disk, so it is
+    fine to do in the event loop.
+    """
+    if pid is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of proc(5)
+    return (utime + stime) / os.sysconf("SC_CLK_TCK")
 
 
 def _fairness(finished: Sequence[int], demand: Sequence[int]) -> float:

@@ -196,6 +196,7 @@ class PoolUpdate(Outbound):
     type: Literal["pool_update"] = "pool_update"
     pools: list[PoolView]
     realms: list[str]  # realm names also work as `$NAME` targets
+    realm_types: dict[str, list[str]] = {}  # realm → the query types it takes (primary, backup)
 
 
 class Error(Outbound):

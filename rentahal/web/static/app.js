@@ -3,7 +3,9 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { socket: null, backoff: 1000, cards: new Map(), pending: [], nextId: 1 };
+const state = {
+  socket: null, backoff: 1000, cards: new Map(), pending: [], nextId: 1, workers: [], targets: [],
+};
 
 function el(tag, className, text) {
   const node = document.createElement(tag);
@@ -77,20 +79,15 @@ const handlers = {
     $("nickname-input").placeholder = user.nickname;
   },
   worker_update(message) {
-    const select = $("model-select");
-    const chosen = select.value;
-    select.replaceChildren(el("option", "", "Any chat worker"));
-    select.firstChild.value = "";
-    for (const worker of message.workers) {
-      if (!worker.capabilities.includes("chat")) continue;
-      const names = worker.models.length ? worker.models : [worker.name];
-      for (const name of names) {
-        const option = el("option", "", `${name} — ${worker.name}${worker.is_blacklisted ? " (down)" : ""}`);
-        option.value = name;
-        select.append(option);
-      }
-    }
-    select.value = chosen;
+    state.workers = message.workers;
+    renderPicker();
+  },
+  pool_update(message) {
+    state.targets = [
+      ...message.pools.filter((pool) => pool.type === "chat").map((pool) => pool.name),
+      ...message.realms.filter((realm) => (message.realm_types[realm] || []).includes("chat")),
+    ];
+    renderPicker();
   },
   query_accepted(message) {
     const prompt = state.prompts?.[message.response_to];
@@ -99,6 +96,7 @@ const handlers = {
   },
   query_status(message) {
     const card = resultCard(message.query_id);
+    if (message.state === "dispatched") card.answer.textContent = ""; // a retry starts afresh
     if (message.worker) card.worker = message.worker;
     if (!["done", "failed", "cancelled", "expired"].includes(message.state)) {
       card.meta.textContent = message.state + (message.worker ? ` on ${message.worker}` : "");
@@ -142,6 +140,23 @@ const handlers = {
   },
   ping() { send({ type: "pong" }); },
 };
+
+function renderPicker() {
+  // Any worker, then pools and realms ($NAME), then each worker's models.
+  const select = $("model-select");
+  const chosen = select.value;
+  const option = (value, label) => { const node = el("option", "", label); node.value = value; return node; };
+  select.replaceChildren(option("", "Any chat worker"));
+  for (const target of state.targets) select.append(option(target, target));
+  for (const worker of state.workers) {
+    if (!worker.capabilities.includes("chat")) continue;
+    const down = worker.is_blacklisted ? " (down)" : "";
+    for (const name of worker.models.length ? worker.models : [worker.name]) {
+      select.append(option(name, `${name} — ${worker.name}${down}`));
+    }
+  }
+  select.value = [...select.options].some((o) => o.value === chosen) ? chosen : "";
+}
 
 function handle(message) {
   const handler = handlers[message.type];
