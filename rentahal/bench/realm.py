@@ -55,14 +55,14 @@ class BenchBroker:
 
 
 def sqlite_url(data_dir: Path) -> str:
-    """The SQLite store the broker would use in ``data_dir`` by default.
+    """The SQLite store the broker would use in ``data_dir`` (absolute) by default.
 
     Computed here and passed to the broker explicitly, so the sysop created by the
     benchmark and the broker's store are the same whatever ``RENTAHAL_*`` variables the
     developer's shell holds.
     """
     name = Settings.model_fields["database_name"].default
-    return f"sqlite+aiosqlite:///{(data_dir / name).resolve()}"
+    return f"sqlite+aiosqlite:///{data_dir / name}"
 
 
 async def create_sysop(store_url: str, nickname: str = "benchsysop") -> str:

@@ -308,6 +308,7 @@ class _Tally:
     finished_by_user: list[int] = field(default_factory=list)
     fairness_snapshot: list[int] | None = None
     fairness_at: int = 0
+    last_finished: float = math.nan
     all_done: asyncio.Event = field(default_factory=asyncio.Event)
     broken: asyncio.Event = field(default_factory=asyncio.Event)
     broken_reason: str = ""
@@ -315,8 +316,9 @@ class _Tally:
     def __post_init__(self) -> None:
         self.finished_by_user = [0] * self.params.users
 
-    def job_finished(self, user: int) -> None:
+    def job_finished(self, user: int, now: float) -> None:
         self.finished += 1
+        self.last_finished = now
         self.finished_by_user[user] += 1
         if self.fairness_snapshot is None and self.finished >= max(1, self.params.jobs // 2):
             self.fairness_snapshot = list(self.finished_by_user)
@@ -425,7 +427,7 @@ class _Guest:
             self.ready.set()
 
     def _finished_one(self, now: float) -> None:
-        self.tally.job_finished(self.index)
+        self.tally.job_finished(self.index, now)
         if self.done == self.jobs:
             self.finished_at = now
 
@@ -488,17 +490,15 @@ def _report(
     latencies: list[float] = []
     queue_waits: list[float] = []
     processing: list[float] = []
-    last_answer = started
     for guest in guests:
         for query_id, (received, message) in guest.results.items():
             sent = guest.sent.get(guest.accepted.get(query_id, ""), math.nan)
             latencies.append(received - sent)
             queue_waits.append(float(message.get("queue_wait", math.nan)))
             processing.append(float(message.get("processing_time", math.nan)))
-            last_answer = max(last_answer, received)
     completed = len(latencies)
     broker = PhaseFigures(
-        seconds=last_answer - started,
+        seconds=tally.last_finished - started,  # the last job to end, failed or not
         completed=completed,
         errors=len(tally.errors),
         latency=Quantiles.of(latencies),

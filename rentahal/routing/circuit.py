@@ -56,6 +56,10 @@ class CircuitBreaker:
         self._opened_at = None
         self._probe_in_flight = False
 
+    def release(self) -> None:
+        """The job ended without a verdict on the worker (cancelled): free the probe slot."""
+        self._probe_in_flight = False
+
     def on_failure(self) -> None:
         self._failures += 1
         if self.state is CircuitState.HALF_OPEN or self._failures >= self.threshold:

@@ -10,7 +10,6 @@ from rentahal.routing.registry import WorkerState
 from rentahal.store.models import Pool
 
 ALIAS = re.compile(r"^\$[A-Z0-9_]+$")
-_WORD = re.compile(r"[a-z0-9]+")
 
 
 @dataclass(slots=True)
@@ -27,15 +26,18 @@ class PoolState:
 
 def specialists(candidates: Sequence[WorkerState], prompt: str) -> Sequence[WorkerState]:
     """Workers with a specialisation keyword in the prompt; all candidates if none match
-    (the seed's `find_specialized_workers`). Multi-word keywords match as phrases."""
+    (the seed's `find_specialized_workers`). A keyword matches as a whole word or phrase,
+    symbols included (`c++`, `node.js`), case-insensitively."""
     if not prompt or not any(w.specializations for w in candidates):
         return candidates
     text = prompt.lower()
-    words = set(_WORD.findall(text))
 
     def mentioned(keyword: str) -> bool:
-        keyword = keyword.lower().strip()
-        return bool(keyword) and (keyword in text if " " in keyword else keyword in words)
+        parts = keyword.lower().split()
+        if not parts:
+            return False
+        phrase = r"\s+".join(re.escape(part) for part in parts)
+        return re.search(rf"(?<![a-z0-9]){phrase}(?![a-z0-9])", text) is not None
 
     chosen = [
         worker

@@ -90,7 +90,9 @@ class WorkerState:
             return False
         if not model_name or model_name == self.name or model_name in self.models:
             return True
-        return f"{model_name}:latest" in self.models  # Ollama's name for an untagged model
+        # Ollama's names: "llama3" and "llama3:latest" are one model.
+        base = model_name.removesuffix(":latest")
+        return base in self.models or f"{base}:latest" in self.models
 
     def model_for(self, model_name: str) -> str:
         """The model to ask the backend for: the named one, else the worker's first."""

@@ -323,6 +323,7 @@ class Scheduler:
             processing_time = time.perf_counter() - started
             await self._succeeded(job, worker, result, processing_time, queue_wait)
         except asyncio.CancelledError:
+            worker.circuit.release()
             if job.cancel_reason is None:
                 raise  # broker shutdown: the job stays in the store and resumes on restart
             await self._finish_unsuccessful(job, *job.cancel_reason)
@@ -334,6 +335,7 @@ class Scheduler:
             worker.circuit.on_failure()
             retrying = await self._retry_or_fail(job, worker, failure)
         except Exception:
+            worker.circuit.release()
             log.exception("job.crashed", query_id=query.id)
             await self._finish_unsuccessful(
                 job, QueryState.FAILED, ErrorCode.INTERNAL, "the broker failed to run the query"

@@ -205,19 +205,22 @@ class TrackingMiddleware:
         if body is None:
             state.disconnected += 1
             return
-        state.record(scope, body)
+        entry = state.record(scope, body)
+        # Every protocol's inference routes are POSTs; probes and listings are GET/HEAD.
+        inference = scope["method"] == "POST"
         exchange = _Exchange(body, receive, send)
         scope[_GONE_KEY] = exchange.gone
         watcher = asyncio.create_task(exchange.watch())
-        state.in_flight += 1
+        state.started(inference=inference)
         try:
             await self.app(scope, exchange.receive, exchange.send)
         except ClientGone:
             pass
         finally:
             watcher.cancel()
-            state.in_flight -= 1
-            if exchange.finished:
-                state.completed += 1
-            elif exchange.gone.is_set():
-                state.disconnected += 1
+            state.finished(
+                entry,
+                inference=inference,
+                completed=exchange.finished,
+                disconnected=exchange.gone.is_set(),
+            )

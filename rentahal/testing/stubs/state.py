@@ -73,26 +73,56 @@ class StubState:
     in_flight: int = 0
     completed: int = 0
     disconnected: int = 0
+    inference_in_flight: int = 0
+    """Inference calls being answered now (``in_flight`` also counts health probes)."""
+    peak_in_flight: int = 0
+    """Most inference calls answered at once since launch or the last reset."""
     initial: Behaviour = field(init=False)
 
     def __post_init__(self) -> None:
         self.initial = replace(self.behaviour, models=list(self.behaviour.models))
 
-    def record(self, scope: Scope, body: bytes) -> None:
-        """Log an incoming request so tests can assert exactly what the broker sent."""
+    def record(self, scope: Scope, body: bytes) -> dict[str, Any]:
+        """Log an incoming request so tests can assert exactly what the broker sent.
+
+        Returns the log entry; its ``outcome`` is ``None`` while the request is being
+        answered, then ``"completed"`` or ``"disconnected"`` (see :meth:`finished`).
+        """
         headers: dict[str, str] = {}
         for raw_name, raw_value in scope["headers"]:
             name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
             headers[name] = f"{headers[name]}, {value}" if name in headers else value
-        self.requests.append(
-            {
-                "method": scope["method"],
-                "path": scope["path"],
-                "headers": headers,
-                "json": _parse_json(body),
-                "time": time.time(),
-            }
-        )
+        entry = {
+            "method": scope["method"],
+            "path": scope["path"],
+            "headers": headers,
+            "json": _parse_json(body),
+            "time": time.time(),
+            "outcome": None,
+        }
+        self.requests.append(entry)
+        return entry
+
+    def started(self, *, inference: bool) -> None:
+        """A logged request is being answered; inference calls also count toward the peak."""
+        self.in_flight += 1
+        if inference:
+            self.inference_in_flight += 1
+            self.peak_in_flight = max(self.peak_in_flight, self.inference_in_flight)
+
+    def finished(
+        self, entry: dict[str, Any], *, inference: bool, completed: bool, disconnected: bool
+    ) -> None:
+        """A logged request ended: count how, and note it in its log entry."""
+        self.in_flight -= 1
+        if inference:
+            self.inference_in_flight -= 1
+        if completed:
+            self.completed += 1
+            entry["outcome"] = "completed"
+        elif disconnected:
+            self.disconnected += 1
+            entry["outcome"] = "disconnected"
 
     def take_failure(self) -> int | None:
         """Return the status an inference call must fail with now, or ``None`` to answer.
@@ -119,13 +149,19 @@ class StubState:
         self.behaviour = replace(self.initial, models=list(self.initial.models))
         self.requests.clear()
         self.completed = self.disconnected = 0
+        self.peak_in_flight = self.inference_in_flight
 
-    def stats(self) -> dict[str, int]:
-        return {
+    def stats(self, *, peak: bool = False) -> dict[str, int]:
+        """The traffic counters; with ``peak``, also ``peak_in_flight``: the most inference
+        calls (the protocol's POSTs, not its health probes or listings) answered at once."""
+        counters = {
             "in_flight": self.in_flight,
             "completed": self.completed,
             "disconnected": self.disconnected,
         }
+        if peak:
+            counters["peak_in_flight"] = self.peak_in_flight
+        return counters
 
 
 _NUMBER = (int, float)
@@ -195,7 +231,9 @@ def control_routes(state: StubState) -> Mount:
         return JSONResponse(asdict(state.behaviour))
 
     async def stats(request: Request) -> Response:
-        return JSONResponse(state.stats())
+        # `?peak=1` adds peak_in_flight; the plain form keeps its three counters.
+        peak = request.query_params.get("peak", "").lower() in {"1", "true", "yes"}
+        return JSONResponse(state.stats(peak=peak))
 
     return Mount(
         CONTROL_PREFIX,
