@@ -22,6 +22,7 @@ from rentahal.bench.throughput import (
     ThroughputReport,
     run_throughput,
 )
+from rentahal.testing.process import ServerStartError
 
 bench_app = typer.Typer(
     help="Benchmarks of the broker against stub workers (figures, not pass/fail tests).",
@@ -93,7 +94,7 @@ def throughput(
         raise typer.Exit(2) from None
     try:
         report = asyncio.run(run_throughput(params, console=err))
-    except BenchmarkError as exc:
+    except (BenchmarkError, ServerStartError) as exc:
         err.print(f"[red]benchmark failed:[/red] {exc}", markup=True, highlight=False)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:

@@ -76,7 +76,9 @@ class ThroughputParams:
         if self.jobs < self.users:
             raise ValueError("jobs must be at least users (every user submits at least one)")
         if (self.database == "postgresql") != (self.database_url is not None):
-            raise ValueError("a database URL is needed for postgresql, and only for it")
+            raise ValueError(
+                "--database postgresql needs --database-url, which is only for postgresql"
+            )
 
     @property
     def slots(self) -> int:
@@ -218,22 +220,35 @@ async def run_throughput(
     """
     params = params or ThroughputParams()
     async with AsyncExitStack() as stack:
-        _note(console, f"starting {params.workers} stub workers (latency {params.latency:g} s)")
-        stubs = await asyncio.gather(
-            *(
-                stack.enter_async_context(StubServer("rentahal", latency=params.latency))
-                for _ in range(params.workers)
-            )
+        _note(
+            console,
+            f"starting {params.workers} stub workers (latency {params.latency:g} s) "
+            f"and the broker ({params.database})",
         )
+        # The broker starts now, beside the stubs, so a setup problem shows before the
+        # direct phase; with no workers and nobody connected it sits idle meanwhile. A task
+        # group, so that if one start fails the others are stopped (or, once started, are
+        # on the exit stack) before the stack unwinds.
+        try:
+            async with asyncio.TaskGroup() as group:
+                broker_task = group.create_task(
+                    stack.enter_async_context(
+                        bench_broker(params.broker_env(), postgres_server_url=params.database_url)
+                    )
+                )
+                stub_tasks = [
+                    group.create_task(
+                        stack.enter_async_context(StubServer("rentahal", latency=params.latency))
+                    )
+                    for _ in range(params.workers)
+                ]
+        except ExceptionGroup as failed:
+            raise failed.exceptions[0] from None
+        broker, stubs = broker_task.result(), [task.result() for task in stub_tasks]
         with _progress(console) as progress:
             direct = await _run_direct(
                 stubs, params, _track(progress, "direct to the stubs", params.jobs)
             )
-
-        _note(console, f"starting the broker ({params.database})")
-        broker = await stack.enter_async_context(
-            bench_broker(params.broker_env(), postgres_server_url=params.database_url)
-        )
         await broker.add_workers(stubs, max_concurrency=params.concurrency)
         with _progress(console) as progress:
             try:

@@ -108,8 +108,7 @@ class Scheduler:
         resumed = await self._store.queries.unfinished()
         for query in resumed:
             if query.state != QueryState.QUEUED:
-                await self._store.queries.requeue(query.id)
-                query.state = QueryState.QUEUED.value
+                await self._store.queries.requeue(query)
             owner = await self._store.users.get(query.user_id)
             role = owner.role if owner else Role.GUEST.value
             realm = query.realm or self._router.queue_realm(query.query_type, query.model_name)
@@ -310,10 +309,10 @@ class Scheduler:
         query, worker = job.query, job.worker
         assert worker is not None
         retrying = False
+        holds_slot = True
         try:
-            query.attempts += 1
             dispatched_at = await self._store.queries.mark_dispatched(
-                query.id, worker.name, query.attempts
+                query, worker.name, query.attempts + 1
             )
             queue_wait = max(0.0, (dispatched_at - query.created_at).total_seconds())
             self._metrics.queue_wait.labels(job.realm).observe(queue_wait)
@@ -321,6 +320,10 @@ class Scheduler:
             started = time.perf_counter()
             result = await self._attempt(job, worker)
             processing_time = time.perf_counter() - started
+            # The worker is done: its slot is free before the bookkeeping, not after it.
+            worker.in_flight -= 1
+            holds_slot = False
+            self.pump()
             await self._succeeded(job, worker, result, processing_time, queue_wait)
         except asyncio.CancelledError:
             worker.circuit.release()
@@ -341,7 +344,8 @@ class Scheduler:
                 job, QueryState.FAILED, ErrorCode.INTERNAL, "the broker failed to run the query"
             )
         finally:
-            worker.in_flight -= 1
+            if holds_slot:
+                worker.in_flight -= 1
             self._running.pop(query.id, None)
             self._running_per_user[job.user_id] -= 1
             if not self._running_per_user[job.user_id]:
@@ -369,7 +373,7 @@ class Scheduler:
             async with asyncio.timeout(timeout):
                 async for delta in BACKENDS[worker.kind].generate(self._http, worker, request):
                     if not parts:
-                        await self._store.queries.mark_running(query.id)
+                        await self._store.queries.mark_running(query)
                         self._status(query, QueryState.RUNNING, worker.name)
                     parts.append(delta)
                     if stream:
@@ -449,7 +453,7 @@ class Scheduler:
         backoff = self._settings.retry_backoff * 2 ** (query.attempts - 1)
         job.not_before = time.monotonic() + backoff
         job.worker = None
-        await self._store.queries.requeue(query.id)
+        await self._store.queries.requeue(query)
         self._queue(job.realm).push(job, front=True)
         self._metrics.retries.labels(job.realm).inc()
         self._status(query, QueryState.QUEUED, None)

@@ -72,13 +72,16 @@ class QueryRepository:
             )
             await session.commit()
 
-    async def requeue(self, query_id: str) -> None:
-        await self._set(query_id, state=QueryState.QUEUED.value, worker_name=None)
+    # The lifecycle methods below update `query` in place as well as in the store, so the
+    # caller's object always says what the store says.
 
-    async def mark_dispatched(self, query_id: str, worker_name: str, attempts: int) -> datetime:
+    async def requeue(self, query: Query) -> None:
+        await self._set(query, state=QueryState.QUEUED.value, worker_name=None)
+
+    async def mark_dispatched(self, query: Query, worker_name: str, attempts: int) -> datetime:
         now = utcnow()
         await self._set(
-            query_id,
+            query,
             state=QueryState.DISPATCHED.value,
             worker_name=worker_name,
             attempts=attempts,
@@ -86,8 +89,8 @@ class QueryRepository:
         )
         return now
 
-    async def mark_running(self, query_id: str) -> None:
-        await self._set(query_id, state=QueryState.RUNNING.value, started_at=utcnow())
+    async def mark_running(self, query: Query) -> None:
+        await self._set(query, state=QueryState.RUNNING.value, started_at=utcnow())
 
     async def finish_done(
         self,
@@ -130,20 +133,16 @@ class QueryRepository:
     async def finish_unsuccessful(
         self, query: Query, state: QueryState, *, code: str, message: str
     ) -> None:
-        values = {
-            "state": state.value,
-            "error_code": code,
-            "error": message,
-            "finished_at": utcnow(),
-        }
-        await self._set(query.id, **values)
+        await self._set(
+            query, state=state.value, error_code=code, error=message, finished_at=utcnow()
+        )
+
+    async def _set(self, query: Query, **values: Any) -> None:
+        async with self._db.session() as session:
+            await session.execute(update(Query).where(Query.id == query.id).values(**values))
+            await session.commit()
         for name, value in values.items():
             setattr(query, name, value)
-
-    async def _set(self, query_id: str, **values: Any) -> None:
-        async with self._db.session() as session:
-            await session.execute(update(Query).where(Query.id == query_id).values(**values))
-            await session.commit()
 
 
 async def _add_type_stats(session: DbSession, query_type: str, seconds: float, cost: float) -> None:
