@@ -200,7 +200,7 @@ async def test_account_totals_update_when_a_query_finishes(
     await realm.add_worker("w1", ollama_stub)
     costs = page.locator("#user-costs")
     await expect(costs).to_have_text(re.compile(r"^Queries: 0 · "))
-    await expect(page.locator("#model-select option")).to_have_count(2)
+    await expect(page.locator("#model-select option", has_text="— w1")).to_have_count(1)
 
     await page.locator("#prompt-input").fill("count me")
     await page.get_by_role("button", name="Send").click()
@@ -258,7 +258,7 @@ async def test_user_text_is_rendered_as_text(
     page, recorder = desktop
     await ollama_stub.reset()  # echoes the prompt: "echo: <prompt>"
     await realm.add_worker("w1", ollama_stub)
-    await expect(page.locator("#model-select option")).to_have_count(2)
+    await expect(page.locator("#model-select option", has_text="— w1")).to_have_count(1)
 
     await page.locator("#prompt-input").fill(XSS_PROMPT)
     await page.get_by_role("button", name="Send").click()
@@ -281,7 +281,8 @@ async def test_user_text_is_rendered_as_text(
 
 async def test_no_worker_error_is_shown(realm: Realm, desktop: tuple[Page, Recorder]) -> None:
     page, _ = desktop
-    await expect(page.locator("#model-select option")).to_have_count(1)
+    # Only "Any chat worker" and the $CHAT realm: no worker's model to pick.
+    await expect(page.locator("#model-select option")).to_have_text(["Any chat worker", "$CHAT"])
 
     await page.locator("#prompt-input").fill("Is anybody out there?")
     await page.get_by_role("button", name="Send").click()

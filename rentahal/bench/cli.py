@@ -179,7 +179,10 @@ def throughput_tables(report: ThroughputReport) -> Group:
     figures.add_row("all accepted", _s(report.submit_seconds), "after the first submission")
     figures.add_row("first user done", _s(report.user_finish_first), "had all their answers")
     figures.add_row("last user done", _s(report.user_finish_last), "")
-    figures.add_row("fairness (Jain)", _num(report.fairness, 3), "²")
+    figures.add_row("fairness (Jain)", _num(report.fairness, 3), "² 1.0 = all users alike")
+    figures.add_row(
+        "fairness if FIFO", _num(report.fairness_fifo, 3), "² same, in order of acceptance"
+    )
     if report.broker_cpu_seconds is not None:
         figures.add_row(
             "broker CPU",

@@ -142,6 +142,10 @@ class ThroughputReport:
     """Jain's index over the users' finished shares when half of all jobs had finished."""
     fairness_at: int
     """How many jobs had finished when the fairness shares were taken."""
+    fairness_fifo: float
+    """The same index for the first jobs in the order the broker accepted them: what a
+    first-come-first-served queue would have scored under this load. Only a fairness well
+    above this shows that the scheduler, not the arrival order, shared the workers out."""
     user_finish_first: float
     """Seconds from the start until the first user had all their answers."""
     user_finish_last: float
@@ -364,6 +368,7 @@ class _Guest:
         self.sent: dict[str, float] = {}  # message id → when it was sent
         self.accepted: dict[str, str] = {}  # query id → message id
         self.accepted_at: float = math.nan
+        self.accepted_times: list[float] = []  # when each query_accepted arrived
         self.results: dict[str, tuple[float, dict[str, Any]]] = {}  # query id → (when, msg)
         self.failed: set[str] = set()  # message ids or query ids that ended in an error
         self.finished_at: float = math.nan
@@ -423,6 +428,7 @@ class _Guest:
         kind = message.get("type")
         if kind == "query_accepted":
             self.accepted[message["query_id"]] = str(message.get("response_to"))
+            self.accepted_times.append(now)
             if len(self.accepted) == self.jobs:
                 self.accepted_at = now
         elif kind == "query_result":
@@ -529,6 +535,7 @@ def _report(
         submit_seconds=max(g.accepted_at for g in guests) - started,
         fairness=_fairness(snapshot, [params.jobs_of(u) for u in range(params.users)]),
         fairness_at=tally.fairness_at,
+        fairness_fifo=_fifo_fairness(params, guests, tally.fairness_at),
         user_finish_first=min(finish_times),
         user_finish_last=max(finish_times),
         broker_cpu_seconds=cpu.broker,
@@ -582,6 +589,19 @@ def _fairness(finished: Sequence[int], demand: Sequence[int]) -> float:
     Dividing by demand keeps it 1.0 for a fair run when N is not a multiple of U.
     """
     return jain_index([done / wanted for done, wanted in zip(finished, demand, strict=True)])
+
+
+def _fifo_fairness(params: ThroughputParams, guests: Sequence[_Guest], first: int) -> float:
+    """Fairness had the first ``first`` jobs been served in the order they were accepted.
+
+    The order the guests saw their `query_accepted` replies stands in for the broker's
+    arrival order (each reply leaves the broker as its job is queued).
+    """
+    order = sorted((when, guest.index) for guest in guests for when in guest.accepted_times)
+    served = [0] * params.users
+    for _, user in order[:first]:
+        served[user] += 1
+    return _fairness(served, [params.jobs_of(u) for u in range(params.users)])
 
 
 def _samples(errors: Sequence[dict[str, Any]]) -> list[str]:
