@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from rentahal.bench.cli import bench_app
 from rentahal.bus.errors import ProtocolError
 from rentahal.bus.messages import WorkerSpec
 from rentahal.config import ConfigFileError, Settings, load_settings
@@ -23,6 +24,7 @@ from rentahal.sysop import worker_row
 app = typer.Typer(help="RENT A HAL: a self-hosted multi-user AI orchestration broker.")
 admin = typer.Typer(help="Sysop chores that work on the store directly (broker running or not).")
 app.add_typer(admin, name="admin")
+app.add_typer(bench_app, name="bench")
 console = Console(stderr=True)
 T = TypeVar("T")
 

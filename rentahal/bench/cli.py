@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console, Group
+from rich.markup import escape
 from rich.table import Table
 
 from rentahal.bench.realm import BenchmarkError
@@ -90,12 +91,12 @@ def throughput(
             database_url=database_url,
         )
     except ValueError as exc:
-        err.print(f"[red]invalid parameters:[/red] {exc}")
+        err.print(f"[red]invalid parameters:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from None
     try:
         report = asyncio.run(run_throughput(params, console=err))
     except (BenchmarkError, ServerStartError) as exc:
-        err.print(f"[red]benchmark failed:[/red] {exc}", markup=True, highlight=False)
+        err.print(f"[red]benchmark failed:[/red] {escape(str(exc))}", highlight=False)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
         err.print("[yellow]interrupted; stub workers and broker stopped[/yellow]")
@@ -105,7 +106,8 @@ def throughput(
     else:
         Console().print(throughput_tables(report))
     if report.errors:
-        err.print(f"[red]{report.errors} error messages[/red]: {list(report.error_samples)}")
+        samples = escape(str(list(report.error_samples)))
+        err.print(f"[red]{report.errors} error messages[/red], the first: {samples}")
         raise typer.Exit(1)
 
 

@@ -39,6 +39,7 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
+from sqlalchemy.engine import make_url
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, WebSocketException
 
@@ -190,8 +191,13 @@ class ThroughputReport:
         return self.direct.errors + self.broker.errors
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON-ready, with the derived ratios included."""
-        return asdict(self) | {
+        """JSON-ready, with the derived ratios included (and no database password)."""
+        data = asdict(self)
+        if self.params.database_url is not None:
+            data["params"]["database_url"] = make_url(self.params.database_url).render_as_string(
+                hide_password=True
+            )
+        return data | {
             "ideal_throughput": self.ideal_throughput,
             "direct_throughput": self.direct.throughput,
             "broker_throughput": self.broker.throughput,
