@@ -78,6 +78,8 @@ def serve(
             # Frames a little over max_message_size still get a polite `error` from the bus;
             # only far larger ones are cut off by the server itself.
             ws_max_size=max(16 * 1024 * 1024, 4 * settings.max_message_size),
+            # Compressing every small JSON event costs more CPU than the bytes are worth.
+            ws_per_message_deflate=False,
             timeout_graceful_shutdown=5,
         )
     )

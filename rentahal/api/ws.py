@@ -242,12 +242,11 @@ class BusSession:
         return await self._submit(message.to_query())
 
     async def _submit(self, spec: m.QuerySpec) -> Reply:
-        # Re-read the user: a ban or a role change must count from this very message.
-        user = await self.broker.store.users.get(self.user.id)
-        if user is None:
-            raise ProtocolError(ErrorCode.UNAUTHORIZED, "your account no longer exists")
-        self.user = user
-        query, position = await self.broker.scheduler.submit(user, spec)
+        # A ban closes this connection at once, and a promotion updates the connection's
+        # role, so the session's user is current without a read per query.
+        if self.connection.closed.is_set():
+            raise ProtocolError(ErrorCode.BANNED, "You are banned from submitting queries")
+        query, position = await self.broker.scheduler.submit(self.user, spec)
         return events.QueryAccepted(query_id=query.id, position=position)
 
     async def on_not_yet(self, message: m.Inbound) -> Reply:

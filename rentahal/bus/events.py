@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+_NO_REPLY = {"response_to"}
+
 
 class Outbound(BaseModel):
     model_config = ConfigDict(frozen=True)
@@ -15,9 +17,11 @@ class Outbound(BaseModel):
 
     def wire(self) -> dict[str, Any]:
         """The JSON-ready dict, without an unset `response_to`."""
-        return self.model_dump(mode="json", exclude_none=False, exclude={"response_to"}) | (
-            {} if self.response_to is None else {"response_to": self.response_to}
-        )
+        return self.model_dump(mode="json", exclude=_NO_REPLY if self.response_to is None else None)
+
+    def wire_json(self) -> str:
+        """`wire()` as JSON text, encoded by pydantic's core in one step."""
+        return self.model_dump_json(exclude=_NO_REPLY if self.response_to is None else None)
 
 
 class UserView(BaseModel):

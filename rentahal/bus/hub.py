@@ -24,8 +24,9 @@ OUTBOX_LIMIT = 1000
 
 
 def encode(event: Outbound | dict[str, Any]) -> str:
-    data = event.wire() if isinstance(event, Outbound) else event
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+    if isinstance(event, Outbound):
+        return event.wire_json()
+    return json.dumps(event, separators=(",", ":"), ensure_ascii=False)
 
 
 class Connection:

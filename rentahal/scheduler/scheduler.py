@@ -36,7 +36,7 @@ from rentahal.store import Query, QueryState, Role, Store, User, utcnow
 
 log = structlog.get_logger(__name__)
 
-QUEUE_UPDATE_INTERVAL = 0.1  # coalesce queue_update broadcasts to at most ~10/s
+QUEUE_UPDATE_INTERVAL = 0.25  # coalesce queue_update broadcasts to at most 4/s
 PRIORITY = {Role.SYSOP.value: 0, Role.PREMIUM.value: 1}  # everyone else: 2
 
 HealthListener = Callable[[list[tuple[WorkerState, str]]], Awaitable[None]]
@@ -404,13 +404,14 @@ class Scheduler:
     ) -> None:
         query = job.query
         cost = query_cost(self._settings, processing_time, premium=job.premium).cost
-        await self._store.queries.finish_done(
+        owner = await self._store.queries.finish_done(
             query,
             result=result,
             result_type="text",
             processing_time=processing_time,
             cost=cost,
             queue_wait=queue_wait,
+            delivered=self._hub.is_connected(query.user_id),
         )
         worker.last_active = utcnow()
         worker.circuit.on_success()
@@ -423,8 +424,8 @@ class Scheduler:
         )
         self._metrics.cost.labels(job.realm).inc(cost)
         self._status(query, QueryState.DONE, worker.name)
-        await self._deliver(query)
-        if owner := await self._store.users.get(query.user_id):
+        self._deliver(query)
+        if owner is not None:
             self._hub.send_user(owner.id, events.UserInfo(data=user_view(owner)))
 
     async def _worker_health(self, worker: WorkerState, probe: Probe) -> None:
@@ -470,10 +471,16 @@ class Scheduler:
         terminated: bool = False,
     ) -> None:
         query = job.query
-        await self._store.queries.finish_unsuccessful(query, state, code=code, message=message)
+        await self._store.queries.finish_unsuccessful(
+            query,
+            state,
+            code=code,
+            message=message,
+            delivered=self._hub.is_connected(query.user_id),
+        )
         self._metrics.queries.labels(job.realm, query.query_type, state.value).inc()
         self._status(query, state, job.worker.name if job.worker else None)
-        await self._deliver(query)
+        self._deliver(query)
         if terminated:
             self._hub.send_user(
                 query.user_id, events.QueryTerminated(guid=query.user_id, query_id=query.id)
@@ -490,11 +497,10 @@ class Scheduler:
             query.user_id, events.QueryStatus(query_id=query.id, state=state.value, worker=worker)
         )
 
-    async def _deliver(self, query: Query) -> None:
-        """Send the final event; if the owner is connected, the job counts as delivered
-        (otherwise it is sent when they reconnect)."""
-        if self._hub.send_user(query.user_id, final_event(query)):
-            await self._store.queries.mark_delivered([query.id])
+    def _deliver(self, query: Query) -> None:
+        """Send the final event. The store already marked it delivered if the owner was
+        connected; otherwise it is sent when they reconnect."""
+        self._hub.send_user(query.user_id, final_event(query))
 
     # --- housekeeping ----------------------------------------------------------------------
 

@@ -45,4 +45,5 @@ class Store:
         return self
 
     async def close(self) -> None:
+        await self.queries.close()
         await self.db.close()

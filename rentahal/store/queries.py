@@ -6,23 +6,49 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from rentahal.store.database import Database, DbSession
-from rentahal.store.models import Query, QueryState, TypeStats, User, utcnow
+from rentahal.store.database import Database
+from rentahal.store.group_commit import GroupCommitter
+from rentahal.store.models import Query, QueryState, TypeStats, User, new_id, utcnow
 
 UNFINISHED_STATES = (QueryState.QUEUED, QueryState.DISPATCHED, QueryState.RUNNING)
 
 
 class QueryRepository:
+    """Reads go through sessions; every write of a job's lifecycle goes through the group
+    committer as a Core statement (no ORM unit of work on the hot path)."""
+
     def __init__(self, db: Database) -> None:
         self._db = db
+        self._writes = GroupCommitter(db.engine)
+
+    async def close(self) -> None:
+        await self._writes.close()
 
     async def create(self, query: Query) -> Query:
-        async with self._db.session() as session:
-            session.add(query)
-            await session.commit()
+        """Insert a new job; fills in its id and creation time."""
+        query.id = query.id or new_id()
+        query.created_at = query.created_at or utcnow()
+        values = {
+            "id": query.id,
+            "user_id": query.user_id,
+            "query_type": query.query_type,
+            "model_type": query.model_type or "worker_node",
+            "model_name": query.model_name or "",
+            "prompt": query.prompt,
+            "options": query.options or {},
+            "state": query.state or QueryState.QUEUED.value,
+            "realm": query.realm or "",
+            "attempts": query.attempts or 0,
+            "delivered": False,
+            "created_at": query.created_at,
+        }
+        await self._writes.run(lambda conn: conn.execute(insert(Query).values(**values)))
+        for name, value in values.items():
+            setattr(query, name, value)
         return query
 
     async def get(self, query_id: str) -> Query | None:
@@ -66,11 +92,8 @@ class QueryRepository:
     async def mark_delivered(self, query_ids: Sequence[str]) -> None:
         if not query_ids:
             return
-        async with self._db.session() as session:
-            await session.execute(
-                update(Query).where(Query.id.in_(list(query_ids))).values(delivered=True)
-            )
-            await session.commit()
+        statement = update(Query).where(Query.id.in_(list(query_ids))).values(delivered=True)
+        await self._writes.run(lambda conn: conn.execute(statement))
 
     # The lifecycle methods below update `query` in place as well as in the store, so the
     # caller's object always says what the store says.
@@ -101,11 +124,11 @@ class QueryRepository:
         processing_time: float,
         cost: float,
         queue_wait: float,
-    ) -> None:
-        """Store the result and add it to the user's and the system's statistics, atomically.
-
-        `query` is updated in place too, so the caller can report it.
-        """
+        delivered: bool = False,
+    ) -> User | None:
+        """Store the result and add it to the user's and the system's statistics, in one
+        transaction; returns the owner with their new totals. `delivered` says the owner is
+        connected and is being sent the result now."""
         values = {
             "state": QueryState.DONE.value,
             "result": result,
@@ -114,10 +137,12 @@ class QueryRepository:
             "cost": cost,
             "queue_wait": queue_wait,
             "finished_at": utcnow(),
+            "delivered": delivered,
         }
-        async with self._db.session() as session, session.begin():
-            await session.execute(update(Query).where(Query.id == query.id).values(**values))
-            await session.execute(
+
+        async def write(conn: AsyncConnection) -> User | None:
+            await conn.execute(update(Query).where(Query.id == query.id).values(**values))
+            owner = await conn.execute(
                 update(User)
                 .where(User.id == query.user_id)
                 .values(
@@ -125,27 +150,45 @@ class QueryRepository:
                     total_query_time=User.total_query_time + processing_time,
                     total_cost=User.total_cost + cost,
                 )
+                .returning(*User.__table__.columns)
             )
-            await _add_type_stats(session, query.query_type, processing_time, cost)
+            await _add_type_stats(conn, query.query_type, processing_time, cost)
+            row = owner.mappings().first()
+            return User(**row) if row else None
+
+        owner = await self._writes.run(write)
         for name, value in values.items():
             setattr(query, name, value)
+        return owner
 
     async def finish_unsuccessful(
-        self, query: Query, state: QueryState, *, code: str, message: str
+        self,
+        query: Query,
+        state: QueryState,
+        *,
+        code: str,
+        message: str,
+        delivered: bool = False,
     ) -> None:
         await self._set(
-            query, state=state.value, error_code=code, error=message, finished_at=utcnow()
+            query,
+            state=state.value,
+            error_code=code,
+            error=message,
+            finished_at=utcnow(),
+            delivered=delivered,
         )
 
     async def _set(self, query: Query, **values: Any) -> None:
-        async with self._db.session() as session:
-            await session.execute(update(Query).where(Query.id == query.id).values(**values))
-            await session.commit()
+        statement = update(Query).where(Query.id == query.id).values(**values)
+        await self._writes.run(lambda conn: conn.execute(statement))
         for name, value in values.items():
             setattr(query, name, value)
 
 
-async def _add_type_stats(session: DbSession, query_type: str, seconds: float, cost: float) -> None:
+async def _add_type_stats(
+    conn: AsyncConnection, query_type: str, seconds: float, cost: float
+) -> None:
     """Upsert-increment one row of `type_stats` (one statement on both databases)."""
     values = {
         "query_type": query_type,
@@ -154,10 +197,10 @@ async def _add_type_stats(session: DbSession, query_type: str, seconds: float, c
         "total_cost": cost,
         "last_updated": utcnow(),
     }
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    insert = dialect.insert(TypeStats).values(**values)
-    await session.execute(
-        insert.on_conflict_do_update(
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    upsert = dialect.insert(TypeStats).values(**values)
+    await conn.execute(
+        upsert.on_conflict_do_update(
             index_elements=[TypeStats.query_type],
             set_={
                 "query_count": TypeStats.query_count + 1,
