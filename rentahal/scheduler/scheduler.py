@@ -15,6 +15,7 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 import structlog
@@ -310,15 +311,29 @@ class Scheduler:
         assert worker is not None
         retrying = False
         holds_slot = True
+        # State writes made while the worker runs are not waited for before the request goes
+        # out (a crash before they commit just means a re-dispatch after restart); they are
+        # all committed before the job's outcome is handled.
+        writes: list[asyncio.Task[Any]] = []
         try:
-            dispatched_at = await self._store.queries.mark_dispatched(
-                query, worker.name, query.attempts + 1
+            dispatched_at = utcnow()
+            writes.append(
+                asyncio.create_task(
+                    self._store.queries.mark_dispatched(
+                        query, worker.name, query.attempts + 1, dispatched_at
+                    )
+                )
             )
             queue_wait = max(0.0, (dispatched_at - query.created_at).total_seconds())
             self._metrics.queue_wait.labels(job.realm).observe(queue_wait)
             self._status(query, QueryState.DISPATCHED, worker.name)
             started = time.perf_counter()
-            result = await self._attempt(job, worker)
+            try:
+                result = await self._attempt(job, worker, writes)
+            finally:
+                for outcome in await asyncio.gather(*writes, return_exceptions=True):
+                    if isinstance(outcome, Exception):
+                        log.error("job.state_write_failed", query_id=query.id, error=str(outcome))
             processing_time = time.perf_counter() - started
             # The worker is done: its slot is free before the bookkeeping, not after it.
             worker.in_flight -= 1
@@ -354,7 +369,7 @@ class Scheduler:
                 self._signal_finished(query.id)
             self.pump()
 
-    async def _attempt(self, job: Job, worker: WorkerState) -> str:
+    async def _attempt(self, job: Job, worker: WorkerState, writes: list[asyncio.Task[Any]]) -> str:
         """Run the query on the worker, streaming deltas to the owner; returns the text."""
         query = job.query
         stream = bool(query.options.get("stream", True))
@@ -373,7 +388,7 @@ class Scheduler:
             async with asyncio.timeout(timeout):
                 async for delta in BACKENDS[worker.kind].generate(self._http, worker, request):
                     if not parts:
-                        await self._store.queries.mark_running(query)
+                        writes.append(asyncio.create_task(self._store.queries.mark_running(query)))
                         self._status(query, QueryState.RUNNING, worker.name)
                     parts.append(delta)
                     if stream:

@@ -101,16 +101,16 @@ class QueryRepository:
     async def requeue(self, query: Query) -> None:
         await self._set(query, state=QueryState.QUEUED.value, worker_name=None)
 
-    async def mark_dispatched(self, query: Query, worker_name: str, attempts: int) -> datetime:
-        now = utcnow()
+    async def mark_dispatched(
+        self, query: Query, worker_name: str, attempts: int, at: datetime
+    ) -> None:
         await self._set(
             query,
             state=QueryState.DISPATCHED.value,
             worker_name=worker_name,
             attempts=attempts,
-            dispatched_at=now,
+            dispatched_at=at,
         )
-        return now
 
     async def mark_running(self, query: Query) -> None:
         await self._set(query, state=QueryState.RUNNING.value, started_at=utcnow())
