@@ -62,6 +62,9 @@ class Backend(ABC):
 
     kind: ClassVar[str]
     query_types: ClassVar[frozenset[str]]
+    # Whether answers arrive in pieces. A job on a backend that answers in one piece has no
+    # observable "running" phase, so the scheduler neither records nor announces one.
+    streams: ClassVar[bool] = True
 
     @abstractmethod
     async def probe(

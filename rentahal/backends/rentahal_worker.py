@@ -13,6 +13,7 @@ from rentahal.routing.registry import WorkerState
 class RentahalBackend(Backend):
     kind = "rentahal"
     query_types = frozenset({"chat"})
+    streams = False
 
     async def probe(
         self, client: httpx.AsyncClient, worker: WorkerState, seconds: float

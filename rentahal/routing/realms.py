@@ -41,26 +41,35 @@ class RealmState:
 
 
 class RealmTable:
+    """The realms and the routing table derived from them (computed once per change: the
+    router asks on every dispatch)."""
+
     def __init__(self) -> None:
         self._realms: dict[str, RealmState] = {}
+        self._routes: dict[str, list[RealmState]] = {}
 
     def load(self, rows: Iterable[Realm]) -> None:
-        self._realms = {row.name: RealmState.from_row(row) for row in rows}
+        realms = sorted((RealmState.from_row(row) for row in rows), key=lambda r: r.name)
+        self._realms = {realm.name: realm for realm in realms}
+        self._routes = {}
+        for query_type in {t for r in realms for t in (*r.primary_for, *r.backup_for)}:
+            primary = [r for r in realms if query_type in r.primary_for][:1]
+            backups = [r for r in realms if query_type in r.backup_for and r not in primary]
+            self._routes[query_type] = primary + backups
 
     def __iter__(self) -> Iterator[RealmState]:
-        return iter(sorted(self._realms.values(), key=lambda r: r.name))
+        return iter(list(self._realms.values()))
 
     def get(self, name: str) -> RealmState | None:
         return self._realms.get(name)
 
     def primary(self, query_type: str) -> RealmState | None:
-        return next((r for r in self if query_type in r.primary_for), None)
+        route = self._routes.get(query_type)
+        return route[0] if route and query_type in route[0].primary_for else None
 
     def route(self, query_type: str) -> list[RealmState]:
         """Realms to try for a query type: its primary, then its backups by name."""
-        primary = self.primary(query_type)
-        backups = [r for r in self if query_type in r.backup_for and r is not primary]
-        return ([primary] if primary else []) + backups
+        return self._routes.get(query_type, [])
 
     def home_of(self, worker_realm: str, worker_type: str) -> str:
         """A worker's realm: the one it was given, else the primary realm of its type."""

@@ -385,13 +385,14 @@ class Scheduler:
         parts: list[str] = []
         timeout = self._settings.query_timeout
         try:
+            backend = BACKENDS[worker.kind]
             async with asyncio.timeout(timeout):
-                async for delta in BACKENDS[worker.kind].generate(self._http, worker, request):
-                    if not parts:
+                async for delta in backend.generate(self._http, worker, request):
+                    if not parts and backend.streams:
                         writes.append(asyncio.create_task(self._store.queries.mark_running(query)))
                         self._status(query, QueryState.RUNNING, worker.name)
                     parts.append(delta)
-                    if stream:
+                    if stream and backend.streams:
                         self._hub.send_user(
                             query.user_id, events.QueryChunk(query_id=query.id, delta=delta)
                         )

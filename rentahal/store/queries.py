@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -15,6 +15,45 @@ from rentahal.store.group_commit import GroupCommitter
 from rentahal.store.models import Query, QueryState, TypeStats, User, new_id, utcnow
 
 UNFINISHED_STATES = (QueryState.QUEUED, QueryState.DISPATCHED, QueryState.RUNNING)
+
+# The hot path's statements are built once, with bound parameters, so each execution reuses
+# SQLAlchemy's compiled form instead of building and hashing a new expression tree.
+_INSERT_QUERY = insert(Query)
+# Executed with {"_id": ..., <column>: <value>, ...}: the other keys become the SET clause.
+_UPDATE_QUERY = update(Query).where(Query.id == bindparam("_id"))
+_ADD_TO_USER = (
+    update(User)
+    .where(User.id == bindparam("_user"))
+    .values(
+        query_count=User.query_count + 1,
+        total_query_time=User.total_query_time + bindparam("_seconds"),
+        total_cost=User.total_cost + bindparam("_cost"),
+    )
+    .returning(*User.__table__.columns)
+)
+
+
+def _upsert_type_stats(dialect_name: str) -> Any:
+    dialect = postgresql if dialect_name == "postgresql" else sqlite
+    upsert = dialect.insert(TypeStats).values(
+        query_type=bindparam("query_type"),
+        query_count=1,
+        total_processing_time=bindparam("seconds"),
+        total_cost=bindparam("cost"),
+        last_updated=bindparam("now"),
+    )
+    return upsert.on_conflict_do_update(
+        index_elements=[TypeStats.query_type],
+        set_={
+            "query_count": TypeStats.query_count + 1,
+            "total_processing_time": TypeStats.total_processing_time + bindparam("seconds"),
+            "total_cost": TypeStats.total_cost + bindparam("cost"),
+            "last_updated": bindparam("now"),
+        },
+    )
+
+
+_UPSERT_TYPE_STATS = {name: _upsert_type_stats(name) for name in ("postgresql", "sqlite")}
 
 
 class QueryRepository:
@@ -46,7 +85,7 @@ class QueryRepository:
             "delivered": False,
             "created_at": query.created_at,
         }
-        await self._writes.run(lambda conn: conn.execute(insert(Query).values(**values)))
+        await self._writes.run(lambda conn: conn.execute(_INSERT_QUERY, values))
         for name, value in values.items():
             setattr(query, name, value)
         return query
@@ -141,18 +180,19 @@ class QueryRepository:
         }
 
         async def write(conn: AsyncConnection) -> User | None:
-            await conn.execute(update(Query).where(Query.id == query.id).values(**values))
+            await conn.execute(_UPDATE_QUERY, {"_id": query.id, **values})
             owner = await conn.execute(
-                update(User)
-                .where(User.id == query.user_id)
-                .values(
-                    query_count=User.query_count + 1,
-                    total_query_time=User.total_query_time + processing_time,
-                    total_cost=User.total_cost + cost,
-                )
-                .returning(*User.__table__.columns)
+                _ADD_TO_USER, {"_user": query.user_id, "_seconds": processing_time, "_cost": cost}
             )
-            await _add_type_stats(conn, query.query_type, processing_time, cost)
+            await conn.execute(
+                _UPSERT_TYPE_STATS[conn.dialect.name],
+                {
+                    "query_type": query.query_type,
+                    "seconds": processing_time,
+                    "cost": cost,
+                    "now": values["finished_at"],
+                },
+            )
             row = owner.mappings().first()
             return User(**row) if row else None
 
@@ -180,33 +220,7 @@ class QueryRepository:
         )
 
     async def _set(self, query: Query, **values: Any) -> None:
-        statement = update(Query).where(Query.id == query.id).values(**values)
-        await self._writes.run(lambda conn: conn.execute(statement))
+        parameters = {"_id": query.id, **values}
+        await self._writes.run(lambda conn: conn.execute(_UPDATE_QUERY, parameters))
         for name, value in values.items():
             setattr(query, name, value)
-
-
-async def _add_type_stats(
-    conn: AsyncConnection, query_type: str, seconds: float, cost: float
-) -> None:
-    """Upsert-increment one row of `type_stats` (one statement on both databases)."""
-    values = {
-        "query_type": query_type,
-        "query_count": 1,
-        "total_processing_time": seconds,
-        "total_cost": cost,
-        "last_updated": utcnow(),
-    }
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    upsert = dialect.insert(TypeStats).values(**values)
-    await conn.execute(
-        upsert.on_conflict_do_update(
-            index_elements=[TypeStats.query_type],
-            set_={
-                "query_count": TypeStats.query_count + 1,
-                "total_processing_time": TypeStats.total_processing_time + seconds,
-                "total_cost": TypeStats.total_cost + cost,
-                "last_updated": values["last_updated"],
-            },
-        )
-    )
