@@ -98,3 +98,17 @@ async def test_unreachable_worker_loses_five_per_check(realm: Realm) -> None:
         # The probe right after add_worker is the first −5.
         assert [score for score, _ in readings][:3] in ([95, 90, 85], [100, 95, 90])
         assert all(not blacklisted for _, blacklisted in readings)
+
+
+async def test_a_worker_reports_its_own_capacity(realm: Realm, rentahal_stub: StubServer) -> None:
+    """A RENT A HAL worker's `/health` may say how many jobs it runs at once (`load.slots`);
+    that beats what the sysop guessed when adding it."""
+    await rentahal_stub.reset()
+    await rentahal_stub.configure(slots=7)
+    await realm.add_worker("sized", rentahal_stub, max_concurrency=2)
+    async with realm.broker.bus(api_key=realm.sysop_key) as sysop:
+        event = await sysop.expect(
+            "worker_health",
+            lambda m: any(w["name"] == "sized" and w["max_concurrency"] == 7 for w in m["data"]),
+        )
+    assert [w["max_concurrency"] for w in event["data"] if w["name"] == "sized"] == [7]

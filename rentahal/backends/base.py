@@ -47,6 +47,7 @@ class BackendRequest:
 class HealthReport:
     status: int
     models: tuple[str, ...] | None = None  # None when the protocol does not list models
+    slots: int | None = None  # jobs the worker says it runs at once, if it says
 
 
 class BackendError(Exception):

@@ -10,6 +10,15 @@ from rentahal.backends.base import Backend, BackendError, BackendRequest, Health
 from rentahal.routing.registry import WorkerState
 
 
+def _reported_slots(response: httpx.Response) -> int | None:
+    """`{"load": {"slots": N}}` from a RENT A HAL worker's /health, if it is there and sane."""
+    try:
+        slots = response.json()["load"]["slots"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return slots if isinstance(slots, int) and 1 <= slots <= 1024 else None
+
+
 class RentahalBackend(Backend):
     kind = "rentahal"
     query_types = frozenset({"chat"})
@@ -21,7 +30,7 @@ class RentahalBackend(Backend):
         response = await client.get(
             f"{worker.url}/health", headers=self.auth_headers(worker), timeout=seconds
         )
-        return HealthReport(status=response.status_code)
+        return HealthReport(status=response.status_code, slots=_reported_slots(response))
 
     async def generate(
         self, client: httpx.AsyncClient, worker: WorkerState, request: BackendRequest

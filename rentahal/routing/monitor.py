@@ -85,6 +85,8 @@ class HealthMonitor:
                 probe = Probe.OK if report.status == 200 else Probe.BAD_STATUS
                 if report.models is not None:
                     worker.models = report.models
+                if report.slots is not None:
+                    worker.max_concurrency = report.slots  # the worker knows its capacity
             except (httpx.HTTPError, OSError) as exc:
                 log.info("health.unreachable", worker=worker.name, error=str(exc) or type(exc))
         change = next_health(

@@ -31,7 +31,10 @@ def create_app(state: StubState) -> Starlette:
         failure = await probe_failure(request, state)
         if failure is not None:
             return JSONResponse({"detail": reason_phrase(failure)}, status_code=failure)
-        return JSONResponse({"status": "ok"})
+        body: dict[str, object] = {"status": "ok"}
+        if state.behaviour.slots is not None:
+            body["load"] = {"slots": state.behaviour.slots}
+        return JSONResponse(body)
 
     async def predict(request: Request) -> Response:
         payload = await json_object(request)

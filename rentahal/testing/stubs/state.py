@@ -45,6 +45,8 @@ class Behaviour:
     """Model names the server claims to have."""
     crash_after_chunks: int | None = None
     """Drop the connection after this many streamed chunks, like a worker dying mid-answer."""
+    slots: int | None = None
+    """Capacity a RENT A HAL worker reports in ``/health`` (``load.slots``); ``None`` omits it."""
 
     def patched(self, changes: Mapping[str, Any]) -> Behaviour:
         """Return a copy with ``changes`` applied, rejecting names that are not behaviour.
