@@ -175,6 +175,7 @@ _ACCEPTED_TYPES: dict[str, tuple[type, ...]] = {
     "fail_status": _OPTIONAL_INT,
     "fail_count": _OPTIONAL_INT,
     "crash_after_chunks": _OPTIONAL_INT,
+    "slots": _OPTIONAL_INT,
     "health_status": (int,),
     "reply": (str, type(None)),
     "models": (list,),
