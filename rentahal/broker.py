@@ -3,6 +3,8 @@ them."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import httpx
 import structlog
 
@@ -117,13 +119,7 @@ class Broker:
         depths = self.scheduler.depths()
         return [
             events.RealmView(
-                name=r.name,
-                primary_for=list(r.primary_for),
-                backup_for=list(r.backup_for),
-                strategy=r.strategy,
-                max_queue_size=r.max_queue_size,
-                min_workers=r.min_workers,
-                max_workers=r.max_workers,
+                **asdict(r),
                 workers=[w.name for w in self.registry if self.router.home_realm(w) == r.name],
                 queue_depth=depths.get(r.name, 0),
             )
