@@ -117,14 +117,18 @@ class Broker:
 
     def realm_views(self) -> list[events.RealmView]:
         depths = self.scheduler.depths()
-        return [
-            events.RealmView(
-                **asdict(r),
-                workers=[w.name for w in self.registry if self.router.home_realm(w) == r.name],
-                queue_depth=depths.get(r.name, 0),
+        views = []
+        for realm in self.router.realms:
+            members = [w.name for w in self.registry if self.router.home_realm(w) == realm.name]
+            views.append(
+                events.RealmView(
+                    **asdict(realm),
+                    workers=members,
+                    queue_depth=depths.get(realm.name, 0),
+                    workers_short=max(0, realm.min_workers - len(members)),
+                )
             )
-            for r in self.router.realms
-        ]
+        return views
 
     def announce_workers(self, sysop_note: str | None = None) -> None:
         self.hub.broadcast_by_role(

@@ -64,10 +64,18 @@ class Sysop:
 
     async def add_worker(self, spec: WorkerSpec, *, owner_id: str | None = None) -> WorkerState:
         row = worker_row(spec, owner_id=owner_id)
-        if spec.realm and self._broker.router.realms.get(spec.realm) is None:
+        router = self._broker.router
+        if spec.realm and router.realms.get(spec.realm) is None:
             raise ProtocolError(ErrorCode.NOT_FOUND, f"no realm named {spec.realm!r}")
         registry = self._broker.registry
         async with registry.membership:
+            home = router.realms.get(router.realms.home_of(row.realm, spec.type))
+            members = sum(1 for w in registry if router.home_realm(w) == (home and home.name))
+            if home is not None and members >= home.max_workers:
+                raise ProtocolError(
+                    ErrorCode.CONFLICT,
+                    f"realm {home.name} is full ({home.max_workers} workers at most)",
+                )
             try:
                 await self._broker.store.workers.add(row)
             except AlreadyExists:

@@ -527,3 +527,26 @@ async def test_query_result_names_the_worker(realm: Realm, rentahal_stub: StubSe
         assert done["worker"] == stored["worker"] == "solo", (done, stored)
         assert result["type"] == "query_result", result
         assert result["worker"] == "solo", result
+
+
+async def test_realm_worker_limits(realm: Realm, other_stub: StubServer) -> None:
+    """`max_workers` bounds a realm's membership; `min_workers` shows as a shortfall."""
+    await other_stub.reset()
+    async with sysop_http(realm) as admin:
+        response = await admin.patch(
+            "/api/v1/realms/$CHAT", json={"min_workers": 2, "max_workers": 1}
+        )
+        assert response.status_code == 200, response.text
+        assert (await realms(admin))["$CHAT"]["workers_short"] == 2
+
+        await realm.add_worker("only", other_stub)
+        listed = await realms(admin)
+        assert listed["$CHAT"]["workers"] == ["only"] and listed["$CHAT"]["workers_short"] == 1
+
+        spec = {"name": "extra", "address": other_stub.address, "kind": "rentahal"}
+        refused = await admin.post("/api/v1/workers", json=spec)
+        assert refused.status_code == 409 and "full" in refused.json()["detail"]["message"]
+        # Another realm still takes it.
+        elsewhere = await admin.post("/api/v1/workers", json=spec | {"realm": "$SPEECH"})
+        assert elsewhere.status_code == 201, elsewhere.text
+        assert (await realms(admin))["$SPEECH"]["workers"] == ["extra"]

@@ -194,6 +194,7 @@ class RealmView(BaseModel):
     max_workers: int
     workers: list[str]
     queue_depth: int
+    workers_short: int  # how many workers the realm lacks to reach min_workers
 
 
 class PoolUpdate(Outbound):
