@@ -142,7 +142,3 @@ class Hub:
         for connection in connections:
             connection.close(code, reason)
         return len(connections)
-
-    def set_sysop(self, user_id: str, is_sysop: bool) -> None:
-        for connection in self._by_user.get(user_id, ()):
-            connection.is_sysop = is_sysop

@@ -149,7 +149,3 @@ class Registry:
         if worker is not None:
             worker.removed = True
         return worker
-
-    @property
-    def total_slots(self) -> int:
-        return sum(w.max_concurrency for w in self._workers.values() if w.alive)

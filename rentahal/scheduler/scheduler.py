@@ -286,15 +286,12 @@ class Scheduler:
             )
         return True
 
-    def active_jobs(self, user_id: str | None = None) -> list[Query]:
+    async def cancel_user(self, user_id: str, *, reason: str, by_sysop: bool) -> int:
+        """Cancel every queued and running job of a user; returns how many."""
         jobs = [job for queue in self._queues.values() for job in queue]
         jobs += list(self._running.values())
-        return [j.query for j in jobs if user_id is None or j.user_id == user_id]
-
-    async def cancel_user(self, user_id: str, *, reason: str, by_sysop: bool) -> int:
-        queries = self.active_jobs(user_id)
-        cancelled = [await self.cancel(q.id, reason=reason, by_sysop=by_sysop) for q in queries]
-        return sum(cancelled)
+        ids = [job.query.id for job in jobs if job.user_id == user_id]
+        return sum([await self.cancel(i, reason=reason, by_sysop=by_sysop) for i in ids])
 
     async def wait_finished(self, query_id: str, within: float) -> None:
         """Wait until the job is no longer queued or running here (or the time is up)."""
