@@ -22,7 +22,7 @@ from rentahal.routing.realms import DEFAULT_REALMS, RealmTable
 from rentahal.routing.registry import Registry, WorkerState
 from rentahal.routing.router import Router
 from rentahal.scheduler import Scheduler
-from rentahal.store import Store
+from rentahal.store import Store, User
 from rentahal.sysop import Sysop
 
 log = structlog.get_logger(__name__)
@@ -82,6 +82,10 @@ class Broker:
         await self.http.aclose()
         await self.store.close()
         log.info("broker.stopped")
+
+    def sysop_for(self, actor: User) -> Sysop:
+        """Sysop actions performed by `actor` (recorded under their name in the audit log)."""
+        return Sysop(self, actor)
 
     async def reload_routing(self) -> None:
         """Re-read realms and pools from the store after a sysop changed them."""

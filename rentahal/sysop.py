@@ -1,13 +1,14 @@
 """What a sysop can do, in one place: the bus handlers and the REST routes both call this.
 
 Authorisation is not checked here; callers gate on the principal's role before calling
-(the bus centrally for every sysop message type, REST with a dependency).
+(the bus centrally for every sysop message type, REST with a dependency). Every action that
+changes something is written to the audit log under the acting user (`broker.sysop_for`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -17,7 +18,7 @@ from rentahal.bus.errors import ErrorCode, ProtocolError
 from rentahal.bus.messages import ModelSpec, PoolSpec, RealmPatch, RealmSpec, WorkerSpec
 from rentahal.bus.views import stats_view, user_view
 from rentahal.routing.registry import WorkerState
-from rentahal.store import AlreadyExists, Worker
+from rentahal.store import AlreadyExists, User, Worker
 from rentahal.store.models import Pool, Realm
 
 if TYPE_CHECKING:
@@ -57,8 +58,12 @@ def worker_row(spec: WorkerSpec, *, owner_id: str | None = None) -> Worker:
 
 
 class Sysop:
-    def __init__(self, broker: Broker) -> None:
+    def __init__(self, broker: Broker, actor: User | None = None) -> None:
         self._broker = broker
+        self._actor = actor
+
+    async def _audit(self, action: str, target: str = "", **detail: Any) -> None:
+        await self._broker.store.audit.record(self._actor, action, target, detail)
 
     # --- workers ---------------------------------------------------------------------------
 
@@ -85,6 +90,7 @@ class Sysop:
             worker = WorkerState.from_row(row)
             registry.add(worker)
         log.info("sysop.worker_added", worker=spec.name, kind=spec.kind)
+        await self._audit("add_worker", spec.name, kind=spec.kind, address=spec.address)
         # Probe at once: the sysop learns whether it answers, and the models it lists.
         await self._broker.monitor.check([worker])
         self._broker.announce_workers(f"Added worker: {spec.name}")
@@ -98,6 +104,7 @@ class Sysop:
                 raise ProtocolError(ErrorCode.NOT_FOUND, f"no worker named {name!r}")
             registry.remove(name)
         log.info("sysop.worker_removed", worker=name)
+        await self._audit("remove_worker", name)
         self._broker.announce_workers(f"Removed worker: {name}")
 
     # --- pools -----------------------------------------------------------------------------
@@ -118,11 +125,13 @@ class Sysop:
                 raise ProtocolError(ErrorCode.CONFLICT, f"pool {spec.name} exists") from None
         elif not await pools.update(spec.name, values):
             raise ProtocolError(ErrorCode.NOT_FOUND, f"no pool named {spec.name}")
+        await self._audit("add_pool" if create else "update_pool", spec.name, **values)
         await self._routing_changed(f"{'Created' if create else 'Updated'} pool {spec.name}")
 
     async def remove_pool(self, name: str) -> None:
         if not await self._broker.store.pools.remove(name):
             raise ProtocolError(ErrorCode.NOT_FOUND, f"no pool named {name}")
+        await self._audit("remove_pool", name)
         await self._routing_changed(f"Removed pool {name}")
 
     # --- realms ----------------------------------------------------------------------------
@@ -137,6 +146,7 @@ class Sysop:
             raise ProtocolError(ErrorCode.CONFLICT, f"realm {spec.name} exists") from None
         if spec.primary_for:
             await self._take_primary(spec.name, spec.primary_for)
+        await self._audit("add_realm", spec.name, **spec.model_dump(exclude={"name"}))
         await self._routing_changed(f"Created realm {spec.name}")
 
     async def update_realm(self, name: str, patch: RealmPatch) -> None:
@@ -156,6 +166,7 @@ class Sysop:
             await self._take_primary(name, patch.primary_for)
         if values:
             await realms.update(name, values)
+        await self._audit("update_realm", name, **patch.model_dump(exclude_none=True))
         await self._routing_changed(f"Updated realm {name}")
 
     async def _take_primary(self, name: str, query_types: Sequence[str]) -> None:
@@ -176,6 +187,7 @@ class Sysop:
                 f"{name} is the primary realm of {', '.join(realm.primary_for)} and cannot go",
             )
         await self._broker.store.realms.remove(name)
+        await self._audit("remove_realm", name)
         await self._routing_changed(f"Removed realm {name}")
 
     async def _routing_changed(self, note: str) -> None:
@@ -192,11 +204,13 @@ class Sysop:
             await self._broker.store.models.add(HUGGINGFACE, spec.name, spec.type)
         except AlreadyExists:
             raise ProtocolError(ErrorCode.CONFLICT, f"model {spec.name!r} already added") from None
+        await self._audit("add_huggingface_model", spec.name, type=spec.type)
         await self._announce_models(f"Added Hugging Face model: {spec.name}")
 
     async def remove_huggingface_model(self, name: str) -> None:
         if not await self._broker.store.models.remove(HUGGINGFACE, name):
             raise ProtocolError(ErrorCode.NOT_FOUND, f"no Hugging Face model {name!r}")
+        await self._audit("remove_huggingface_model", name)
         await self._announce_models(f"Removed Hugging Face model: {name}")
 
     async def huggingface_update(self) -> events.HuggingfaceUpdate:
@@ -226,21 +240,25 @@ class Sysop:
         closed = hub.close_user(user_id, BANNED_CLOSE_CODE, "banned")
         hub.broadcast(events.UserBanned(guid=user_id), sysops_only=True)
         log.info("sysop.user_banned", user_id=user_id, connections_closed=closed)
+        await self._audit("ban_user", user_id, connections_closed=closed)
 
     async def unban(self, user_id: str) -> None:
         await self._require_user(user_id)
         await self._broker.store.users.set_banned(user_id, False)
         self._broker.hub.broadcast(events.UserUnbanned(guid=user_id), sysops_only=True)
         log.info("sysop.user_unbanned", user_id=user_id)
+        await self._audit("unban_user", user_id)
 
     async def terminate(self, *, user_id: str | None = None, query_id: str | None = None) -> int:
         scheduler = self._broker.scheduler
+        reason = "terminated by a sysop"
         if query_id is not None:
-            return int(
-                await scheduler.cancel(query_id, reason="terminated by a sysop", by_sysop=True)
-            )
-        assert user_id is not None
-        return await scheduler.cancel_user(user_id, reason="terminated by a sysop", by_sysop=True)
+            count = int(await scheduler.cancel(query_id, reason=reason, by_sysop=True))
+        else:
+            assert user_id is not None
+            count = await scheduler.cancel_user(user_id, reason=reason, by_sysop=True)
+        await self._audit("terminate_query", query_id or user_id or "", terminated=count)
+        return count
 
     async def _require_user(self, user_id: str) -> None:
         if await self._broker.store.users.get(user_id) is None:
@@ -248,9 +266,10 @@ class Sysop:
 
     # --- broadcast and statistics ----------------------------------------------------------
 
-    def broadcast(self, message: str) -> None:
+    async def broadcast(self, message: str) -> None:
         log.info("sysop.broadcast")
         self._broker.hub.broadcast(events.SysopBroadcast(message=message))
+        await self._audit("sysop_message", message=message[:200])
 
     async def system_stats(self) -> events.SystemStatsEvent:
         stats = await self._broker.store.stats.system()

@@ -49,6 +49,9 @@ EXPECTED_TABLES = {
     "models",
     "type_stats",
     "counters",
+    "realms",
+    "pools",
+    "audit_log",
     "alembic_version",
 }
 HOUR = timedelta(hours=1)

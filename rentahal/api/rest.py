@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from typing import Annotated
+from datetime import datetime
+from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request, status
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from rentahal.api.deps import BrokerDep, PrincipalDep, SysopDep
 from rentahal.api.security import session_cookie_header
@@ -41,6 +42,17 @@ def http_error(exc: ProtocolError) -> HTTPException:
         HTTP_STATUS.get(exc.code, status.HTTP_400_BAD_REQUEST),
         detail={"code": exc.code, "message": exc.message},
     )
+
+
+class AuditView(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    at: datetime
+    actor: str
+    actor_id: str | None
+    action: str
+    target: str
+    detail: dict[str, Any]
 
 
 class Accepted(BaseModel):
@@ -114,16 +126,16 @@ async def list_workers(_: SysopDep, broker: BrokerDep) -> list[events.WorkerView
 @router.post("/workers", status_code=status.HTTP_201_CREATED, tags=["workers"])
 async def add_worker(spec: WorkerSpec, principal: SysopDep, broker: BrokerDep) -> events.WorkerView:
     try:
-        worker = await broker.sysop.add_worker(spec, owner_id=principal.user.id)
+        worker = await broker.sysop_for(principal.user).add_worker(spec, owner_id=principal.user.id)
     except ProtocolError as exc:
         raise http_error(exc) from None
     return worker_view(worker, broker.router.home_realm(worker))
 
 
 @router.delete("/workers/{name}", status_code=status.HTTP_204_NO_CONTENT, tags=["workers"])
-async def remove_worker(name: str, _: SysopDep, broker: BrokerDep) -> None:
+async def remove_worker(name: str, principal: SysopDep, broker: BrokerDep) -> None:
     try:
-        await broker.sysop.remove_worker(name)
+        await broker.sysop_for(principal.user).remove_worker(name)
     except ProtocolError as exc:
         raise http_error(exc) from None
 
@@ -135,27 +147,27 @@ async def list_pools(_: PrincipalDep, broker: BrokerDep) -> events.PoolUpdate:
 
 
 @router.post("/pools", status_code=status.HTTP_201_CREATED, tags=["routing"])
-async def add_pool(spec: PoolSpec, _: SysopDep, broker: BrokerDep) -> events.PoolUpdate:
-    await _sysop_call(broker.sysop.save_pool(spec, create=True))
+async def add_pool(spec: PoolSpec, principal: SysopDep, broker: BrokerDep) -> events.PoolUpdate:
+    await _sysop_call(broker.sysop_for(principal.user).save_pool(spec, create=True))
     return broker.pools_event()
 
 
 @router.put("/pools/{name}", tags=["routing"])
 async def replace_pool(
-    name: str, spec: PoolSpec, _: SysopDep, broker: BrokerDep
+    name: str, spec: PoolSpec, principal: SysopDep, broker: BrokerDep
 ) -> events.PoolUpdate:
     if spec.name != name:
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
             {"code": "invalid", "message": "the body's name differs from the URL's"},
         )
-    await _sysop_call(broker.sysop.save_pool(spec, create=False))
+    await _sysop_call(broker.sysop_for(principal.user).save_pool(spec, create=False))
     return broker.pools_event()
 
 
 @router.delete("/pools/{name}", status_code=status.HTTP_204_NO_CONTENT, tags=["routing"])
-async def remove_pool(name: str, _: SysopDep, broker: BrokerDep) -> None:
-    await _sysop_call(broker.sysop.remove_pool(name))
+async def remove_pool(name: str, principal: SysopDep, broker: BrokerDep) -> None:
+    await _sysop_call(broker.sysop_for(principal.user).remove_pool(name))
 
 
 @router.get("/realms", tags=["routing"])
@@ -164,22 +176,24 @@ async def list_realms(_: SysopDep, broker: BrokerDep) -> list[events.RealmView]:
 
 
 @router.post("/realms", status_code=status.HTTP_201_CREATED, tags=["routing"])
-async def add_realm(spec: RealmSpec, _: SysopDep, broker: BrokerDep) -> list[events.RealmView]:
-    await _sysop_call(broker.sysop.add_realm(spec))
+async def add_realm(
+    spec: RealmSpec, principal: SysopDep, broker: BrokerDep
+) -> list[events.RealmView]:
+    await _sysop_call(broker.sysop_for(principal.user).add_realm(spec))
     return broker.realm_views()
 
 
 @router.patch("/realms/{name}", tags=["routing"])
 async def update_realm(
-    name: str, patch: RealmPatch, _: SysopDep, broker: BrokerDep
+    name: str, patch: RealmPatch, principal: SysopDep, broker: BrokerDep
 ) -> list[events.RealmView]:
-    await _sysop_call(broker.sysop.update_realm(name, patch))
+    await _sysop_call(broker.sysop_for(principal.user).update_realm(name, patch))
     return broker.realm_views()
 
 
 @router.delete("/realms/{name}", status_code=status.HTTP_204_NO_CONTENT, tags=["routing"])
-async def remove_realm(name: str, _: SysopDep, broker: BrokerDep) -> None:
-    await _sysop_call(broker.sysop.remove_realm(name))
+async def remove_realm(name: str, principal: SysopDep, broker: BrokerDep) -> None:
+    await _sysop_call(broker.sysop_for(principal.user).remove_realm(name))
 
 
 async def _sysop_call(call: Awaitable[None]) -> None:
@@ -187,6 +201,14 @@ async def _sysop_call(call: Awaitable[None]) -> None:
         await call
     except ProtocolError as exc:
         raise http_error(exc) from None
+
+
+@router.get("/audit", tags=["stats"])
+async def audit_log(
+    _: SysopDep, broker: BrokerDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+) -> list[AuditView]:
+    """Sysop actions, newest first: who did what to what, when."""
+    return [AuditView.model_validate(e) for e in await broker.store.audit.list(limit)]
 
 
 @router.get("/stats", tags=["stats"])

@@ -286,49 +286,49 @@ class BusSession:
         return await sysop.system_stats()
 
     async def on_add_worker(self, message: m.AddWorker) -> Reply:
-        await self.broker.sysop.add_worker(message.worker, owner_id=self.user.id)
+        await self.broker.sysop_for(self.user).add_worker(message.worker, owner_id=self.user.id)
         return events.Ack(message=f"Added worker: {message.worker.name}")
 
     async def on_remove_worker(self, message: m.RemoveWorker) -> Reply:
-        await self.broker.sysop.remove_worker(message.worker_name)
+        await self.broker.sysop_for(self.user).remove_worker(message.worker_name)
         return events.Ack(message=f"Removed worker: {message.worker_name}")
 
     async def on_add_huggingface_model(self, message: m.AddHuggingfaceModel) -> Reply:
-        await self.broker.sysop.add_huggingface_model(message.model)
+        await self.broker.sysop_for(self.user).add_huggingface_model(message.model)
         return events.Ack(message=f"Added Hugging Face model: {message.model.name}")
 
     async def on_remove_huggingface_model(self, message: m.RemoveHuggingfaceModel) -> Reply:
-        await self.broker.sysop.remove_huggingface_model(message.model_name)
+        await self.broker.sysop_for(self.user).remove_huggingface_model(message.model_name)
         return events.Ack(message=f"Removed Hugging Face model: {message.model_name}")
 
     async def on_ban_user(self, message: m.BanUser) -> Reply:
         if message.user_guid == self.user.id:
             raise ProtocolError(ErrorCode.INVALID, "a sysop cannot ban themself")
-        await self.broker.sysop.ban(message.user_guid)
+        await self.broker.sysop_for(self.user).ban(message.user_guid)
         return events.Ack(message="User banned")
 
     async def on_unban_user(self, message: m.UnbanUser) -> Reply:
-        await self.broker.sysop.unban(message.user_guid)
+        await self.broker.sysop_for(self.user).unban(message.user_guid)
         return events.Ack(message="User unbanned")
 
     async def on_terminate_query(self, message: m.TerminateQuery) -> Reply:
-        count = await self.broker.sysop.terminate(
+        count = await self.broker.sysop_for(self.user).terminate(
             user_id=message.user_guid, query_id=message.query_id
         )
         return events.Ack(message=f"Terminated {count} quer{'y' if count == 1 else 'ies'}")
 
     async def on_add_pool(self, message: m.AddPool) -> Reply:
-        await self.broker.sysop.save_pool(message.pool, create=True)
+        await self.broker.sysop_for(self.user).save_pool(message.pool, create=True)
         return events.Ack(message=f"Created pool {message.pool.name}")
 
     async def on_update_pool(self, message: m.UpdatePool) -> Reply:
-        await self.broker.sysop.save_pool(message.pool, create=False)
+        await self.broker.sysop_for(self.user).save_pool(message.pool, create=False)
         return events.Ack(message=f"Updated pool {message.pool.name}")
 
     async def on_remove_pool(self, message: m.RemovePool) -> Reply:
-        await self.broker.sysop.remove_pool(message.name)
+        await self.broker.sysop_for(self.user).remove_pool(message.name)
         return events.Ack(message=f"Removed pool {message.name}")
 
     async def on_sysop_message(self, message: m.SysopMessage) -> Reply:
-        self.broker.sysop.broadcast(message.message)
+        await self.broker.sysop_for(self.user).broadcast(message.message)
         return events.Ack(message="Message sent")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rentahal.store.audit import AuditRepository
 from rentahal.store.credentials import CredentialRepository
 from rentahal.store.database import Database
 from rentahal.store.models import Query, QueryState, Role, User, Worker, utcnow
@@ -39,6 +40,7 @@ class Store:
         self.stats = StatsRepository(self.db)
         self.realms = RealmRepository(self.db)
         self.pools = PoolRepository(self.db)
+        self.audit = AuditRepository(self.db)
 
     async def open(self) -> Store:
         await self.db.migrate()

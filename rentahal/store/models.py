@@ -246,6 +246,22 @@ class Model(Base):
     __table_args__ = (Index("uq_models_provider_name", "provider", "name", unique=True),)
 
 
+class AuditEntry(Base):
+    """One sysop action: who did what to what, when. Rows are only ever added."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    actor_id: Mapped[str | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), default=None
+    )
+    actor: Mapped[str] = mapped_column(String(64))  # the nickname at the time
+    action: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str] = mapped_column(String(256), default="")
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
 class TypeStats(Base):
     """Lifetime statistics per query type (the seed's `*_time` lists, as sums and counts)."""
 
