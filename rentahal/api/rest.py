@@ -8,11 +8,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request, status
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from rentahal.api.deps import BrokerDep, PrincipalDep, SysopDep
 from rentahal.api.security import session_cookie_header
-from rentahal.auth.identity import SESSION_COOKIE
+from rentahal.auth.identity import SESSION_COOKIE, Scope
 from rentahal.bus import events
 from rentahal.bus.errors import ErrorCode, ProtocolError
 from rentahal.bus.messages import PoolSpec, QuerySpec, RealmPatch, RealmSpec, WorkerSpec
@@ -72,6 +72,7 @@ async def submit_query(
 ) -> Accepted:
     """Queue a query. With `wait`, hold the answer until it finishes (or `wait` runs out)."""
     try:
+        principal.check_query_scope(spec.query_type)
         query, position = await broker.scheduler.submit(principal.user, spec)
     except ProtocolError as exc:
         raise http_error(exc) from None
@@ -201,6 +202,67 @@ async def _sysop_call(call: Awaitable[None]) -> None:
         await call
     except ProtocolError as exc:
         raise http_error(exc) from None
+
+
+def _every_scope() -> list[Scope]:
+    return ["*"]
+
+
+class KeyRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)] = (
+        "default"
+    )
+    scopes: list[Scope] = Field(default_factory=_every_scope, min_length=1, max_length=6)
+
+
+class KeyView(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    name: str
+    prefix: str
+    scopes: list[str]
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+class NewKey(KeyView):
+    key: str  # shown once; only its hash is kept
+
+
+@router.post("/keys", status_code=status.HTTP_201_CREATED, tags=["users"])
+async def create_key(request: KeyRequest, principal: PrincipalDep, broker: BrokerDep) -> NewKey:
+    """A new API key for yourself, scoped; a key cannot grant more than the key that asks."""
+    if not all(principal.allows(scope) for scope in request.scopes):
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            {"code": "forbidden", "message": "a key cannot grant scopes it does not have"},
+        )
+    row, key = await broker.store.credentials.issue_api_key(
+        principal.user.id, name=request.name, scopes=sorted(set(request.scopes))
+    )
+    return NewKey(**KeyView.model_validate(row).model_dump(), key=key)
+
+
+@router.get("/keys", tags=["users"])
+async def list_keys(principal: PrincipalDep, broker: BrokerDep) -> list[KeyView]:
+    keys = await broker.store.credentials.list_api_keys(principal.user.id)
+    return [KeyView.model_validate(k) for k in keys]
+
+
+@router.delete("/keys/{key_id}", status_code=status.HTTP_204_NO_CONTENT, tags=["users"])
+async def revoke_key(key_id: str, principal: PrincipalDep, broker: BrokerDep) -> None:
+    """Revoke one of your keys (a sysop: anyone's). It stops working at once."""
+    owner = None if principal.is_sysop else principal.user.id
+    if not await broker.store.credentials.revoke_api_key(key_id, owner_id=owner):
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND, {"code": "not_found", "message": "no such live key"}
+        )
+    if owner is None:
+        await broker.store.audit.record(principal.user, "revoke_api_key", key_id)
 
 
 @router.get("/audit", tags=["stats"])

@@ -67,6 +67,7 @@ class BusSession:
         self.broker = broker
         self.websocket = websocket
         self.user = principal.user
+        self.principal = principal
         self.connection = Connection(websocket, self.user.id, is_sysop=principal.is_sysop)
         self.last_heard = time.monotonic()
         self._handlers: dict[type[m.Inbound], Callable[[Any], Awaitable[Reply]]] = {
@@ -246,6 +247,7 @@ class BusSession:
         # role, so the session's user is current without a read per query.
         if self.connection.closed.is_set():
             raise ProtocolError(ErrorCode.BANNED, "You are banned from submitting queries")
+        self.principal.check_query_scope(spec.query_type)
         query, position = await self.broker.scheduler.submit(self.user, spec)
         return events.QueryAccepted(query_id=query.id, position=position)
 

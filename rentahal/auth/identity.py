@@ -16,19 +16,34 @@ from typing import Literal
 from itsdangerous import BadSignature, URLSafeSerializer
 from starlette.datastructures import Headers
 
+from rentahal.bus.errors import ErrorCode, ProtocolError
 from rentahal.store import Role, Store, User
 
 SESSION_COOKIE = "rentahal_session"
+# What an API key may be scoped to; "*" is everything.
+Scope = Literal["chat", "vision", "imagine", "speech", "admin", "*"]
+QUERY_SCOPES = {"speech": "speech", "stt": "speech", "tts": "speech"}
 
 
 @dataclass(frozen=True, slots=True)
 class Principal:
     user: User
     via: Literal["session", "api_key"]
+    scopes: frozenset[str] = frozenset({"*"})  # a session may do all its user may
+
+    def allows(self, scope: str) -> bool:
+        return "*" in self.scopes or scope in self.scopes
 
     @property
     def is_sysop(self) -> bool:
-        return self.user.role == Role.SYSOP.value
+        """A sysop acting with the `admin` scope (a narrower key cannot act as sysop)."""
+        return self.user.role == Role.SYSOP.value and self.allows("admin")
+
+    def check_query_scope(self, query_type: str) -> None:
+        """Refuse a query its key is not scoped for."""
+        scope = QUERY_SCOPES.get(query_type, query_type)
+        if not self.allows(scope):
+            raise ProtocolError(ErrorCode.FORBIDDEN, f"this API key may not make {scope} queries")
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,13 +77,16 @@ class Authenticator:
         authorization = headers.get("authorization", "")
         scheme, _, credential = authorization.partition(" ")
         if scheme.lower() == "bearer" and credential:
-            user = await self._store.credentials.resolve_api_key(credential.strip())
-            return Principal(user, "api_key") if user else None
+            resolved = await self._store.credentials.resolve_api_key_scoped(credential.strip())
+            if resolved is None:
+                return None
+            user, scopes = resolved
+            return Principal(user, "api_key", frozenset(scopes))
         cookie = cookies.get(SESSION_COOKIE)
         if cookie and (token := self._unsign(cookie)):
-            user = await self._store.credentials.resolve_session(token, self.session_ttl)
-            if user is not None:
-                return Principal(user, "session")
+            owner = await self._store.credentials.resolve_session(token, self.session_ttl)
+            if owner is not None:
+                return Principal(owner, "session")
         return None
 
     async def new_guest(self) -> NewSession:

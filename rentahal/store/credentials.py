@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Sequence
 from datetime import timedelta
 
 from sqlalchemy import delete, select, update
 
-from rentahal.store.database import Database
+from rentahal.store.database import Database, affected_rows
 from rentahal.store.models import ApiKey, Session, User, utcnow
 
 API_KEY_PREFIX = "rah_"
@@ -56,21 +57,32 @@ class CredentialRepository:
         self, user_id: str, *, name: str = "default", scopes: list[str] | None = None
     ) -> str:
         """A new key for `user_id`; the plain key is returned once and never stored."""
-        key = API_KEY_PREFIX + secrets.token_urlsafe(32)
-        async with self._db.session() as session:
-            session.add(
-                ApiKey(
-                    user_id=user_id,
-                    name=name,
-                    prefix=key[:12],
-                    key_hash=hash_secret(key),
-                    scopes=scopes or ["*"],
-                )
-            )
-            await session.commit()
+        _, key = await self.issue_api_key(user_id, name=name, scopes=scopes)
         return key
 
+    async def issue_api_key(
+        self, user_id: str, *, name: str = "default", scopes: list[str] | None = None
+    ) -> tuple[ApiKey, str]:
+        """Like `create_api_key`, with the stored row (id, prefix, scopes) as well."""
+        key = API_KEY_PREFIX + secrets.token_urlsafe(32)
+        row = ApiKey(
+            user_id=user_id,
+            name=name,
+            prefix=key[:12],
+            key_hash=hash_secret(key),
+            scopes=scopes or ["*"],
+        )
+        async with self._db.session() as session:
+            session.add(row)
+            await session.commit()
+        return row, key
+
     async def resolve_api_key(self, key: str) -> User | None:
+        resolved = await self.resolve_api_key_scoped(key)
+        return resolved[0] if resolved else None
+
+    async def resolve_api_key_scoped(self, key: str) -> tuple[User, list[str]] | None:
+        """The key's owner and the key's scopes, for a live (unrevoked) key."""
         if not key.startswith(API_KEY_PREFIX) or len(key) > 128:
             return None
         async with self._db.session() as session:
@@ -86,4 +98,21 @@ class CredentialRepository:
             )
             user = await session.get(User, api_key.user_id)
             await session.commit()
-            return user
+            return (user, list(api_key.scopes)) if user else None
+
+    async def list_api_keys(self, user_id: str) -> Sequence[ApiKey]:
+        async with self._db.session() as session:
+            rows = await session.scalars(
+                select(ApiKey).where(ApiKey.user_id == user_id).order_by(ApiKey.created_at)
+            )
+            return rows.all()
+
+    async def revoke_api_key(self, key_id: str, *, owner_id: str | None) -> bool:
+        """Revoke a key (only the owner's, unless `owner_id` is None: a sysop)."""
+        statement = update(ApiKey).where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None))
+        if owner_id is not None:
+            statement = statement.where(ApiKey.user_id == owner_id)
+        async with self._db.session() as session:
+            result = await session.execute(statement.values(revoked_at=utcnow()))
+            await session.commit()
+            return affected_rows(result) > 0
