@@ -142,7 +142,7 @@ class BusSession:
         """Results that finished while the user was away (SPEC §3: nothing is lost)."""
         missed = await self.broker.store.queries.undelivered(self.user.id)
         for query in missed:
-            self.send(final_event(query))
+            self.connection.send_final(query.id, final_event(query))
         await self.broker.store.queries.mark_delivered([q.id for q in missed])
 
     async def _read_loop(self) -> None:

@@ -39,6 +39,7 @@ class Connection:
         self._outbox: asyncio.Queue[str | None] = asyncio.Queue(OUTBOX_LIMIT)
         self._writer: asyncio.Task[None] | None = None
         self.closed = asyncio.Event()
+        self._finished: set[str] = set()  # queries whose final event this connection got
         self.close_code = 1000
         self.close_reason = ""
 
@@ -57,6 +58,14 @@ class Connection:
             self.close(1013, "too slow: outbox full")
             return False
         return True
+
+    def send_final(self, query_id: str, event: Outbound) -> bool:
+        """Send a query's final event once per connection: a result that finishes while the
+        user reconnects is found both live and among the missed ones."""
+        if query_id in self._finished:
+            return True
+        self._finished.add(query_id)
+        return self.send(event)
 
     def close(self, code: int = 1000, reason: str = "") -> None:
         """Close after the events already queued have been written."""
@@ -120,6 +129,13 @@ class Hub:
         delivered = False
         for connection in list(self._by_user.get(user_id, ())):
             delivered = connection.send(text) or delivered
+        return delivered
+
+    def send_final(self, user_id: str, query_id: str, event: Outbound) -> bool:
+        """`Connection.send_final` on each of the user's connections; True if any took it."""
+        delivered = False
+        for connection in list(self._by_user.get(user_id, ())):
+            delivered = connection.send_final(query_id, event) or delivered
         return delivered
 
     def broadcast(self, event: Outbound | dict[str, Any], *, sysops_only: bool = False) -> None:

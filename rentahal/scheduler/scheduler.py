@@ -437,7 +437,7 @@ class Scheduler:
         )
         self._metrics.cost.labels(job.realm).inc(cost)
         self._status(query, QueryState.DONE, worker.name)
-        self._deliver(query)
+        await self._deliver(query)
         if owner is not None:
             self._hub.send_user(owner.id, events.UserInfo(data=user_view(owner)))
 
@@ -493,7 +493,7 @@ class Scheduler:
         )
         self._metrics.queries.labels(job.realm, query.query_type, state.value).inc()
         self._status(query, state, job.worker.name if job.worker else None)
-        self._deliver(query)
+        await self._deliver(query)
         if terminated:
             self._hub.send_user(
                 query.user_id, events.QueryTerminated(guid=query.user_id, query_id=query.id)
@@ -510,10 +510,14 @@ class Scheduler:
             query.user_id, events.QueryStatus(query_id=query.id, state=state.value, worker=worker)
         )
 
-    def _deliver(self, query: Query) -> None:
+    async def _deliver(self, query: Query) -> None:
         """Send the final event. The store already marked it delivered if the owner was
-        connected; otherwise it is sent when they reconnect."""
-        self._hub.send_user(query.user_id, final_event(query))
+        connected when it finished; if they connected just after, mark it now, or it would
+        be sent again at their next reconnect. Otherwise it goes out when they reconnect."""
+        sent = self._hub.send_final(query.user_id, query.id, final_event(query))
+        if sent and not query.delivered:
+            await self._store.queries.mark_delivered([query.id])
+            query.delivered = True
 
     # --- housekeeping ----------------------------------------------------------------------
 
