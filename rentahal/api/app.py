@@ -28,8 +28,10 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             await broker.stop()
 
-    # FastAPIOffline serves the /docs assets itself: no CDN, as for every page here.
+    # FastAPIOffline serves the /docs assets itself: no CDN, as for every page here. ReDoc is
+    # off: its bundle names outside URLs, and /docs already shows the same OpenAPI document.
     app = FastAPIOffline(
+        redoc_url=None,
         title="RENT A HAL",
         version=__version__,
         description="Self-hosted multi-user AI orchestration broker.",

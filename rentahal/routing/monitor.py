@@ -14,7 +14,7 @@ import structlog
 
 from rentahal.backends import BACKENDS
 from rentahal.config import Settings
-from rentahal.routing.health import Probe, next_health
+from rentahal.routing.health import Probe
 from rentahal.routing.registry import Registry, WorkerState
 from rentahal.store import Store, utcnow
 
@@ -89,15 +89,9 @@ class HealthMonitor:
                     worker.max_concurrency = report.slots  # the worker knows its capacity
             except (httpx.HTTPError, OSError) as exc:
                 log.info("health.unreachable", worker=worker.name, error=str(exc) or type(exc))
-        change = next_health(
-            worker.health_score,
-            worker.blacklisted,
-            probe,
-            exempt=self._settings.no_blacklist_imagine and "imagine" in worker.capabilities,
-        )
-        worker.health_score, worker.blacklisted = change.score, change.blacklisted
+        event = worker.apply_health(probe, no_blacklist_imagine=self._settings.no_blacklist_imagine)
         if probe is Probe.OK:
             worker.last_active = utcnow()
-        if change.event:
-            log.warning("health.changed", worker=worker.name, change=change.event)
-        return change.event
+        if event:
+            log.warning("health.changed", worker=worker.name, change=event)
+        return event

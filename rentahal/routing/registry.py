@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from rentahal.routing.circuit import CircuitBreaker
+from rentahal.routing.health import Probe, next_health
 from rentahal.store.models import Worker
 
 
@@ -73,6 +74,18 @@ class WorkerState:
     def available(self) -> bool:
         """Could take a job right now."""
         return self.alive and self.in_flight < self.max_concurrency and self.circuit.allows()
+
+    def apply_health(self, probe: Probe, *, no_blacklist_imagine: bool) -> str | None:
+        """Apply one health signal (a check, or a real job's outcome) by the rules of
+        `next_health`; returns "blacklisted" or "readmitted" when the standing flipped."""
+        change = next_health(
+            self.health_score,
+            self.blacklisted,
+            probe,
+            exempt=no_blacklist_imagine and "imagine" in self.capabilities,
+        )
+        self.health_score, self.blacklisted = change.score, change.blacklisted
+        return change.event
 
     def record_latency(self, seconds: float, weight: float = 0.2) -> None:
         """Exponentially weighted mean of successful jobs' processing times."""

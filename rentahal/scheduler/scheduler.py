@@ -29,7 +29,7 @@ from rentahal.bus.messages import QuerySpec
 from rentahal.bus.views import final_event, user_view
 from rentahal.config import Settings
 from rentahal.metrics import Metrics
-from rentahal.routing.health import Probe, next_health
+from rentahal.routing.health import Probe
 from rentahal.routing.registry import WorkerState
 from rentahal.routing.router import Router
 from rentahal.scheduler.fair_queue import FairQueue
@@ -444,15 +444,9 @@ class Scheduler:
     async def _worker_health(self, worker: WorkerState, probe: Probe) -> None:
         """Passive health: a real job's failure or slowness counts at once, by the same rules
         as a health check."""
-        change = next_health(
-            worker.health_score,
-            worker.blacklisted,
-            probe,
-            exempt=self._settings.no_blacklist_imagine and "imagine" in worker.capabilities,
-        )
-        worker.health_score, worker.blacklisted = change.score, change.blacklisted
-        if change.event:
-            await self._on_health_event([(worker, change.event)])
+        event = worker.apply_health(probe, no_blacklist_imagine=self._settings.no_blacklist_imagine)
+        if event:
+            await self._on_health_event([(worker, event)])
 
     async def _retry_or_fail(self, job: Job, worker: WorkerState, failure: WorkerFailed) -> bool:
         """Send the job back for another worker if one exists and attempts remain."""
