@@ -1,0 +1,60 @@
+"""What every engine offers the worker app: load once, then run requests of its role.
+
+Engines wrap blocking libraries (CTranslate2, ONNX Runtime, llama.cpp, PyTorch); the app runs
+`load` and `run` in threads so `/health` keeps answering while a model loads or works.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+from pydantic import BaseModel
+
+
+class BadInput(Exception):
+    """The request is well-formed JSON but cannot be served (not audio, unknown speaker…)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+class EngineUnavailable(Exception):
+    """The engine's library or model is not on this machine."""
+
+
+@dataclass(frozen=True, slots=True)
+class EngineOptions:
+    model: Path | None = None  # a model file or directory; None = the engine's offline default
+    threads: int = 0  # 0 = let the library decide
+    slots: int = 1  # requests the engine runs at once
+
+
+class Engine(ABC):
+    role: ClassVar[str]
+    name: ClassVar[str]
+
+    def __init__(self, options: EngineOptions) -> None:
+        self.options = options
+
+    @classmethod
+    @abstractmethod
+    def available(cls, options: EngineOptions) -> bool:
+        """Whether it could run here with `options`: its library is installed, and a model
+        is given or its offline default is installed."""
+
+    @abstractmethod
+    def load(self) -> None:
+        """Load the model; blocking, runs in a thread. Raises on a missing or bad model."""
+
+    @property
+    @abstractmethod
+    def models(self) -> list[str]:
+        """The model names this engine answers to (the broker routes by them)."""
+
+    @abstractmethod
+    def run(self, request: BaseModel) -> BaseModel:
+        """Serve one request of the role's schema; blocking, runs in a thread."""

