@@ -20,11 +20,13 @@ from rentahal.config import ConfigFileError, Settings, load_settings
 from rentahal.store import NicknameTaken, Role, Store
 from rentahal.store.workers import AlreadyExists
 from rentahal.sysop import worker_row
+from rentahal.worker.cli import worker
 
 app = typer.Typer(help="RENT A HAL: a self-hosted multi-user AI orchestration broker.")
 admin = typer.Typer(help="Sysop chores that work on the store directly (broker running or not).")
 app.add_typer(admin, name="admin")
 app.add_typer(bench_app, name="bench")
+app.command()(worker)
 console = Console(stderr=True)
 T = TypeVar("T")
 

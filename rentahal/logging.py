@@ -51,10 +51,15 @@ def configure_logging(settings: Settings) -> None:
         for name in secret_field_names()
         if getattr(settings, name) is not None
     ]
-    level = logging.DEBUG if settings.debug else logging.INFO
+    configure(secrets, debug=settings.debug, json_logs=settings.log_json)
+
+
+def configure(secrets: Iterable[str], *, debug: bool = False, json_logs: bool = False) -> None:
+    """Logging for any RENT A HAL process; `secrets` are scrubbed from every line."""
+    level = logging.DEBUG if debug else logging.INFO
     renderer: Any = (
         structlog.processors.JSONRenderer()
-        if settings.log_json
+        if json_logs
         else structlog.dev.ConsoleRenderer(colors=False)
     )
     shared: list[Any] = [

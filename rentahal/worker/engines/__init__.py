@@ -38,9 +38,7 @@ def engine_class(role: str, name: str) -> type[Engine]:
     for engine_name, target in ENGINES.get(role, []):
         if engine_name == name:
             module, cls = target.split(":")
-            found: type[Engine] = getattr(
-                importlib.import_module(f"{__name__}.{module}"), cls
-            )
+            found: type[Engine] = getattr(importlib.import_module(f"{__name__}.{module}"), cls)
             return found
     known = ", ".join(n for n, _ in ENGINES.get(role, [])) or "none"
     raise EngineUnavailable(f"no {role} engine {name!r} (known: {known})")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from rentahal.worker.engines.base import EngineOptions, Engine
+from rentahal.worker.engines.base import Engine, EngineOptions
 from rentahal.worker.protocol import ChatRequest, ChatResponse
 
 

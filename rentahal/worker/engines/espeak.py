@@ -15,7 +15,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from rentahal.worker.audio import wav_bytes
-from rentahal.worker.engines.base import EngineOptions, BadInput, Engine, EngineUnavailable
+from rentahal.worker.engines.base import BadInput, Engine, EngineOptions, EngineUnavailable
 from rentahal.worker.protocol import TtsRequest, TtsResponse
 from rentahal.worker.speakers import ESPEAK_PRESETS
 

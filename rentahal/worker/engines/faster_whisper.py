@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from pydantic_settings import BaseSettings
 
 from rentahal.worker.audio import decode_base64, decode_speech
-from rentahal.worker.engines.base import EngineOptions, BadInput, Engine, EngineUnavailable
+from rentahal.worker.engines.base import BadInput, Engine, EngineOptions, EngineUnavailable
 from rentahal.worker.protocol import SttRequest, SttResponse, SttSegment
 
 
@@ -63,7 +63,7 @@ class FasterWhisperEngine(Engine):
             )
         if not path.is_dir():
             raise EngineUnavailable(f"whisper model directory {path} does not exist")
-        self._model_name = path.name
+        self._model_name = "tiny.en" if path == default_model() else path.name
         self._model = WhisperModel(
             str(path),
             device=self.settings.device,

@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from rentahal.backends.base import generation_options
-from rentahal.worker.engines.base import EngineOptions, BadInput, Engine, EngineUnavailable
+from rentahal.worker.engines.base import BadInput, Engine, EngineOptions, EngineUnavailable
 from rentahal.worker.protocol import ChatRequest, ChatResponse
 
 DEFAULT_MAX_TOKENS = 512

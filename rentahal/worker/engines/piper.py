@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from rentahal.worker.engines.base import EngineOptions, BadInput, Engine, EngineUnavailable
+from rentahal.worker.engines.base import BadInput, Engine, EngineOptions, EngineUnavailable
 from rentahal.worker.protocol import TtsRequest, TtsResponse
 from rentahal.worker.speakers import ENGLISH_MALE_PRESETS
 

@@ -12,7 +12,7 @@ import importlib.util
 import numpy as np
 from pydantic import BaseModel
 
-from rentahal.worker.engines.base import EngineOptions, BadInput, Engine
+from rentahal.worker.engines.base import BadInput, Engine, EngineOptions
 from rentahal.worker.images import decode_image
 from rentahal.worker.protocol import ChatRequest, ChatResponse
 

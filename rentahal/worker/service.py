@@ -1,0 +1,97 @@
+"""A loaded engine plus what the worker knows about its own load.
+
+Loading happens in a thread after the server starts, so `/health` answers 503 ("loading")
+at once instead of the port staying closed; each request runs in a thread, at most
+`slots` at a time, so health checks never wait behind a long transcription (the seed's
+workers ran their models on the event loop and stalled their own health checks).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import time
+from typing import Any
+
+import structlog
+from pydantic import BaseModel
+
+from rentahal import __version__
+from rentahal.worker import hardware
+from rentahal.worker.engines import Engine
+from rentahal.worker.protocol import REQUEST_SCHEMAS
+
+log = structlog.get_logger(__name__)
+
+
+class Readiness(enum.StrEnum):
+    LOADING = "loading"
+    READY = "healthy"
+    FAILED = "failed"
+
+
+class WorkerService:
+    def __init__(self, role: str, engine: Engine) -> None:
+        self.role = role
+        self.engine = engine
+        self.schema = REQUEST_SCHEMAS[role]
+        self.slots = engine.options.slots
+        self.readiness = Readiness.LOADING
+        self.load_error: str | None = None
+        self.in_flight = 0
+        self.served = 0
+        self._gate = asyncio.Semaphore(self.slots)
+        self._hardware: dict[str, Any] = {}
+        self._loaded = asyncio.Event()
+
+    async def load(self) -> None:
+        started = time.perf_counter()
+        self._hardware = await asyncio.to_thread(hardware.describe)
+        try:
+            await asyncio.to_thread(self.engine.load)
+        except Exception as exc:
+            self.readiness, self.load_error = Readiness.FAILED, str(exc)
+            log.error("worker.load_failed", engine=self.engine.name, error=str(exc))
+        else:
+            self.readiness = Readiness.READY
+            log.info(
+                "worker.loaded",
+                role=self.role,
+                engine=self.engine.name,
+                models=self.engine.models,
+                seconds=round(time.perf_counter() - started, 2),
+            )
+        self._loaded.set()
+
+    async def wait_loaded(self) -> bool:
+        await self._loaded.wait()
+        return self.readiness is Readiness.READY
+
+    @property
+    def models(self) -> list[str]:
+        return self.engine.models if self.readiness is Readiness.READY else []
+
+    def health(self) -> dict[str, Any]:
+        report: dict[str, Any] = {
+            "status": self.readiness.value,
+            "role": self.role,
+            "engine": self.engine.name,
+            "models": self.models,
+            "load": {"in_flight": self.in_flight, "slots": self.slots, "served": self.served},
+            "hardware": self._hardware,
+            "version": __version__,
+        }
+        if self.load_error:
+            report["error"] = self.load_error
+        if speakers := getattr(self.engine, "speakers", None):
+            report["speakers"] = speakers if self.readiness is Readiness.READY else []
+        return report
+
+    async def run(self, request: BaseModel) -> BaseModel:
+        async with self._gate:
+            self.in_flight += 1
+            try:
+                return await asyncio.to_thread(self.engine.run, request)
+            finally:
+                self.in_flight -= 1
+                self.served += 1
