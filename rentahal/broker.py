@@ -14,6 +14,7 @@ from rentahal.bus import events
 from rentahal.bus.hub import Hub
 from rentahal.bus.views import worker_view
 from rentahal.config import Settings
+from rentahal.membership import Membership
 from rentahal.metrics import Metrics
 from rentahal.routing.circuit import CircuitBreaker
 from rentahal.routing.monitor import HealthMonitor
@@ -21,6 +22,8 @@ from rentahal.routing.pools import PoolState
 from rentahal.routing.realms import DEFAULT_REALMS, RealmTable
 from rentahal.routing.registry import Registry, WorkerState
 from rentahal.routing.router import Router
+from rentahal.routing.tunnel import SCHEME as TUNNEL_SCHEME
+from rentahal.routing.tunnel import Tunnels, TunnelTransport
 from rentahal.scheduler import Scheduler
 from rentahal.store import Store, User
 from rentahal.sysop import Sysop
@@ -39,11 +42,18 @@ class Broker:
             lambda: CircuitBreaker(settings.circuit_failures, settings.circuit_open_seconds)
         )
         self.router = Router(self.registry, RealmTable())
+        self.tunnels = Tunnels()
         # One pooled client for all worker traffic; per-request timeouts come from the adapters.
+        # Outbound workers (`tunnel://name`) are reached through their sockets.
         self.http = httpx.AsyncClient(
             timeout=httpx.Timeout(settings.query_timeout, connect=5.0),
             limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),
             follow_redirects=False,
+            mounts={
+                f"{TUNNEL_SCHEME}://": TunnelTransport(
+                    self.tunnels, settings.tunnel_reconnect_grace
+                )
+            },
         )
         self.auth = Authenticator(
             self.store, load_or_create_secret_key(settings), settings.token_expiration
@@ -61,6 +71,7 @@ class Broker:
             settings, self.store, self.registry, self.http, self._on_health_events
         )
         self.sysop = Sysop(self)
+        self.membership = Membership(self)
         self.ready = False
 
     async def start(self) -> None:

@@ -67,8 +67,13 @@ class Sysop:
 
     # --- workers ---------------------------------------------------------------------------
 
-    async def add_worker(self, spec: WorkerSpec, *, owner_id: str | None = None) -> WorkerState:
+    async def add_worker(
+        self, spec: WorkerSpec, *, owner_id: str | None = None, key: str | None = None
+    ) -> WorkerState:
+        """Add a worker; `key` marks one that joined by itself (see `rentahal.membership`)."""
         row = worker_row(spec, owner_id=owner_id)
+        if key is not None:
+            row.tags = {"joined": True}
         router = self._broker.router
         if spec.realm and router.realms.get(spec.realm) is None:
             raise ProtocolError(ErrorCode.NOT_FOUND, f"no realm named {spec.realm!r}")
@@ -88,6 +93,7 @@ class Sysop:
                     ErrorCode.CONFLICT, f"a worker named {spec.name!r} already exists"
                 ) from None
             worker = WorkerState.from_row(row)
+            worker.key = key
             registry.add(worker)
         log.info("sysop.worker_added", worker=spec.name, kind=spec.kind)
         await self._audit("add_worker", spec.name, kind=spec.kind, address=spec.address)

@@ -70,7 +70,10 @@ async def test_bus_honours_key_scopes(realm: Realm, scopes: list[str]) -> None:
         refused = await bus.request({"type": "get_stats"})
         assert refused["type"] == "error" and refused["code"] == "forbidden"
         vision = await bus.request(
-            {"type": "submit_query", "query": {"prompt": "look", "query_type": "vision"}}
+            {
+                "type": "submit_query",
+                "query": {"prompt": "look", "query_type": "vision", "image": "aGk="},
+            }
         )
         expected = "no_worker" if "vision" in scopes else "forbidden"
         assert vision["type"] == "error" and vision["code"] == expected

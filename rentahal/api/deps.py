@@ -9,6 +9,7 @@ from fastapi import Depends, HTTPException, Request, status
 from rentahal.api.security import csrf_safe
 from rentahal.auth import Principal
 from rentahal.broker import Broker
+from rentahal.membership import holds_worker_token
 
 
 def get_broker(request: Request) -> Broker:
@@ -54,3 +55,16 @@ async def require_sysop(principal: PrincipalDep) -> Principal:
 
 
 SysopDep = Annotated[Principal, Depends(require_sysop)]
+
+
+async def require_worker_token(principal: PrincipalDep) -> Principal:
+    """Worker routes answer 403 to anything but a worker token, before reading the body."""
+    if not holds_worker_token(principal):
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            detail={"code": "forbidden", "message": "a worker token from the sysop is required"},
+        )
+    return principal
+
+
+WorkerTokenDep = Annotated[Principal, Depends(require_worker_token)]

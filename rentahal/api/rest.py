@@ -214,7 +214,7 @@ class KeyRequest(BaseModel):
     name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)] = (
         "default"
     )
-    scopes: list[Scope] = Field(default_factory=_every_scope, min_length=1, max_length=6)
+    scopes: list[Scope] = Field(default_factory=_every_scope, min_length=1, max_length=7)
 
 
 class KeyView(BaseModel):
@@ -235,8 +235,22 @@ class NewKey(KeyView):
 
 @router.post("/keys", status_code=status.HTTP_201_CREATED, tags=["users"])
 async def create_key(request: KeyRequest, principal: PrincipalDep, broker: BrokerDep) -> NewKey:
-    """A new API key for yourself, scoped; a key cannot grant more than the key that asks."""
-    if not all(principal.allows(scope) for scope in request.scopes):
+    """A new API key for yourself, scoped; a key cannot grant more than the key that asks.
+
+    A sysop may make a worker token (scopes `["worker"]`): it lets a machine join the realm
+    as a worker (`rentahal worker --broker … --token …`) and does nothing else."""
+    if "worker" in request.scopes:
+        if set(request.scopes) != {"worker"}:
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_CONTENT,
+                {"code": "invalid", "message": "a worker token has the worker scope alone"},
+            )
+        if not principal.is_sysop:
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN,
+                {"code": "forbidden", "message": "only a sysop issues worker tokens"},
+            )
+    elif not all(principal.allows(scope) for scope in request.scopes):
         raise HTTPException(
             status.HTTP_403_FORBIDDEN,
             {"code": "forbidden", "message": "a key cannot grant scopes it does not have"},

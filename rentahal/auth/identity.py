@@ -20,8 +20,9 @@ from rentahal.bus.errors import ErrorCode, ProtocolError
 from rentahal.store import Role, Store, User
 
 SESSION_COOKIE = "rentahal_session"
-# What an API key may be scoped to; "*" is everything.
-Scope = Literal["chat", "vision", "imagine", "speech", "admin", "*"]
+# What an API key may be scoped to; "*" is everything but `worker`, which only a sysop
+# grants and only by name: a worker token lets a machine join the realm, nothing else.
+Scope = Literal["chat", "vision", "imagine", "speech", "admin", "worker", "*"]
 QUERY_SCOPES = {"speech": "speech", "stt": "speech", "tts": "speech"}
 
 
@@ -32,6 +33,8 @@ class Principal:
     scopes: frozenset[str] = frozenset({"*"})  # a session may do all its user may
 
     def allows(self, scope: str) -> bool:
+        if scope == "worker":
+            return scope in self.scopes
         return "*" in self.scopes or scope in self.scopes
 
     @property

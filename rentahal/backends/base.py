@@ -41,6 +41,8 @@ class BackendRequest:
     model_name: str = ""  # what the user asked for
     stream: bool = True
     options: dict[str, Any] = field(default_factory=dict)
+    image: str | None = None  # base64
+    audio: str | None = None  # base64
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +59,11 @@ class BackendError(Exception):
         super().__init__(message)
         self.status = status
 
+    @property
+    def input_refused(self) -> bool:
+        """The worker judged the input itself bad: no retry, and no mark on its health."""
+        return self.status in (400, 413, 422)
+
 
 class Backend(ABC):
     """One worker protocol. Adapters hold no per-request state; one instance serves all."""
@@ -66,6 +73,10 @@ class Backend(ABC):
     # Whether answers arrive in pieces. A job on a backend that answers in one piece has no
     # observable "running" phase, so the scheduler neither records nor announces one.
     streams: ClassVar[bool] = True
+
+    def result_type(self, query_type: str) -> str:
+        """What `generate` yields for `query_type`: "text", or base64 "audio" or "image"."""
+        return "text"
 
     @abstractmethod
     async def probe(
@@ -99,7 +110,10 @@ class Backend(ABC):
 
     @staticmethod
     def auth_headers(worker: WorkerState) -> dict[str, str]:
-        """`Authorization` from the environment variable the worker names, if any."""
+        """`Authorization` with the key a joined worker gave, or from the environment
+        variable the sysop named for it."""
+        if worker.key:
+            return {"Authorization": f"Bearer {worker.key}"}
         if worker.api_key_env and (key := os.environ.get(worker.api_key_env)):
             return {"Authorization": f"Bearer {key}"}
         return {}

@@ -1,13 +1,35 @@
-"""The seed's worker protocol: `GET /health`, `POST /predict {prompt, type, …} → {response}`."""
+"""The seed's worker protocol, `GET /health` and `POST /predict`, with each worker type's
+request and answer shape (SPEC §5.1): chat and vision `{prompt, …, image?} → {response}`,
+STT `{audio, …} → {text, …}`, TTS `{prompt, speaker?} → {audio_base64, sample_rate}`,
+imagine `{prompt, …} → {image_base64, …}`. The seed's broker sent every worker the chat
+shape and read `response`, so it could not talk to its own speech workers; this adapter can.
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 
 from rentahal.backends.base import Backend, BackendError, BackendRequest, HealthReport
 from rentahal.routing.registry import WorkerState
+
+# query type → the field of the worker's answer that holds the result
+ANSWER_FIELD = {
+    "chat": "response",
+    "vision": "response",
+    "stt": "text",
+    "tts": "audio_base64",
+    "imagine": "image_base64",
+}
+RESULT_TYPE = {"tts": "audio", "imagine": "image"}
+# Per-request settings a user may pass through `options`, by query type.
+PASSED_OPTIONS = {
+    "stt": ("language", "task", "beam_size", "vad_filter", "word_timestamps"),
+    "tts": ("speaker", "text_temp", "waveform_temp"),
+    "imagine": ("negative_prompt", "steps", "cfg_scale", "width", "height", "seed"),
+}
 
 
 def _reported_slots(response: httpx.Response) -> int | None:
@@ -19,10 +41,35 @@ def _reported_slots(response: httpx.Response) -> int | None:
     return slots if isinstance(slots, int) and 1 <= slots <= 1024 else None
 
 
+def predict_body(request: BackendRequest) -> dict[str, Any]:
+    """The `/predict` body for the request's query type."""
+    passed = {
+        k: request.options[k]
+        for k in PASSED_OPTIONS.get(request.query_type, ())
+        if k in request.options
+    }
+    if request.query_type == "stt":
+        return {"audio": request.audio or "", **passed}
+    if request.query_type in ("tts", "imagine"):
+        return {"prompt": request.prompt, **passed}
+    body: dict[str, Any] = {
+        "prompt": request.prompt,
+        "type": request.query_type,
+        "model_type": request.model_type,
+        "model_name": request.model or request.model_name,
+    }
+    if request.image is not None:
+        body["image"] = request.image
+    return body
+
+
 class RentahalBackend(Backend):
     kind = "rentahal"
-    query_types = frozenset({"chat"})
+    query_types = frozenset(ANSWER_FIELD)
     streams = False
+
+    def result_type(self, query_type: str) -> str:
+        return RESULT_TYPE.get(query_type, "text")
 
     async def probe(
         self, client: httpx.AsyncClient, worker: WorkerState, seconds: float
@@ -35,20 +82,15 @@ class RentahalBackend(Backend):
     async def generate(
         self, client: httpx.AsyncClient, worker: WorkerState, request: BackendRequest
     ) -> AsyncIterator[str]:
-        payload = {
-            "prompt": request.prompt,
-            "type": request.query_type,
-            "model_type": request.model_type,
-            "model_name": request.model or request.model_name,
-        }
         response = await client.post(
-            f"{worker.url}/predict", json=payload, headers=self.auth_headers(worker)
+            f"{worker.url}/predict", json=predict_body(request), headers=self.auth_headers(worker)
         )
         self.raise_for_status(response, response.content)
+        field = ANSWER_FIELD.get(request.query_type, "response")
         try:
-            text = response.json()["response"]
+            answer = response.json()[field]
         except (ValueError, KeyError, TypeError) as exc:
-            raise BackendError("worker answer has no 'response' field") from exc
-        if not isinstance(text, str):
-            raise BackendError("worker 'response' is not text")
-        yield text
+            raise BackendError(f"worker answer has no {field!r} field") from exc
+        if not isinstance(answer, str):
+            raise BackendError(f"worker {field!r} is not text")
+        yield answer

@@ -139,6 +139,34 @@ class QueryResult(Outbound):
     worker: str | None = None
 
 
+class QueryResultWithMedia(QueryResult):
+    """A `speech` query's answer: the text, what the user said, and the spoken answer."""
+
+    transcript: str = ""
+    audio: str | None = None  # base64 WAV, when the user asked for a spoken answer
+
+
+class TranscriptionResult(Outbound):
+    """What the user said (`speech_to_text`, or the first step of a `speech` query)."""
+
+    type: Literal["transcription_result"] = "transcription_result"
+    query_id: str
+    text: str
+    processing_time: float = 0.0
+    cost: float = 0.0
+    final: bool = True  # False: a speech query goes on to answer it
+
+
+class SpeechResult(Outbound):
+    """Spoken text (`text_to_speech`): a WAV file, base64."""
+
+    type: Literal["speech_result"] = "speech_result"
+    query_id: str
+    audio: str
+    processing_time: float = 0.0
+    cost: float = 0.0
+
+
 class QueueUpdate(Outbound):
     type: Literal["queue_update"] = "queue_update"
     depth: int

@@ -71,19 +71,41 @@ def stats_view(stats: SystemStats, connected_users: int) -> StatsView:
 
 
 def final_event(query: Query) -> events.Outbound:
-    """The event that ends a query for its owner: its result, or why there is none."""
-    if query.state == QueryState.DONE:
-        return events.QueryResult(
+    """The event that ends a query for its owner: its result, or why there is none.
+
+    Speech-to-text ends in `transcription_result` and text-to-speech in `speech_result`, as
+    the seed's client expects; media results travel base64 in `result`, as in the seed."""
+    if query.state != QueryState.DONE:
+        return events.Error(
+            code=query.error_code or ErrorCode.INTERNAL,
+            message=query.error or f"query {query.state}",
             query_id=query.id,
-            result=query.result or "",
-            result_type=query.result_type or "text",
-            processing_time=round(query.processing_time or 0.0, 4),
-            cost=round(query.cost or 0.0, 6),
-            queue_wait=round(query.queue_wait or 0.0, 4),
-            worker=query.worker_name,
         )
-    return events.Error(
-        code=query.error_code or ErrorCode.INTERNAL,
-        message=query.error or f"query {query.state}",
+    time, cost = round(query.processing_time or 0.0, 4), round(query.cost or 0.0, 6)
+    if query.query_type == "stt":
+        return events.TranscriptionResult(
+            query_id=query.id, text=query.result or "", processing_time=time, cost=cost
+        )
+    if query.query_type == "tts":
+        return events.SpeechResult(
+            query_id=query.id, audio=query.output or "", processing_time=time, cost=cost
+        )
+    media = query.result_type in ("audio", "image")
+    result = events.QueryResult(
         query_id=query.id,
+        result=(query.output if media else query.result) or "",
+        result_type=query.result_type or "text",
+        processing_time=time,
+        cost=cost,
+        queue_wait=round(query.queue_wait or 0.0, 4),
+        worker=query.worker_name,
     )
+    if query.query_type == "speech":
+        return events.QueryResultWithMedia(
+            **result.model_dump(exclude={"result", "result_type"}),
+            result=query.result or "",
+            result_type="text",
+            transcript=query.prompt,
+            audio=query.output,
+        )
+    return result

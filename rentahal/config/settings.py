@@ -81,6 +81,10 @@ class Settings(BaseSettings):
     circuit_failures: int = Field(default=5, ge=1)
     circuit_open_seconds: float = Field(default=30.0, gt=0)
     slow_job_seconds: float = Field(default=60.0, gt=0)
+    # Self-registered workers: how often they heartbeat, and how long an outbound worker's
+    # requests wait for it to reconnect before the job is retried elsewhere.
+    worker_heartbeat_interval: float = Field(default=10.0, gt=0)
+    tunnel_reconnect_grace: float = Field(default=10.0, ge=0)
     # [Chunking]
     chunk_size: int = Field(default=1_048_576, ge=1024)
     # [Limits] — bounds on user input

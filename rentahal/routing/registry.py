@@ -16,7 +16,7 @@ from rentahal.store.models import Worker
 def base_url(address: str) -> str:
     """`host:port` (the seed's form) or a full URL; never `http://https://…` (a seed bug)."""
     address = address.strip().rstrip("/")
-    if address.startswith(("http://", "https://")):
+    if "://" in address:  # http, https, or tunnel (an outbound worker)
         return address
     return f"http://{address}"
 
@@ -34,6 +34,12 @@ class WorkerState:
     last_active: datetime | None
     realm: str = ""
     api_key_env: str | None = None
+    owner_id: str | None = None
+    # A worker that joined with a worker token gave the broker a key for its /predict. The
+    # key lives only in memory: after a broker restart the worker is not routed to until its
+    # next heartbeat makes it register (and hand over the key) again.
+    joined: bool = False
+    key: str | None = None
     in_flight: int = 0
     removed: bool = False
     ewma_latency: float | None = None
@@ -54,6 +60,8 @@ class WorkerState:
             last_active=row.last_active,
             realm=row.realm,
             api_key_env=row.api_key_env,
+            owner_id=row.owner_id,
+            joined=bool(row.tags.get("joined")),
             specializations={k: list(v) for k, v in row.specializations.items()},
         )
 
@@ -68,7 +76,10 @@ class WorkerState:
     @property
     def alive(self) -> bool:
         """Could serve at all: registered, not blacklisted (a tripped circuit recovers soon)."""
-        return not self.blacklisted and not self.removed and self.health_score > 0
+        awaiting_key = self.joined and self.key is None
+        return (
+            not self.blacklisted and not self.removed and not awaiting_key and self.health_score > 0
+        )
 
     @property
     def available(self) -> bool:

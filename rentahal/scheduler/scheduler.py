@@ -33,6 +33,13 @@ from rentahal.routing.health import Probe
 from rentahal.routing.registry import WorkerState
 from rentahal.routing.router import Router
 from rentahal.scheduler.fair_queue import FairQueue
+from rentahal.scheduler.stages import (
+    is_last_step,
+    servable,
+    step_model,
+    step_prompt,
+    step_type,
+)
 from rentahal.store import Query, QueryState, Role, Store, User, utcnow
 
 log = structlog.get_logger(__name__)
@@ -74,6 +81,24 @@ class WorkerFailed(Exception):
     def __init__(self, probe: Probe, code: ErrorCode, message: str) -> None:
         super().__init__(message)
         self.probe, self.code, self.message = probe, code, message
+
+
+class InputRefused(Exception):
+    """The worker refused the query's input as invalid (HTTP 400/413/422)."""
+
+
+def check_inputs(spec: QuerySpec, max_prompt_chars: int) -> None:
+    """What each query type needs before it may wait in a queue."""
+    if len(spec.prompt) > max_prompt_chars:
+        raise ProtocolError(ErrorCode.INVALID, f"the prompt is over {max_prompt_chars} characters")
+    if spec.query_type in ("stt", "speech"):
+        if not spec.audio:
+            raise ProtocolError(ErrorCode.INVALID, f"a {spec.query_type} query needs audio")
+        return
+    if not spec.prompt.strip():
+        raise ProtocolError(ErrorCode.INVALID, "the prompt is empty")
+    if spec.query_type == "vision" and not spec.image:
+        raise ProtocolError(ErrorCode.INVALID, "a vision query needs an image")
 
 
 class Scheduler:
@@ -161,18 +186,14 @@ class Scheduler:
         """Accept a query or refuse it with a `ProtocolError`; returns it and its position."""
         if user.is_banned:
             raise ProtocolError(ErrorCode.BANNED, "You are banned from submitting queries")
-        if not spec.prompt.strip():
-            raise ProtocolError(ErrorCode.INVALID, "the prompt is empty")
-        if len(spec.prompt) > self._settings.max_prompt_chars:
-            raise ProtocolError(
-                ErrorCode.INVALID,
-                f"the prompt is over {self._settings.max_prompt_chars} characters",
-            )
-        if not self._router.could_serve(spec.query_type, spec.model_name):
-            wanted = f" with {spec.model_name!r}" if spec.model_name else ""
-            raise ProtocolError(
-                ErrorCode.NO_WORKER, f"no live worker can serve a {spec.query_type} query{wanted}"
-            )
+        check_inputs(spec, self._settings.max_prompt_chars)
+        for step, model in servable(spec.query_type, spec.options, spec.model_name):
+            if not self._router.could_serve(step, model):
+                wanted = f" with {model!r}" if model else ""
+                of = f" (a step of a {spec.query_type} query)" if step != spec.query_type else ""
+                raise ProtocolError(
+                    ErrorCode.NO_WORKER, f"no live worker can serve a {step} query{wanted}{of}"
+                )
         realm = self._router.queue_realm(spec.query_type, spec.model_name)
         queue = self._queue(realm)
         if queue.full:
@@ -192,6 +213,8 @@ class Scheduler:
                 prompt=spec.prompt,
                 options=spec.options,
                 realm=realm,
+                image=spec.image,
+                audio=spec.audio,
             )
         )
         job = Job(query, role=user.role, realm=realm)
@@ -226,7 +249,7 @@ class Scheduler:
         if job.priority > 0 and self._running_per_user.get(job.user_id, 0) >= limit:
             return False
         choice = self._router.select(
-            query.query_type, query.model_name, query.prompt, frozenset(job.excluded)
+            step_type(query), step_model(query), query.prompt, frozenset(job.excluded)
         )
         if choice is None:
             return False
@@ -326,7 +349,7 @@ class Scheduler:
             self._status(query, QueryState.DISPATCHED, worker.name)
             started = time.perf_counter()
             try:
-                result = await self._attempt(job, worker, writes)
+                result, result_type = await self._attempt(job, worker, writes)
             finally:
                 for outcome in await asyncio.gather(*writes, return_exceptions=True):
                     if isinstance(outcome, Exception):
@@ -336,12 +359,17 @@ class Scheduler:
             worker.in_flight -= 1
             holds_slot = False
             self.pump()
-            await self._succeeded(job, worker, result, processing_time, queue_wait)
+            await self._succeeded(job, worker, result, result_type, processing_time, queue_wait)
         except asyncio.CancelledError:
             worker.circuit.release()
             if job.cancel_reason is None:
                 raise  # broker shutdown: the job stays in the store and resumes on restart
             await self._finish_unsuccessful(job, *job.cancel_reason)
+        except InputRefused as refusal:
+            # The worker says the input is bad (not audio, an unknown speaker…): another
+            # worker would say the same, and this one is healthy.
+            worker.circuit.on_success()
+            await self._finish_unsuccessful(job, QueryState.FAILED, ErrorCode.INVALID, str(refusal))
         except WorkerFailed as failure:
             log.warning(
                 "job.attempt_failed", query_id=query.id, worker=worker.name, error=failure.message
@@ -366,18 +394,24 @@ class Scheduler:
                 self._signal_finished(query.id)
             self.pump()
 
-    async def _attempt(self, job: Job, worker: WorkerState, writes: list[asyncio.Task[Any]]) -> str:
-        """Run the query on the worker, streaming deltas to the owner; returns the text."""
+    async def _attempt(
+        self, job: Job, worker: WorkerState, writes: list[asyncio.Task[Any]]
+    ) -> tuple[str, str]:
+        """Run the query's current step on the worker, streaming text deltas to the owner;
+        returns the result (text, or base64 media) and its type."""
         query = job.query
         stream = bool(query.options.get("stream", True))
+        step = step_type(query)
         request = BackendRequest(
-            prompt=query.prompt,
-            query_type=query.query_type,
-            model=worker.model_for(query.model_name),
+            prompt=step_prompt(query),
+            query_type=step,
+            model=worker.model_for(step_model(query)),
             model_type=query.model_type,
-            model_name=query.model_name,
+            model_name=step_model(query),
             stream=stream,
             options=query.options,
+            image=query.image,
+            audio=query.audio,
         )
         parts: list[str] = []
         timeout = self._settings.query_timeout
@@ -398,6 +432,8 @@ class Scheduler:
                 Probe.ERROR, ErrorCode.TIMEOUT, f"worker {worker.name} took over {timeout:g} s"
             ) from None
         except BackendError as exc:
+            if exc.input_refused:
+                raise InputRefused(f"worker {worker.name} refused the input: {exc}") from exc
             probe = Probe.BAD_STATUS if exc.status is not None else Probe.ERROR
             raise WorkerFailed(
                 probe, ErrorCode.WORKER_ERROR, f"worker {worker.name}: {exc}"
@@ -405,32 +441,40 @@ class Scheduler:
         except (httpx.HTTPError, OSError) as exc:
             message = f"worker {worker.name} unreachable: {exc or type(exc).__name__}"
             raise WorkerFailed(Probe.ERROR, ErrorCode.WORKER_ERROR, message) from exc
-        return "".join(parts)
+        return "".join(parts), backend.result_type(step)
 
     async def _succeeded(
         self,
         job: Job,
         worker: WorkerState,
         result: str,
+        result_type: str,
         processing_time: float,
         queue_wait: float,
     ) -> None:
         query = job.query
-        cost = query_cost(self._settings, processing_time, premium=job.premium).cost
-        owner = await self._store.queries.finish_done(
-            query,
-            result=result,
-            result_type="text",
-            processing_time=processing_time,
-            cost=cost,
-            queue_wait=queue_wait,
-            delivered=self._hub.is_connected(query.user_id),
-        )
         worker.last_active = utcnow()
         worker.circuit.on_success()
         worker.record_latency(processing_time)
         if processing_time > self._settings.slow_job_seconds:
             await self._worker_health(worker, Probe.SLOW)
+        if not is_last_step(query):
+            await self._next_step(job, result, processing_time)
+            return
+        total_time = (query.processing_time or 0.0) + processing_time
+        cost = query_cost(self._settings, total_time, premium=job.premium).cost
+        media = result_type in ("audio", "image")
+        owner = await self._store.queries.finish_done(
+            query,
+            # A spoken answer keeps, as its text, the chat answer it speaks.
+            result=(query.result or "") if media else result,
+            result_type=result_type,
+            processing_time=total_time,
+            cost=cost,
+            queue_wait=queue_wait,
+            output=result if media else None,
+            delivered=self._hub.is_connected(query.user_id),
+        )
         self._metrics.queries.labels(job.realm, query.query_type, "done").inc()
         self._metrics.processing.labels(job.realm, query.query_type, worker.name).observe(
             processing_time
@@ -440,6 +484,27 @@ class Scheduler:
         await self._deliver(query)
         if owner is not None:
             self._hub.send_user(owner.id, events.UserInfo(data=user_view(owner)))
+
+    async def _next_step(self, job: Job, result: str, processing_time: float) -> None:
+        """Queue the query's next step at the head of its owner's line."""
+        query = job.query
+        transcribed = step_type(query) == "stt"
+        await self._store.queries.advance(
+            query,
+            prompt=result if transcribed else query.prompt,
+            result=None if transcribed else result,
+            processing_time=processing_time,
+        )
+        if transcribed:
+            self._hub.send_user(
+                query.user_id,
+                events.TranscriptionResult(query_id=query.id, text=result, final=False),
+            )
+        job.excluded.clear()
+        job.worker = None
+        self._queue(job.realm).push(job, front=True)
+        self._status(query, QueryState.QUEUED, None)
+        self._queue_dirty.set()
 
     async def _worker_health(self, worker: WorkerState, probe: Probe) -> None:
         """Passive health: a real job's failure or slowness counts at once, by the same rules
@@ -454,7 +519,7 @@ class Scheduler:
         job.excluded.add(worker.name)
         attempts_left = query.attempts < self._settings.max_attempts
         if not attempts_left or not self._router.could_serve(
-            query.query_type, query.model_name, frozenset(job.excluded)
+            step_type(query), step_model(query), frozenset(job.excluded)
         ):
             await self._finish_unsuccessful(job, QueryState.FAILED, failure.code, failure.message)
             return False

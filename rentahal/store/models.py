@@ -172,6 +172,19 @@ class Query(Base):
     cost: Mapped[float | None] = mapped_column(Float, default=None)
     # False until the owner's connection has been sent the final result.
     delivered: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Media in and out, base64 as on the wire: the user's image or recorded speech, and a
+    # spoken answer or generated image. Deferred, so lists of queries never load them.
+    image: Mapped[str | None] = mapped_column(
+        Text, default=None, deferred=True, deferred_group="media"
+    )
+    audio: Mapped[str | None] = mapped_column(
+        Text, default=None, deferred=True, deferred_group="media"
+    )
+    output: Mapped[str | None] = mapped_column(
+        Text, default=None, deferred=True, deferred_group="media"
+    )
+    # Which step of a multi-step query runs next (a speech query: stt → chat → tts).
+    stage: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class Worker(Base):

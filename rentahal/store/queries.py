@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.orm import undefer_group
 
 from rentahal.store.database import Database
 from rentahal.store.group_commit import GroupCommitter
@@ -84,15 +85,19 @@ class QueryRepository:
             "attempts": query.attempts or 0,
             "delivered": False,
             "created_at": query.created_at,
+            "image": query.image,
+            "audio": query.audio,
+            "stage": query.stage or 0,
         }
         await self._writes.run(lambda conn: conn.execute(_INSERT_QUERY, values))
         for name, value in values.items():
             setattr(query, name, value)
         return query
 
-    async def get(self, query_id: str) -> Query | None:
+    async def get(self, query_id: str, *, with_media: bool = False) -> Query | None:
         async with self._db.session() as session:
-            return await session.get(Query, query_id)
+            options = [undefer_group("media")] if with_media else []
+            return await session.get(Query, query_id, options=options)
 
     async def history(self, user_id: str, limit: int = 10) -> Sequence[Query]:
         async with self._db.session() as session:
@@ -109,6 +114,7 @@ class QueryRepository:
         async with self._db.session() as session:
             rows = await session.scalars(
                 select(Query)
+                .options(undefer_group("media"))
                 .where(Query.state.in_([s.value for s in UNFINISHED_STATES]))
                 .order_by(Query.created_at)
             )
@@ -119,6 +125,7 @@ class QueryRepository:
         async with self._db.session() as session:
             rows = await session.scalars(
                 select(Query)
+                .options(undefer_group("media"))
                 .where(
                     Query.user_id == user_id,
                     Query.delivered.is_(False),
@@ -139,6 +146,23 @@ class QueryRepository:
 
     async def requeue(self, query: Query) -> None:
         await self._set(query, state=QueryState.QUEUED.value, worker_name=None)
+
+    async def advance(
+        self, query: Query, *, prompt: str, result: str | None, processing_time: float
+    ) -> None:
+        """A step of a multi-step query is done: queue the next one with what it made (the
+        transcript becomes the prompt; the chat answer waits to be spoken). Processing time
+        adds up over the steps."""
+        await self._set(
+            query,
+            state=QueryState.QUEUED.value,
+            worker_name=None,
+            stage=query.stage + 1,
+            prompt=prompt,
+            result=result,
+            attempts=0,
+            processing_time=(query.processing_time or 0.0) + processing_time,
+        )
 
     async def mark_dispatched(
         self, query: Query, worker_name: str, attempts: int, at: datetime
@@ -163,6 +187,7 @@ class QueryRepository:
         processing_time: float,
         cost: float,
         queue_wait: float,
+        output: str | None = None,
         delivered: bool = False,
     ) -> User | None:
         """Store the result and add it to the user's and the system's statistics, in one
@@ -177,6 +202,7 @@ class QueryRepository:
             "queue_wait": queue_wait,
             "finished_at": utcnow(),
             "delivered": delivered,
+            "output": output,
         }
 
         async def write(conn: AsyncConnection) -> User | None:

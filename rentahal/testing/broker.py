@@ -28,7 +28,7 @@ def run_cli(*args: str, data_dir: Path, env: Mapping[str, str] | None = None) ->
         [sys.executable, "-m", "rentahal", *args, "--data-dir", str(data_dir)],
         capture_output=True,
         text=True,
-        env={**_base_env(), **(env or {})},
+        env={**base_env(), **(env or {})},
         timeout=60,
         check=False,
     )
@@ -37,7 +37,7 @@ def run_cli(*args: str, data_dir: Path, env: Mapping[str, str] | None = None) ->
     return completed.stdout
 
 
-def _base_env() -> dict[str, str]:
+def base_env() -> dict[str, str]:
     """The environment without RENTAHAL_* settings, so a developer's shell can't leak in."""
     return {k: v for k, v in os.environ.items() if not k.startswith("RENTAHAL_")}
 
@@ -68,7 +68,7 @@ class BrokerProcess(ServerProcess):
                 str(data_dir),
             ],
             f"http://127.0.0.1:{self.port}/readyz",
-            env={**_base_env(), **(env or {})},
+            env={**base_env(), **(env or {})},
             startup_timeout=30.0,
         )
 

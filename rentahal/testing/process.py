@@ -37,7 +37,8 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    """A command run as a child process, considered up once ``ready_url`` answers 2xx.
+    """A command run as a child process, considered up once ``ready_url`` answers 2xx (at
+    once when it is None: a process with no port, whose readiness the caller checks).
 
     stdout and stderr are drained continuously into :attr:`output` (the last 256 KiB), so
     a chatty server can never block on a full pipe, and startup errors can quote it.
@@ -47,7 +48,7 @@ class ServerProcess:
     def __init__(
         self,
         argv: Sequence[str],
-        ready_url: str,
+        ready_url: str | None,
         *,
         env: Mapping[str, str] | None = None,
         cwd: str | os.PathLike[str] | None = None,
@@ -140,6 +141,8 @@ class ServerProcess:
         await self.stop()
 
     async def _wait_ready(self) -> None:
+        if self.ready_url is None:
+            return
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.startup_timeout
         async with httpx.AsyncClient(timeout=1.0, trust_env=False) as client:
