@@ -14,6 +14,7 @@ from rentahal.bus import events
 from rentahal.bus.hub import Hub
 from rentahal.bus.views import worker_view
 from rentahal.config import Settings
+from rentahal.local_workers import LocalWorkers
 from rentahal.membership import Membership
 from rentahal.metrics import Metrics
 from rentahal.routing.circuit import CircuitBreaker
@@ -72,6 +73,7 @@ class Broker:
         )
         self.sysop = Sysop(self)
         self.membership = Membership(self)
+        self.local_workers = LocalWorkers(self)
         self.ready = False
 
     async def start(self) -> None:
@@ -81,11 +83,13 @@ class Broker:
         self.registry.sync(await self.store.workers.list())
         await self.scheduler.start()
         self.monitor.start()
+        await self.local_workers.start()
         self.ready = True
         log.info("broker.started", database=self.store.db.engine.url.render_as_string())
 
     async def stop(self) -> None:
         self.ready = False
+        await self.local_workers.stop()
         await self.monitor.stop()
         await self.scheduler.stop()
         for connection in self.hub.connections():

@@ -62,6 +62,10 @@ def _with_store(settings: Settings, action: Callable[[Store], Awaitable[T]]) -> 
 def serve(
     host: Annotated[str | None, typer.Option(help="Interface to listen on.")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default 5000).")] = None,
+    local_workers: Annotated[
+        str | None,
+        typer.Option(help="Worker roles to run on this machine too, e.g. stt,tts,chat,vision."),
+    ] = None,
     data_dir: DataDir = None,
     config: ConfigFile = None,
 ) -> None:
@@ -69,7 +73,13 @@ def serve(
     from rentahal.api.app import create_app
     from rentahal.logging import configure_logging
 
-    settings = _settings(host=host, port=port, data_dir=data_dir, config_file=config)
+    settings = _settings(
+        host=host,
+        port=port,
+        local_workers=local_workers,
+        data_dir=data_dir,
+        config_file=config,
+    )
     configure_logging(settings)
     server = uvicorn.Server(
         uvicorn.Config(

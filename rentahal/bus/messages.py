@@ -106,14 +106,27 @@ class Vision(Inbound):
 
 
 class SpeechToText(Inbound):
+    """Transcribe recorded speech (WAV, webm/opus, ogg…); answered by `transcription_result`."""
+
     type: Literal["speech_to_text"]
     audio: Base64
+    language: Annotated[str, StringConstraints(pattern=r"^[a-z]{2,3}$")] | None = None
+
+    def to_query(self) -> QuerySpec:
+        options = {"language": self.language} if self.language else {}
+        return QuerySpec(query_type="stt", audio=self.audio, options=options)
 
 
 class TextToSpeech(Inbound):
+    """Speak a text; answered by `speech_result` (a WAV file, base64)."""
+
     type: Literal["text_to_speech"]
     text: Prompt
     speaker: Annotated[str, StringConstraints(max_length=64)] | None = None
+
+    def to_query(self) -> QuerySpec:
+        options = {"speaker": self.speaker} if self.speaker else {}
+        return QuerySpec(prompt=self.text, query_type="tts", options=options)
 
 
 class VisionChunk(Inbound):

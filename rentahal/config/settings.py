@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     default_worker_address: str = "localhost:8000"
     health_check_interval: float = Field(default=60.0, gt=0)
     no_blacklist_imagine: bool = True
+    # Worker roles the broker runs itself, as `rentahal worker` child processes on this
+    # machine (e.g. "stt,tts,chat,vision"): speech in and out with no GPU and no internet.
+    local_workers: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    local_worker_port: int = Field(default=5100, ge=1024, le=65000)  # first of their ports
     # [Security]
     secret_key: SecretStr | None = None
     token_expiration: int = Field(default=3600, ge=60)
@@ -99,12 +103,22 @@ class Settings(BaseSettings):
     claude_endpoint: str = "https://api.anthropic.com"
     claude_model_name: str = "claude-sonnet-4-5"
 
-    @field_validator("huggingface_default_models", "allowed_origins", mode="before")
+    @field_validator(
+        "huggingface_default_models", "allowed_origins", "local_workers", mode="before"
+    )
     @classmethod
     def _split_models(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("local_workers")
+    @classmethod
+    def _known_roles(cls, roles: list[str]) -> list[str]:
+        known = ("stt", "tts", "chat", "vision", "imagine")
+        if unknown := [r for r in roles if r not in known]:
+            raise ValueError(f"unknown worker roles {unknown}; known: {', '.join(known)}")
+        return list(dict.fromkeys(roles))
 
     @property
     def resolved_database_url(self) -> str:
