@@ -19,12 +19,14 @@ import httpx
 import structlog
 
 from rentahal.bus.messages import WorkerSpec
+from rentahal.net import free_port
 from rentahal.worker.engines import EngineOptions, EngineUnavailable, pick
 
 if TYPE_CHECKING:
     from rentahal.broker import Broker
 
 log = structlog.get_logger(__name__)
+
 
 NAME_PREFIX = "local-"
 LOAD_WITHIN = 180.0  # seconds a local worker may take to load its model
@@ -50,7 +52,11 @@ class LocalWorkers:
             except EngineUnavailable as exc:
                 log.warning("local_worker.unavailable", role=role, reason=str(exc))
                 continue
-            port = settings.local_worker_port + offset
+            port = (
+                free_port()
+                if settings.local_worker_port == 0
+                else settings.local_worker_port + offset
+            )
             key = secrets.token_urlsafe(32)
             process = await asyncio.create_subprocess_exec(
                 sys.executable,

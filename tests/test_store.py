@@ -9,6 +9,7 @@ PostgreSQL being unreachable is a failure, not a skip: the test command starts i
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 from collections.abc import AsyncIterator
@@ -742,6 +743,13 @@ async def test_record_connected_users_keeps_the_high_water_mark(store: Store) ->
     assert await rows(store, "SELECT name, value FROM counters") == [
         {"name": "max_connected_users", "value": 8}
     ]
+
+
+async def test_connections_opening_at_once_record_one_high_water_mark(store: Store) -> None:
+    # The first connections to a new database all find no mark: one must not fail the rest.
+    marks = await asyncio.gather(*(store.stats.record_connected_users(n) for n in range(1, 9)))
+    assert max(marks) == 8
+    assert (await store.stats.system()).max_connected_users == 8
 
 
 # --------------------------------------------------------------------------- workers & models

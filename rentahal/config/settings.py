@@ -64,7 +64,8 @@ class Settings(BaseSettings):
     # Worker roles the broker runs itself, as `rentahal worker` child processes on this
     # machine (e.g. "stt,tts,chat,vision"): speech in and out with no GPU and no internet.
     local_workers: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    local_worker_port: int = Field(default=5100, ge=1024, le=65000)  # first of their ports
+    # The first of their ports (0: any free ones).
+    local_worker_port: int = Field(default=5100, ge=0, le=65000)
     # [Security]
     secret_key: SecretStr | None = None
     token_expiration: int = Field(default=3600, ge=60)

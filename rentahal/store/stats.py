@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import case, select
+from sqlalchemy.dialects import postgresql, sqlite
 
 from rentahal.store.database import Database
 from rentahal.store.models import Counter, TypeStats
@@ -45,12 +46,19 @@ class StatsRepository:
         return stats
 
     async def record_connected_users(self, connected: int) -> int:
-        """Raise the high-water mark if `connected` beats it; returns the mark."""
-        async with self._db.session() as session, session.begin():
-            counter = await session.get(Counter, MAX_CONNECTED_USERS, with_for_update=True)
-            if counter is None:
-                counter = Counter(name=MAX_CONNECTED_USERS, value=connected)
-                session.add(counter)
-            elif connected > counter.value:
-                counter.value = connected
-            return counter.value
+        """Raise the high-water mark if `connected` beats it; returns the mark.
+
+        One upsert, so connections opening at the same moment cannot both insert it."""
+        async with self._db.engine.begin() as conn:
+            dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+            insert = dialect.insert(Counter).values(name=MAX_CONNECTED_USERS, value=connected)
+            upsert = insert.on_conflict_do_update(
+                index_elements=[Counter.name],
+                set_={
+                    "value": case(
+                        (insert.excluded.value > Counter.value, insert.excluded.value),
+                        else_=Counter.value,
+                    )
+                },
+            ).returning(Counter.value)
+            return int((await conn.execute(upsert)).scalar_one())

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import socket
 import sys
 from collections.abc import Mapping, Sequence
 from types import TracebackType
@@ -19,6 +18,7 @@ from typing import Any, Self
 
 import httpx
 
+from rentahal.net import free_port
 from rentahal.testing.stubs import Protocol
 
 _OUTPUT_LIMIT = 256 * 1024
@@ -27,13 +27,6 @@ _POLL_INTERVAL = 0.05
 
 class ServerStartError(RuntimeError):
     """The server process died or never answered its readiness URL."""
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class ServerProcess:

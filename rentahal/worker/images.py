@@ -23,7 +23,9 @@ def decode_image(data: str) -> Image.Image:
                 f"the image is {image.width}×{image.height}; the limit is {MAX_PIXELS:,} pixels",
             )
         image.load()
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError:
+        raise BadInput("image_too_large", f"the image is over {MAX_PIXELS:,} pixels") from None
+    except (UnidentifiedImageError, OSError) as exc:
         raise BadInput("bad_image", f"not an image that can be decoded: {exc}") from None
     if image.mode in ("RGBA", "LA", "P"):
         flat = Image.new("RGB", image.size, "white")

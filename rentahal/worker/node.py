@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import secrets
 import signal
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,7 +61,7 @@ class _QuietServer(uvicorn.Server):
 
 async def run_node(config: NodeConfig) -> int:
     """Serve until SIGINT/SIGTERM; returns the process exit status (1: the model failed to
-    load, 3: the broker refused the worker)."""
+    load, 3: the broker refused the worker, 4: the port is taken)."""
     if config.broker and not config.token:
         raise ValueError("joining a broker needs a worker token (--token)")
     engine = pick(
@@ -82,12 +83,20 @@ async def run_node(config: NodeConfig) -> int:
     server: uvicorn.Server | None = None
     serving: asyncio.Task[None] | None = None
     if not config.outbound:
+        # Bound here rather than by uvicorn, which answers a busy port with sys.exit.
+        try:
+            listening = socket.create_server((config.host, config.listen_port))
+        except OSError as exc:
+            log.error(
+                "worker.cannot_listen", host=config.host, port=config.listen_port, error=str(exc)
+            )
+            return 4
         server = _QuietServer(
             uvicorn.Config(
                 app, host=config.host, port=config.listen_port, log_config=None, access_log=False
             )
         )
-        serving = asyncio.create_task(server.serve(), name="http")
+        serving = asyncio.create_task(server.serve(sockets=[listening]), name="http")
         serving.add_done_callback(lambda _: stop.set())
     joining: asyncio.Task[None] | None = None
     try:

@@ -14,6 +14,7 @@ import base64
 import contextlib
 import json
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -63,12 +64,18 @@ class _Runs:
             run.cancel()
 
     async def _run(self, request_id: str, message: dict[str, Any]) -> dict[str, Any]:
-        response = await self._local.request(
-            str(message.get("method", "GET")),
-            str(message.get("path", "/")),
-            headers=message.get("headers") or {},
-            content=base64.b64decode(message.get("body") or ""),
-        )
+        try:
+            response = await self._local.request(
+                str(message.get("method", "GET")),
+                str(message.get("path", "/")),
+                headers=message.get("headers") or {},
+                content=base64.b64decode(message.get("body") or "", validate=True),
+            )
+        except Exception as exc:  # the broker must hear back, or it waits for its timeout
+            log.exception("worker.tunnelled_request_failed", id=request_id)
+            response = httpx.Response(
+                502, json={"error": {"code": "worker_error", "message": str(exc)}}
+            )
         return {
             "type": "response",
             "id": request_id,
@@ -84,7 +91,9 @@ async def _answer(socket: ClientConnection, run: asyncio.Task[dict[str, Any]]) -
         await socket.send(json.dumps(await asyncio.shield(run)))
 
 
-async def _serve(socket: ClientConnection, runs: _Runs) -> None:
+async def _serve(socket: ClientConnection, runs: _Runs, on_registered: Callable[[], None]) -> None:
+    """Take messages until the socket closes. Requests may arrive before `registered` (the
+    broker checks the worker's health while admitting it), so they are served at once."""
     answers: set[asyncio.Task[None]] = set()
     try:
         async for frame in socket:
@@ -93,7 +102,11 @@ async def _serve(socket: ClientConnection, runs: _Runs) -> None:
             except ValueError:
                 log.warning("worker.bad_frame")
                 continue
-            if message.get("type") == "request":
+            if message.get("type") == "registered":
+                on_registered()
+            elif message.get("type") == "error":
+                raise JoinRefused(f"the broker refused this worker: {message.get('message')}")
+            elif message.get("type") == "request":
                 answer = asyncio.create_task(_answer(socket, runs.get(message)))
                 answers.add(answer)
                 answer.add_done_callback(answers.discard)
@@ -118,13 +131,14 @@ async def stay_connected(broker: str, token: str, registration: Registration, ap
                         socket_url(broker), additional_headers=headers, max_size=MAX_FRAME
                     ) as socket:
                         await socket.send(json.dumps({"type": "register", **registration.body()}))
-                        reply = json.loads(await socket.recv())
-                        if reply.get("type") != "registered":
-                            raise JoinRefused(f"the broker refused this worker: {reply}")
-                        log.info("worker.connected", name=registration.name, broker=broker)
-                        backoff = 1.0
+
+                        def registered() -> None:
+                            nonlocal backoff
+                            backoff = 1.0
+                            log.info("worker.connected", name=registration.name, broker=broker)
+
                         try:
-                            await _serve(socket, runs)
+                            await _serve(socket, runs, registered)
                         except asyncio.CancelledError:
                             with contextlib.suppress(ConnectionClosed, TimeoutError):
                                 async with asyncio.timeout(5):

@@ -81,10 +81,14 @@ class FasterWhisperEngine(Engine):
         assert isinstance(request, SttRequest)
         started = time.perf_counter()
         samples = decode_speech(decode_base64(request.audio, what="audio"))
-        if self._english_only and request.language not in (None, "en"):
+        # Browsers say "en-US"; Whisper knows languages, not regions.
+        language = (
+            request.language.replace("_", "-").split("-")[0].lower() if request.language else None
+        )
+        if self._english_only and language not in (None, "en"):
             raise BadInput("unsupported_language", "this model transcribes English only")
         options: dict[str, Any] = {
-            "language": request.language or ("en" if self._english_only else None),
+            "language": language or ("en" if self._english_only else None),
             "task": request.task,
             "beam_size": request.beam_size or self.settings.beam_size,
             "vad_filter": (

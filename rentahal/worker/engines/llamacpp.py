@@ -20,6 +20,10 @@ from rentahal.worker.engines.base import BadInput, Engine, EngineOptions, Engine
 from rentahal.worker.protocol import ChatRequest, ChatResponse
 
 DEFAULT_MAX_TOKENS = 512
+# Small instruct models wander without a system message (SmolLM2-135M answers "What is the
+# capital of France?" in rambling French without one, and correctly with one).
+SYSTEM_PROMPT = "You are a helpful assistant. Answer briefly."
+DEFAULT_TEMPERATURE = 0.2
 CONTEXT_TOKENS = 4096
 
 
@@ -68,8 +72,12 @@ class LlamaCppEngine(Engine):
         if request.image is not None:
             raise BadInput("unsupported", "this chat model does not read images")
         body: dict[str, Any] = {
-            "messages": [{"role": "user", "content": request.prompt}],
+            "messages": [
+                {"role": "system", "content": SYSTEM_PROMPT},
+                {"role": "user", "content": request.prompt},
+            ],
             "max_tokens": DEFAULT_MAX_TOKENS,
+            "temperature": DEFAULT_TEMPERATURE,
             **generation_options(request.options),
         }
         answer = self._server.handle_chat_completions(body)

@@ -80,9 +80,12 @@ class PiperEngine(Engine):
             noise_w_scale=request.waveform_temp,
         )
         buffer = io.BytesIO()
-        with wave.open(buffer, "wb") as out:
-            self._voice.synthesize_wav(request.prompt, out, syn_config=config)
-            sample_rate = out.getframerate()
+        try:
+            with wave.open(buffer, "wb") as out:
+                self._voice.synthesize_wav(request.prompt, out, syn_config=config)
+                sample_rate = out.getframerate()
+        except wave.Error:  # no audio at all: the WAV never got its format
+            raise BadInput("nothing_to_say", "the text has nothing to speak") from None
         return TtsResponse(
             audio_base64=base64.b64encode(buffer.getvalue()).decode(), sample_rate=sample_rate
         )
