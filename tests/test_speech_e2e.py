@@ -1,0 +1,197 @@
+"""Speech through the broker with its real local workers (faster-whisper, piper, llama.cpp):
+`text_to_speech`, `speech_to_text`, and the `speech` query (transcribe → answer → speak)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+import wave
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+
+from rentahal.testing.broker import BrokerProcess, BusClient
+from rentahal.testing.waiting import eventually
+from tests.conftest import FAST_ENV, Realm, create_sysop
+
+LOCAL_ROLES = ("stt", "tts", "chat")
+
+
+def words(text: str) -> str:
+    return " ".join(re.sub(r"[^a-z0-9 ]", " ", text.lower()).split())
+
+
+def wav_duration(audio_b64: str) -> float:
+    with wave.open(io.BytesIO(base64.b64decode(audio_b64))) as audio:
+        return audio.getnframes() / audio.getframerate()
+
+
+class SpeechRealm:
+    def __init__(self, broker: BrokerProcess, sysop_key: str) -> None:
+        self.broker = broker
+        self.sysop_key = sysop_key
+
+    async def workers(self) -> dict[str, dict[str, Any]]:
+        async with httpx.AsyncClient(base_url=self.broker.url) as http:
+            listed = await http.get(
+                "/api/v1/workers", headers={"Authorization": f"Bearer {self.sysop_key}"}
+            )
+            return {w["name"]: w for w in listed.json()}
+
+    def bus(self) -> BusClient:
+        return self.broker.bus(api_key=self.sysop_key)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def speech_realm(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[SpeechRealm]:
+    data_dir: Path = tmp_path_factory.mktemp("speech")
+    key = await create_sysop(data_dir)
+    env = FAST_ENV | {
+        "RENTAHAL_LOCAL_WORKERS": ",".join(LOCAL_ROLES),
+        "RENTAHAL_LOCAL_WORKER_PORT": "0",
+    }
+    async with BrokerProcess(data_dir, env=env) as broker:
+        realm = SpeechRealm(broker, key)
+
+        async def all_up() -> bool:
+            workers = await realm.workers()
+            return all(
+                workers.get(f"local-{role}", {}).get("health_score") == 100 for role in LOCAL_ROLES
+            )
+
+        await eventually(all_up, within=120, every=0.2)
+        yield realm
+    print(f"--- broker output ---\n{broker.output}")
+
+
+async def speak(bus: BusClient, text: str, **fields: Any) -> dict[str, Any]:
+    accepted = await bus.request({"type": "text_to_speech", "text": text, **fields})
+    assert accepted["type"] == "query_accepted", accepted
+    return await bus.expect(
+        where=lambda m: (
+            m.get("query_id") == accepted["query_id"] and m["type"] in ("speech_result", "error")
+        ),
+        within=60,
+    )
+
+
+async def test_the_broker_speaks_and_hears_with_its_local_workers(
+    speech_realm: SpeechRealm,
+) -> None:
+    async with speech_realm.bus() as bus:
+        spoken = await speak(bus, "What is the weather today?")
+        assert spoken["type"] == "speech_result", spoken
+        assert 0.5 < wav_duration(spoken["audio"]) < 6
+        assert spoken["cost"] > 0
+        accepted = await bus.request({"type": "speech_to_text", "audio": spoken["audio"]})
+        heard = await bus.expect(
+            "transcription_result", lambda m: m["query_id"] == accepted["query_id"], within=60
+        )
+        assert "what is the weather today" in words(heard["text"])
+        assert heard["final"] is True
+
+
+async def test_a_speech_query_is_transcribed_answered_and_spoken(
+    speech_realm: SpeechRealm,
+) -> None:
+    async with speech_realm.bus() as bus:
+        question = (await speak(bus, "What is the capital of France?"))["audio"]
+        accepted = await bus.request(
+            {
+                "type": "submit_query",
+                "query": {"query_type": "speech", "audio": question, "options": {"speak": True}},
+            }
+        )
+        assert accepted["type"] == "query_accepted", accepted
+        query_id = accepted["query_id"]
+        heard = await bus.expect(
+            "transcription_result", lambda m: m["query_id"] == query_id, within=60
+        )
+        assert heard["final"] is False  # the query goes on to answer it
+        assert "capital of france" in words(heard["text"])
+        answer = await bus.expect("query_result", lambda m: m["query_id"] == query_id, within=90)
+        assert words(answer["transcript"]) == words(heard["text"])
+        assert answer["result_type"] == "text" and answer["result"].strip()
+        assert answer["worker"] == "local-tts"  # the last step spoke the answer
+        assert wav_duration(answer["audio"]) > 0.3
+        assert answer["cost"] > 0 and answer["processing_time"] > 0
+        # Each step went through the queue to a worker of its type.
+        steps = [
+            m["worker"]
+            for m in bus.seen
+            if m.get("type") == "query_status"
+            and m.get("query_id") == query_id
+            and m["state"] == "dispatched"
+        ]
+        assert steps == ["local-stt", "local-chat", "local-tts"]
+        history = await bus.request({"type": "get_previous_queries"})
+        mine = next(q for q in history["data"] if q["query_id"] == query_id)
+        assert mine["query_type"] == "speech" and mine["state"] == "done"
+        assert words(mine["prompt"]) == words(heard["text"])
+
+
+async def test_a_speech_query_without_speak_answers_in_text(speech_realm: SpeechRealm) -> None:
+    async with speech_realm.bus() as bus:
+        question = (await speak(bus, "Say hello."))["audio"]
+        accepted = await bus.request(
+            {"type": "submit_query", "query": {"query_type": "speech", "audio": question}}
+        )
+        answer = await bus.expect(
+            "query_result", lambda m: m["query_id"] == accepted["query_id"], within=90
+        )
+        assert answer["audio"] is None and answer["result"].strip()
+        assert answer["worker"] == "local-chat"
+
+
+async def test_audio_that_is_not_audio_is_refused_and_the_worker_stays_healthy(
+    speech_realm: SpeechRealm,
+) -> None:
+    not_audio = base64.b64encode(b"this is a text file, not a recording " * 20).decode()
+    async with speech_realm.bus() as bus:
+        accepted = await bus.request({"type": "speech_to_text", "audio": not_audio})
+        refused = await bus.expect(
+            "error", lambda m: m.get("query_id") == accepted["query_id"], within=30
+        )
+        assert refused["code"] == "invalid"
+        assert "bad_audio" in refused["message"] or "not audio" in refused["message"]
+        unknown = await speak(bus, "hello", speaker="klingon_male")
+        assert unknown["type"] == "error" and unknown["code"] == "invalid"
+        assert "en_male_1" in unknown["message"]  # the answer names the speakers there are
+        missing = await bus.request({"type": "submit_query", "query": {"query_type": "stt"}})
+        assert missing["type"] == "error" and missing["code"] == "invalid"
+    workers = await speech_realm.workers()
+    assert workers["local-stt"]["health_score"] == 100
+    assert workers["local-tts"]["health_score"] == 100
+
+
+async def test_a_speech_query_needs_a_worker_for_every_step(realm: Realm) -> None:
+    async with realm.broker.bus(api_key=realm.sysop_key) as bus:
+        refused = await bus.request(
+            {"type": "submit_query", "query": {"query_type": "speech", "audio": "UklGRg=="}}
+        )
+    assert refused["type"] == "error" and refused["code"] == "no_worker"
+    assert "stt" in refused["message"]
+
+
+async def test_local_workers_stop_with_the_broker(tmp_path: Path) -> None:
+    key = await create_sysop(tmp_path)
+    env = FAST_ENV | {"RENTAHAL_LOCAL_WORKERS": "tts", "RENTAHAL_LOCAL_WORKER_PORT": "0"}
+    broker = BrokerProcess(tmp_path, env=env)
+    async with broker:
+        realm = SpeechRealm(broker, key)
+
+        async def up() -> bool:
+            return "local-tts" in await realm.workers()
+
+        await eventually(up, within=60)
+        address = (await realm.workers())["local-tts"]["address"]
+        async with httpx.AsyncClient() as http:
+            assert (await http.get(f"http://{address}/health")).status_code == 200
+    async with httpx.AsyncClient() as http:
+        with pytest.raises(httpx.ConnectError):
+            await http.get(f"http://{address}/health")
