@@ -121,6 +121,33 @@ def create_sysop(
     typer.echo(key)
 
 
+@admin.command("worker-token")
+def worker_token(
+    owner: Annotated[str, typer.Argument(help="Nickname of the user who owns the worker.")],
+    name: Annotated[str, typer.Option(help="A label for the token.")] = "worker",
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+) -> None:
+    """Issue a worker token: it lets a machine join the realm (`rentahal worker --broker URL
+    --token T`) as a worker owned by OWNER, and does nothing else."""
+    settings = _settings(data_dir=data_dir, config_file=config)
+
+    async def issue(store: Store) -> str | None:
+        user = await store.users.get_by_nickname(owner)
+        if user is None:
+            return None
+        row, key = await store.credentials.issue_api_key(user.id, name=name, scopes=["worker"])
+        await store.audit.record(None, "issue_worker_token", owner, {"key_id": row.id})
+        return key
+
+    key = _with_store(settings, issue)
+    if key is None:
+        console.print(f"[red]no user named {owner!r}[/red]")
+        raise typer.Exit(1)
+    console.print(f"Worker token for {owner}. Keep it secret; it is shown only once:")
+    typer.echo(key)
+
+
 @admin.command("add-worker")
 def add_worker(
     name: Annotated[str, typer.Argument(help="Unique worker name.")],

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from rentahal.auth import Principal
 from rentahal.bus.errors import ErrorCode, ProtocolError
-from rentahal.bus.messages import ModelName, WorkerSpec
+from rentahal.bus.messages import ModelName, WorkerKind, WorkerSpec
 from rentahal.routing.registry import WorkerState
 from rentahal.routing.tunnel import tunnel_address
 
@@ -35,6 +35,7 @@ class WorkerRegistration(BaseModel):
     slots: int = Field(default=1, ge=1, le=1024)
     key: Annotated[str, StringConstraints(min_length=16, max_length=256)]
     address: Annotated[str, StringConstraints(max_length=512, pattern=r"^(https?://\S+)?$")] = ""
+    kind: WorkerKind = "rentahal"  # a proxy speaks its upstream's protocol
 
 
 class WorkerLoad(BaseModel):
@@ -85,6 +86,7 @@ class Membership:
             name=registration.name,
             address=address,
             type=registration.role,  # type: ignore[arg-type]
+            kind=registration.kind,
             models=registration.models,
             max_concurrency=registration.slots,
         )

@@ -101,3 +101,32 @@ def test_serve_refuses_a_bad_config(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "configuration error" in result.stderr and "RENTAHAL_CLAUDE_API_KEY" in result.stderr
     assert "sk-ant-secret" not in result.stderr + result.stdout
+
+
+async def test_a_worker_token_from_the_cli_lets_a_worker_join(tmp_path: Path) -> None:
+    key = run_cli("admin", "create-sysop", "captain", data_dir=tmp_path).strip().splitlines()[-1]
+    missing = cli("admin", "worker-token", "nobody", "--data-dir", str(tmp_path))
+    assert missing.returncode == 1 and "no user" in missing.stderr
+    token = run_cli("admin", "worker-token", "captain", data_dir=tmp_path).strip().splitlines()[-1]
+    assert token.startswith("rah_") and token != key
+    async with BrokerProcess(tmp_path) as broker, httpx.AsyncClient() as client:
+        body = {"name": "rig", "role": "chat", "key": "k" * 20, "address": "http://127.0.0.1:9"}
+        joined = await client.post(
+            f"{broker.url}/api/v1/workers/register",
+            json=body,
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert joined.status_code == 201, joined.text
+        # The token joins workers and does nothing else.
+        me = await client.get(
+            f"{broker.url}/api/v1/me", headers={"Authorization": f"Bearer {token}"}
+        )
+        assert me.status_code == 200 and me.json()["nickname"] == "captain"
+        listed = await client.get(
+            f"{broker.url}/api/v1/workers", headers={"Authorization": f"Bearer {token}"}
+        )
+        assert listed.status_code == 403
+        audit = await client.get(
+            f"{broker.url}/api/v1/audit", headers={"Authorization": f"Bearer {key}"}
+        )
+        assert "issue_worker_token" in [entry["action"] for entry in audit.json()]

@@ -14,7 +14,7 @@ import pytest
 import pytest_asyncio
 
 from rentahal.testing.broker import BrokerProcess, base_env
-from rentahal.testing.process import free_port
+from rentahal.testing.process import StubServer, free_port
 from rentahal.testing.waiting import eventually
 from rentahal.testing.worker import WorkerProcess
 from tests.conftest import FAST_ENV, create_sysop
@@ -278,3 +278,62 @@ async def test_workers_rejoin_after_the_broker_restarts(tmp_path: Path) -> None:
         for worker in workers:
             await worker.stop()
         await broker.stop()
+
+
+@pytest.mark.parametrize("outbound", [False, True], ids=["inbound", "outbound"])
+async def test_a_proxy_puts_an_ollama_server_in_the_realm(
+    join_realm: JoinRealm, ollama_stub: StubServer, outbound: bool
+) -> None:
+    await ollama_stub.reset()
+    token = await join_realm.worker_token()
+    name = f"ollama-{'nat' if outbound else 'lan'}"
+    proxy = WorkerProcess(
+        "proxy",
+        "--upstream",
+        ollama_stub.url,
+        "--upstream-kind",
+        "ollama",
+        "--name",
+        name,
+        "--broker",
+        join_realm.broker.url,
+        outbound=outbound,
+        env={"RENTAHAL_WORKER_TOKEN": token},
+    )
+    async with proxy:
+
+        async def healthy() -> bool:
+            view = (await join_realm.workers()).get(name)
+            return view is not None and view["health_score"] == 100
+
+        await eventually(healthy, within=20)
+        view = (await join_realm.workers())[name]
+        # The broker speaks Ollama's protocol through the proxy, and sees Ollama's models.
+        assert view["kind"] == "ollama" and view["models"] == ["llama3:latest"]
+        async with join_realm.broker.bus(api_key=join_realm.sysop_key) as bus:
+            accepted = await bus.request(
+                {
+                    "type": "submit_query",
+                    "query": {"prompt": "stream me", "query_type": "chat", "model_name": name},
+                }
+            )
+            result = await bus.expect(
+                "query_result", lambda m: m["query_id"] == accepted["query_id"], within=20
+            )
+            chunks = [
+                m["delta"]
+                for m in bus.seen
+                if m.get("type") == "query_chunk" and m["query_id"] == accepted["query_id"]
+            ]
+        assert result["result"] == "echo: stream me" and result["worker"] == name
+        assert len(chunks) > 1 and "".join(chunks) == result["result"]  # streamed through
+        chats = [r for r in await ollama_stub.requests() if r["path"] == "/api/chat"]
+        assert len(chats) == 1 and chats[0]["json"]["model"] == "llama3:latest"
+        # The broker's key for the proxy stops at the proxy.
+        assert "authorization" not in chats[0]["headers"]
+        if not outbound:
+            async with httpx.AsyncClient() as http:
+                sneak = await http.get(f"{proxy.url}/api/tags")
+                assert sneak.status_code == 401
+                own = await http.get(f"{proxy.url}/_worker/health")
+                assert own.json()["load"]["served"] >= 2  # health probes and the chat

@@ -27,9 +27,11 @@ class WorkerProcess(ServerProcess):
             argv.append("--outbound")
         else:
             argv += ["--port", str(self.port)]
+        # A proxy's own health is apart from the upstream's paths it forwards.
+        health = "/_worker/health" if role == "proxy" else "/health"
         super().__init__(
             argv,
-            None if outbound else f"{self.url}/health",
+            None if outbound else f"{self.url}{health}",
             env={**base_env(), **(env or {})},
             startup_timeout=60.0,
         )

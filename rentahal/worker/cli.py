@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from rentahal.backends import BACKENDS
 from rentahal.worker.engines import ENGINES, EngineUnavailable
 from rentahal.worker.node import DEFAULT_PORTS, NodeConfig, run_node
 
@@ -17,7 +18,11 @@ console = Console(stderr=True)
 
 def worker(
     role: Annotated[
-        str, typer.Option(help="What it serves: " + ", ".join(ENGINES) + ".", show_default=False)
+        str,
+        typer.Option(
+            help="What it serves: " + ", ".join(ENGINES) + ", or proxy (see --upstream).",
+            show_default=False,
+        ),
     ],
     engine: Annotated[
         str | None, typer.Option(help="Engine (default: the best one installed).")
@@ -52,6 +57,16 @@ def worker(
         str | None,
         typer.Option(envvar="RENTAHAL_WORKER_KEY", help="Key callers of /predict must send."),
     ] = None,
+    upstream: Annotated[
+        str | None,
+        typer.Option(help="Proxy: the server to stand in front of, e.g. http://127.0.0.1:11434."),
+    ] = None,
+    upstream_kind: Annotated[
+        str, typer.Option(help="Proxy: its protocol (ollama, openai or rentahal).")
+    ] = "ollama",
+    serves: Annotated[
+        str, typer.Option(help="Proxy: the query type it serves (chat, vision, imagine…).")
+    ] = "chat",
     debug: Annotated[bool, typer.Option(help="Verbose logs.")] = False,
 ) -> None:
     """Serve a model with the worker protocol (GET /health, POST /predict)."""
@@ -65,6 +80,12 @@ def worker(
         console.print(
             "[red]joining a broker needs a worker token (--token or RENTAHAL_WORKER_TOKEN)[/red]"
         )
+        raise typer.Exit(2)
+    if role == "proxy" and not upstream:
+        console.print("[red]--role proxy needs --upstream URL[/red]")
+        raise typer.Exit(2)
+    if upstream_kind not in BACKENDS:
+        console.print(f"[red]--upstream-kind is one of: {', '.join(BACKENDS)}[/red]")
         raise typer.Exit(2)
     config = NodeConfig(
         role=role,
@@ -80,6 +101,9 @@ def worker(
         token=token,
         outbound=outbound,
         api_key=api_key,
+        upstream=upstream,
+        upstream_kind=upstream_kind,
+        serves=serves,
     )
     try:
         status = asyncio.run(run_node(config))

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import structlog
 
-from rentahal.worker.service import WorkerService
+from rentahal.worker.service import Served
 
 log = structlog.get_logger(__name__)
 
@@ -30,11 +30,12 @@ class JoinRefused(Exception):
 @dataclass(frozen=True, slots=True)
 class Registration:
     name: str
-    role: str
+    role: str  # the query type it serves
     models: list[str]
     slots: int
     key: str  # the broker presents it on every request to this worker
     address: str = ""  # unused in outbound mode
+    kind: str = "rentahal"  # the protocol the broker speaks to it (a proxy: its upstream's)
 
     def body(self) -> dict[str, Any]:
         return asdict(self)
@@ -70,7 +71,7 @@ async def _register(client: httpx.AsyncClient, registration: Registration) -> fl
 
 
 async def stay_registered(
-    broker: str, token: str, registration: Registration, service: WorkerService
+    broker: str, token: str, registration: Registration, service: Served
 ) -> None:
     """Register, then heartbeat until cancelled; deregisters when cancelled."""
     headers = {"Authorization": f"Bearer {token}"}

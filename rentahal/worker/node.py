@@ -17,12 +17,14 @@ from pathlib import Path
 
 import structlog
 import uvicorn
+from starlette.types import ASGIApp
 
 from rentahal.worker.app import create_worker_app
 from rentahal.worker.engines import EngineOptions, pick
 from rentahal.worker.joining import Registration, stay_registered
 from rentahal.worker.outbound import stay_connected
-from rentahal.worker.service import WorkerService
+from rentahal.worker.proxy import ProxyService, create_proxy_app
+from rentahal.worker.service import Served, WorkerService
 
 log = structlog.get_logger(__name__)
 
@@ -45,6 +47,14 @@ class NodeConfig:
     token: str | None = None
     outbound: bool = False
     api_key: str | None = None  # what callers of /predict must present
+    # Proxy mode: the server in front of which this node stands, its protocol, what it serves.
+    upstream: str | None = None
+    upstream_kind: str = "ollama"
+    serves: str = "chat"
+
+    @property
+    def query_type(self) -> str:
+        return self.serves if self.role == "proxy" else self.role
 
     @property
     def listen_port(self) -> int:
@@ -64,16 +74,24 @@ async def run_node(config: NodeConfig) -> int:
     load, 3: the broker refused the worker, 4: the port is taken)."""
     if config.broker and not config.token:
         raise ValueError("joining a broker needs a worker token (--token)")
-    engine = pick(
-        config.role,
-        config.engine,
-        EngineOptions(model=config.model, threads=config.threads, slots=config.slots),
-    )
-    service = WorkerService(config.role, engine)
     # A worker that joins a broker accepts jobs only from it: the key travels with the
     # (authenticated) registration and never leaves the two processes.
     api_key = config.api_key or (secrets.token_urlsafe(32) if config.broker else None)
-    app = create_worker_app(service, api_key=api_key)
+    service: Served
+    app: ASGIApp
+    if config.role == "proxy":
+        if not config.upstream:
+            raise ValueError("a proxy needs --upstream URL")
+        proxy = ProxyService(config.upstream, config.upstream_kind, config.serves, config.slots)
+        service, app = proxy, create_proxy_app(proxy, api_key=api_key)
+    else:
+        engine = pick(
+            config.role,
+            config.engine,
+            EngineOptions(model=config.model, threads=config.threads, slots=config.slots),
+        )
+        worker = WorkerService(config.role, engine)
+        service, app = worker, create_worker_app(worker, api_key=api_key)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -105,7 +123,8 @@ async def run_node(config: NodeConfig) -> int:
         if config.broker:
             registration = Registration(
                 name=config.name or f"{config.role}-{secrets.token_hex(3)}",
-                role=config.role,
+                role=config.query_type,
+                kind=config.upstream_kind if config.role == "proxy" else "rentahal",
                 models=service.models,
                 slots=service.slots,
                 key=api_key or "",
@@ -134,7 +153,7 @@ async def run_node(config: NodeConfig) -> int:
                 await serving
 
 
-async def _loaded(service: WorkerService, stop: asyncio.Event) -> bool:
+async def _loaded(service: Served, stop: asyncio.Event) -> bool:
     """Load the model unless told to stop first; False when loading failed or was stopped."""
     loading = asyncio.create_task(service.load(), name="load")
     stopping = asyncio.create_task(stop.wait())

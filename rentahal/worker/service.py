@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import time
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from pydantic import BaseModel
@@ -28,6 +28,21 @@ class Readiness(enum.StrEnum):
     LOADING = "loading"
     READY = "healthy"
     FAILED = "failed"
+
+
+class Served(Protocol):
+    """What joining a realm needs of a worker: an engine's service, or a proxy's."""
+
+    role: str
+    slots: int
+    in_flight: int
+
+    @property
+    def models(self) -> list[str]: ...
+
+    async def load(self) -> None: ...
+
+    async def wait_loaded(self) -> bool: ...
 
 
 class WorkerService:
