@@ -195,3 +195,25 @@ async def test_local_workers_stop_with_the_broker(tmp_path: Path) -> None:
     async with httpx.AsyncClient() as http:
         with pytest.raises(httpx.ConnectError):
             await http.get(f"http://{address}/health")
+
+
+async def test_a_spoken_answer_is_served_to_its_owner_as_a_file(speech_realm: SpeechRealm) -> None:
+    async with speech_realm.bus() as bus:
+        spoken = await speak(bus, "Good morning.")
+    query_id = spoken["query_id"]
+    owner = {"Authorization": f"Bearer {speech_realm.sysop_key}"}
+    async with httpx.AsyncClient(base_url=speech_realm.broker.url) as http:
+        view = (await http.get(f"/api/v1/queries/{query_id}", headers=owner)).json()
+        assert view["result_type"] == "audio"
+        assert view["output_url"] == f"/api/v1/queries/{query_id}/output"
+        file = await http.get(view["output_url"], headers=owner)
+        assert file.status_code == 200 and file.headers["content-type"] == "audio/wav"
+        assert file.content == base64.b64decode(spoken["audio"])
+        cookie = await speech_realm.broker.guest_cookie()
+        stranger = {"Cookie": f"rentahal_session={cookie}"}
+        assert (await http.get(view["output_url"], headers=stranger)).status_code == 404
+        assert (await http.get(view["output_url"])).status_code == 401
+        for bad in ("..%2F..%2Fetc%2Fpasswd", "nope"):
+            assert (
+                await http.get(f"/api/v1/queries/{bad}/output", headers=owner)
+            ).status_code == 404

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Awaitable
 from datetime import datetime
 from typing import Annotated, Any
@@ -16,7 +17,7 @@ from rentahal.auth.identity import SESSION_COOKIE, Scope
 from rentahal.bus import events
 from rentahal.bus.errors import ErrorCode, ProtocolError
 from rentahal.bus.messages import PoolSpec, QuerySpec, RealmPatch, RealmSpec, WorkerSpec
-from rentahal.bus.views import query_view, user_view, worker_view
+from rentahal.bus.views import has_output, query_view, user_view, worker_view
 
 router = APIRouter(prefix="/api/v1")
 
@@ -102,6 +103,38 @@ async def get_query(
         await broker.scheduler.wait_finished(query.id, wait)
         query = await broker.store.queries.get(query_id) or query
     return query_view(query)
+
+
+@router.get(
+    "/queries/{query_id}/output",
+    tags=["queries"],
+    response_class=Response,
+    responses={200: {"content": {"audio/wav": {}, "image/png": {}, "image/jpeg": {}}}},
+)
+async def get_query_output(query_id: str, principal: PrincipalDep, broker: BrokerDep) -> Response:
+    """The audio or image a query made (a spoken answer, a generated picture), as a file."""
+    query = await broker.store.queries.get(query_id, with_media=True)
+    if query is None or (query.user_id != principal.user.id and not principal.is_sysop):
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND, {"code": "not_found", "message": "no such query"}
+        )
+    if not has_output(query) or not query.output:
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND, {"code": "not_found", "message": "this query made no file"}
+        )
+    data = base64.b64decode(query.output)
+    return Response(data, media_type=media_type(data))
+
+
+def media_type(data: bytes) -> str:
+    """By the file's own signature, never by anything a worker said."""
+    if data.startswith(b"RIFF") and data[8:12] == b"WAVE":
+        return "audio/wav"
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    return "application/octet-stream"
 
 
 @router.delete("/queries/{query_id}", status_code=status.HTTP_204_NO_CONTENT, tags=["queries"])

@@ -17,6 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from rentahal.bench.realm import BenchmarkError
+from rentahal.bench.speech import SpeechParams, SpeechReport, run_speech
 from rentahal.bench.throughput import (
     FAIRNESS_MEANING,
     ThroughputParams,
@@ -109,6 +110,36 @@ def throughput(
         samples = escape(str(list(report.error_samples)))
         err.print(f"[red]{report.errors} error messages[/red], the first: {samples}")
         raise typer.Exit(1)
+
+
+@bench_app.command()
+def speech(
+    repeat: Annotated[
+        int, typer.Option(min=1, help="Timed passes per engine in process, after a warm-up.")
+    ] = 3,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the report as JSON on stdout.")
+    ] = False,
+) -> None:
+    """STT and TTS engines installed here: seconds per request, real-time factor, accuracy.
+
+    Each TTS engine speaks a fixed set of sentences; each STT engine transcribes those clips.
+    Every engine is timed in process and through a real `rentahal worker` (/predict) side by
+    side. Exits with status 1 if no STT or no TTS engine can run here, or an engine fails.
+    """
+    err = Console(stderr=True)
+    try:
+        report = asyncio.run(run_speech(SpeechParams(repeat=repeat), console=err))
+    except (BenchmarkError, ServerStartError) as exc:
+        err.print(f"[red]benchmark failed:[/red] {escape(str(exc))}", highlight=False)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted; workers stopped[/yellow]")
+        raise typer.Exit(130) from None
+    if as_json:
+        typer.echo(json.dumps(_json_safe(report.as_dict()), indent=2, allow_nan=False))
+    else:
+        Console().print(speech_tables(report))
 
 
 def _json_safe(value: object) -> object:
@@ -221,3 +252,70 @@ def _s(seconds: float) -> str:
     if math.isnan(seconds):
         return "—"
     return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.2f} s"
+
+
+def speech_tables(report: SpeechReport) -> Group:
+    """The speech report as two rich tables, TTS then STT, in process beside through worker."""
+    tts = Table(title=f"TTS: {len(report.params.sentences)} sentences", title_justify="left")
+    for column in ("engine", "model", "load"):
+        tts.add_column(column)
+    for column in (
+        "s/sentence p50",
+        "p90",
+        "audio/sentence",
+        "RTF p50",
+        "RTF p90",
+        "worker p50",
+        "worker ÷ in-proc",
+    ):
+        tts.add_column(column, justify="right")
+    for t in report.tts:
+        tts.add_row(
+            t.engine,
+            t.model,
+            _s(t.load_seconds),
+            _s(t.in_process.seconds.p50),
+            _s(t.in_process.seconds.p90),
+            _s(t.audio_seconds.p50),
+            _num(t.in_process.rtf.p50, 3),
+            _num(t.in_process.rtf.p90, 3),
+            _s(t.through_worker.seconds.p50),
+            _num(t.worker_overhead, 2),
+        )
+    stt = Table(title="STT: the TTS engines' clips", title_justify="left")
+    for column in ("engine", "model", "load"):
+        stt.add_column(column)
+    for column in ("s/clip p50", "p90", "RTF p50", "RTF p90", "worker p50", "worker ÷ in-proc"):
+        stt.add_column(column, justify="right")
+    stt.add_column("exact transcripts")
+    for s in report.stt:
+        accuracy = ", ".join(
+            f"{source} {s.matched[source]}/{clips}" for source, clips in s.clips.items()
+        )
+        stt.add_row(
+            s.engine,
+            s.model,
+            _s(s.load_seconds),
+            _s(s.in_process.seconds.p50),
+            _s(s.in_process.seconds.p90),
+            _num(s.in_process.rtf.p50, 3),
+            _num(s.in_process.rtf.p90, 3),
+            _s(s.through_worker.seconds.p50),
+            _num(s.worker_overhead, 2),
+            accuracy,
+        )
+    misses = [
+        f"{escape(m.source)} → {escape(s.engine)}: {escape(m.sentence)!r} heard as "
+        f"{escape(m.transcript)!r}"
+        for s in report.stt
+        for m in s.misses
+    ]
+    p = report.params
+    notes = (
+        "[dim]RTF: processing seconds ÷ seconds of audio (below 1: faster than real time). "
+        f"In process: {p.repeat} timed pass(es) after a warm-up; through worker: POST /predict "
+        f"to a `rentahal worker`, {p.worker_passes} pass(es) after a warm-up.\n"
+        + "".join(f"miss: {line}\n" for line in misses)
+        + f"{report.machine}; {report.measured_at}[/dim]"
+    )
+    return Group(tts, stt, notes)

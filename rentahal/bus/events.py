@@ -51,6 +51,7 @@ class QueryView(BaseModel):
     processing_time: float | None
     cost: float | None
     timestamp: datetime
+    output_url: str | None = None  # where a spoken answer or an image can be fetched
 
 
 class WorkerView(BaseModel):

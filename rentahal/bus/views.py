@@ -37,6 +37,16 @@ def query_view(query: Query) -> QueryView:
         processing_time=query.processing_time,
         cost=query.cost,
         timestamp=query.created_at,
+        output_url=f"/api/v1/queries/{query.id}/output" if has_output(query) else None,
+    )
+
+
+def has_output(query: Query) -> bool:
+    """A finished query that made audio or an image (kept apart from its text)."""
+    if query.state != QueryState.DONE:
+        return False
+    return query.result_type in ("audio", "image") or (
+        query.query_type == "speech" and bool(query.options.get("speak"))
     )
 
 
