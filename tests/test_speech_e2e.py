@@ -217,3 +217,21 @@ async def test_a_spoken_answer_is_served_to_its_owner_as_a_file(speech_realm: Sp
             assert (
                 await http.get(f"/api/v1/queries/{bad}/output", headers=owner)
             ).status_code == 404
+
+
+async def test_rest_waits_for_every_step_of_a_speech_query(speech_realm: SpeechRealm) -> None:
+    async with speech_realm.bus() as bus:
+        question = (await speak(bus, "What colour is the sky?"))["audio"]
+    owner = {"Authorization": f"Bearer {speech_realm.sysop_key}"}
+    async with httpx.AsyncClient(base_url=speech_realm.broker.url, timeout=120) as http:
+        answered = await http.post(
+            "/api/v1/queries?wait=90",
+            json={"query_type": "speech", "audio": question, "options": {"speak": True}},
+            headers=owner,
+        )
+        assert answered.status_code == 202, answered.text
+        query = answered.json()["query"]
+        assert query["state"] == "done", query
+        assert "sky" in words(query["prompt"]) and query["result"].strip()
+        spoken = await http.get(query["output_url"], headers=owner)
+        assert spoken.headers["content-type"] == "audio/wav"

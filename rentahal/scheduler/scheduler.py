@@ -329,7 +329,7 @@ class Scheduler:
     async def _run(self, job: Job) -> None:
         query, worker = job.query, job.worker
         assert worker is not None
-        retrying = False
+        requeued = False  # for a retry, or the query's next step
         holds_slot = True
         # State writes made while the worker runs are not waited for before the request goes
         # out (a crash before they commit just means a re-dispatch after restart); they are
@@ -359,7 +359,9 @@ class Scheduler:
             worker.in_flight -= 1
             holds_slot = False
             self.pump()
-            await self._succeeded(job, worker, result, result_type, processing_time, queue_wait)
+            requeued = await self._succeeded(
+                job, worker, result, result_type, processing_time, queue_wait
+            )
         except asyncio.CancelledError:
             worker.circuit.release()
             if job.cancel_reason is None:
@@ -376,7 +378,7 @@ class Scheduler:
             )
             await self._worker_health(worker, failure.probe)
             worker.circuit.on_failure()
-            retrying = await self._retry_or_fail(job, worker, failure)
+            requeued = await self._retry_or_fail(job, worker, failure)
         except Exception:
             worker.circuit.release()
             log.exception("job.crashed", query_id=query.id)
@@ -390,7 +392,7 @@ class Scheduler:
             self._running_per_user[job.user_id] -= 1
             if not self._running_per_user[job.user_id]:
                 del self._running_per_user[job.user_id]
-            if not retrying:
+            if not requeued:
                 self._signal_finished(query.id)
             self.pump()
 
@@ -451,7 +453,8 @@ class Scheduler:
         result_type: str,
         processing_time: float,
         queue_wait: float,
-    ) -> None:
+    ) -> bool:
+        """Record a successful attempt; True when the query goes on to its next step."""
         query = job.query
         worker.last_active = utcnow()
         worker.circuit.on_success()
@@ -460,7 +463,7 @@ class Scheduler:
             await self._worker_health(worker, Probe.SLOW)
         if not is_last_step(query):
             await self._next_step(job, result, processing_time)
-            return
+            return True
         total_time = (query.processing_time or 0.0) + processing_time
         cost = query_cost(self._settings, total_time, premium=job.premium).cost
         media = result_type in ("audio", "image")
@@ -484,6 +487,7 @@ class Scheduler:
         await self._deliver(query)
         if owner is not None:
             self._hub.send_user(owner.id, events.UserInfo(data=user_view(owner)))
+        return False
 
     async def _next_step(self, job: Job, result: str, processing_time: float) -> None:
         """Queue the query's next step at the head of its owner's line."""

@@ -25,10 +25,14 @@ def is_last_step(query: Query) -> bool:
     return query.stage >= len(steps(query.query_type, query.options)) - 1
 
 
-def step_model(query: Query) -> str:
-    """The model the step asks for: the user's `model_name` names the answering model (the
+def model_for_step(query_type: str, step: str, model_name: str) -> str:
+    """The model a step asks for: the user's `model_name` names the answering model (the
     chat step of a speech query); its transcribing and speaking steps take any."""
-    return query.model_name if step_type(query) in (query.query_type, "chat") else ""
+    return model_name if step in (query_type, "chat") else ""
+
+
+def step_model(query: Query) -> str:
+    return model_for_step(query.query_type, step_type(query), query.model_name)
 
 
 def step_prompt(query: Query) -> str:
@@ -42,6 +46,5 @@ def step_prompt(query: Query) -> str:
 def servable(query_type: str, options: dict[str, object], model_name: str) -> list[tuple[str, str]]:
     """(step type, model) for each step, to check that some worker can do every step."""
     return [
-        (step, model_name if step in (query_type, "chat") else "")
-        for step in steps(query_type, options)
+        (step, model_for_step(query_type, step, model_name)) for step in steps(query_type, options)
     ]
