@@ -89,9 +89,9 @@ class Broker:
 
     async def stop(self) -> None:
         self.ready = False
-        await self.local_workers.stop()
         await self.monitor.stop()
         await self.scheduler.stop()
+        await self.local_workers.stop()  # after the monitor, which would mark them down
         for connection in self.hub.connections():
             connection.close(1001, "broker shutting down")
         await self.http.aclose()
