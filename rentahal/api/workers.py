@@ -100,8 +100,10 @@ async def worker_socket(websocket: WebSocket) -> None:
         await websocket.send_text(json.dumps(message))
 
     tunnel = Tunnel(registration.name, send)
-    # The tunnel is up before the worker is added: adding it probes its health at once.
+    # The tunnel is up, and its answers read, before the worker is added: adding it probes
+    # its health at once, through the tunnel.
     await broker.tunnels.attach(tunnel)
+    pump = asyncio.create_task(_pump(websocket, tunnel, broker, principal, registration.name))
     try:
         try:
             worker = await broker.membership.register(principal, registration, outbound=True)
@@ -109,11 +111,11 @@ async def worker_socket(websocket: WebSocket) -> None:
             await websocket.send_json({"type": "error", "code": exc.code, "message": exc.message})
             await websocket.close(POLICY_VIOLATION)
             return
-        await send(
-            _registered(broker, worker.name, worker.address).model_dump() | {"type": "registered"}
-        )
-        await _pump(websocket, tunnel, broker, principal, registration.name)
+        registered = _registered(broker, worker.name, worker.address)
+        await send({"type": "registered", **registered.model_dump()})
+        await pump
     finally:
+        pump.cancel()
         broker.tunnels.detach(tunnel)
 
 
