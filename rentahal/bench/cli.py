@@ -17,7 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from rentahal.bench.realm import BenchmarkError
-from rentahal.bench.speech import SpeechParams, SpeechReport, run_speech
+from rentahal.bench.speech import EngineFigures, SpeechParams, SpeechReport, run_speech
 from rentahal.bench.throughput import (
     FAIRNESS_MEANING,
     ThroughputParams,
@@ -255,67 +255,60 @@ def _s(seconds: float) -> str:
 
 
 def speech_tables(report: SpeechReport) -> Group:
-    """The speech report as two rich tables, TTS then STT, in process beside through worker."""
-    tts = Table(title=f"TTS: {len(report.params.sentences)} sentences", title_justify="left")
-    for column in ("engine", "model", "load"):
-        tts.add_column(column)
-    for column in (
-        "s/sentence p50",
-        "p90",
-        "audio/sentence",
-        "RTF p50",
-        "RTF p90",
-        "worker p50",
-        "worker ÷ in-proc",
-    ):
-        tts.add_column(column, justify="right")
+    """The speech report as two rich tables, TTS then STT, each engine in process beside
+    through its worker, then a line per engine for what does not fit a column."""
+    tts = _speech_table(f"TTS: seconds per sentence ({len(report.params.sentences)} sentences)")
     for t in report.tts:
-        tts.add_row(
-            t.engine,
-            t.model,
-            _s(t.load_seconds),
-            _s(t.in_process.seconds.p50),
-            _s(t.in_process.seconds.p90),
-            _s(t.audio_seconds.p50),
-            _num(t.in_process.rtf.p50, 3),
-            _num(t.in_process.rtf.p90, 3),
-            _s(t.through_worker.seconds.p50),
-            _num(t.worker_overhead, 2),
-        )
-    stt = Table(title="STT: the TTS engines' clips", title_justify="left")
-    for column in ("engine", "model", "load"):
-        stt.add_column(column)
-    for column in ("s/clip p50", "p90", "RTF p50", "RTF p90", "worker p50", "worker ÷ in-proc"):
-        stt.add_column(column, justify="right")
-    stt.add_column("exact transcripts")
+        _speech_rows(tts, t)
+    stt = _speech_table("STT: seconds per clip (the TTS engines' clips)")
     for s in report.stt:
-        accuracy = ", ".join(
-            f"{source} {s.matched[source]}/{clips}" for source, clips in s.clips.items()
-        )
-        stt.add_row(
-            s.engine,
-            s.model,
-            _s(s.load_seconds),
-            _s(s.in_process.seconds.p50),
-            _s(s.in_process.seconds.p90),
-            _num(s.in_process.rtf.p50, 3),
-            _num(s.in_process.rtf.p90, 3),
-            _s(s.through_worker.seconds.p50),
-            _num(s.worker_overhead, 2),
-            accuracy,
-        )
-    misses = [
-        f"{escape(m.source)} → {escape(s.engine)}: {escape(m.sentence)!r} heard as "
-        f"{escape(m.transcript)!r}"
-        for s in report.stt
-        for m in s.misses
+        _speech_rows(stt, s)
+    lines = [
+        f"{t.engine}: {t.model}, loaded in {_s(t.load_seconds)}, "
+        f"{t.audio_seconds.p50:.2f} s of speech per sentence (p50)"
+        for t in report.tts
     ]
+    for s in report.stt:
+        exact = ", ".join(f"{src} {s.matched[src]}/{n}" for src, n in s.clips.items())
+        engine = s.through_worker.engine_seconds
+        in_worker = f"; in its worker the engine took {_s(engine.p50)} (p50)" if engine else ""
+        lines.append(
+            f"{s.engine}: {s.model}, loaded in {_s(s.load_seconds)}; "
+            f"exact transcripts: {exact}{in_worker}"
+        )
+        lines += [
+            f"  missed ({m.source}): {m.sentence!r} heard as {m.transcript!r}" for m in s.misses
+        ]
     p = report.params
-    notes = (
-        "[dim]RTF: processing seconds ÷ seconds of audio (below 1: faster than real time). "
-        f"In process: {p.repeat} timed pass(es) after a warm-up; through worker: POST /predict "
-        f"to a `rentahal worker`, {p.worker_passes} pass(es) after a warm-up.\n"
-        + "".join(f"miss: {line}\n" for line in misses)
-        + f"{report.machine}; {report.measured_at}[/dim]"
-    )
+    lines += [
+        "RTF: processing seconds ÷ seconds of speech (below 1: faster than real time). "
+        f"In process: {p.repeat} timed pass(es), through worker (POST /predict to "
+        f"`rentahal worker`): {p.worker_passes}, each after a warm-up request.",
+        f"{report.machine}; {report.measured_at}",
+    ]
+    notes = "[dim]" + escape("\n".join(lines)) + "[/dim]"
     return Group(tts, stt, notes)
+
+
+def _speech_table(title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    table.add_column("")
+    for column in ("p50", "p90", "RTF p50", "RTF p90", "÷ in-proc"):
+        table.add_column(column, justify="right")
+    return table
+
+
+def _speech_rows(table: Table, figures: EngineFigures) -> None:
+    """Two rows for an engine: in process, then through its worker with the ratio."""
+    for how, timing, ratio in (
+        ("in process", figures.in_process, ""),
+        ("via worker", figures.through_worker, _num(figures.worker_overhead, 2)),
+    ):
+        table.add_row(
+            f"{figures.engine}, {how}",
+            _s(timing.seconds.p50),
+            _s(timing.seconds.p90),
+            _num(timing.rtf.p50, 3),
+            _num(timing.rtf.p90, 3),
+            ratio,
+        )

@@ -108,20 +108,37 @@ class Timing:
 
     samples: int
     seconds: Spread
+    """Per request, as the caller sees it."""
     rtf: Spread
     """Processing seconds ÷ audio seconds, per request: below 1 is faster than real time."""
+    engine_seconds: Spread | None = None
+    """Through a worker, the engine's own time as the worker reports it (STT answers carry
+    ``processing_time``), which splits the overhead into HTTP and the engine itself."""
 
     @classmethod
-    def of(cls, seconds: Sequence[float], audio_seconds: Sequence[float]) -> Timing:
+    def of(
+        cls,
+        seconds: Sequence[float],
+        audio_seconds: Sequence[float],
+        engine_seconds: Sequence[float] | None = None,
+    ) -> Timing:
         rtf = [s / audio for s, audio in zip(seconds, audio_seconds, strict=True)]
-        return cls(samples=len(seconds), seconds=Spread.of(seconds), rtf=Spread.of(rtf))
+        return cls(
+            samples=len(seconds),
+            seconds=Spread.of(seconds),
+            rtf=Spread.of(rtf),
+            engine_seconds=None if engine_seconds is None else Spread.of(engine_seconds),
+        )
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        figures = {
             "samples": self.samples,
             "seconds": self.seconds.as_dict(),
             "rtf": self.rtf.as_dict(),
         }
+        if self.engine_seconds is not None:
+            figures["engine_seconds"] = self.engine_seconds.as_dict()
+        return figures
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -455,16 +472,24 @@ async def _bench_stt(name: str, clips: Sequence[Clip], phase: _Phase) -> SttFigu
         model=", ".join(engine.models),
         load_seconds=load_seconds,
         in_process=_timing(local, [clips[index].seconds for index, _, _ in local]),
-        through_worker=_timing(remote, [clips[index].seconds for index, _, _ in remote]),
+        through_worker=_timing(
+            remote,
+            [clips[index].seconds for index, _, _ in remote],
+            [response.processing_time for _, _, response in remote],
+        ),
         clips=clips_by_source,
         matched=matched,
         misses=tuple(misses),
     )
 
 
-def _timing(samples: Sequence[tuple[int, float, BaseModel]], audio: Sequence[float]) -> Timing:
+def _timing(
+    samples: Sequence[tuple[int, float, BaseModel]],
+    audio: Sequence[float],
+    engine: Sequence[float] | None = None,
+) -> Timing:
     """The samples' seconds against ``audio``, the seconds of speech in each one's clip."""
-    return Timing.of([seconds for _, seconds, _ in samples], audio)
+    return Timing.of([seconds for _, seconds, _ in samples], audio, engine)
 
 
 def _note(console: Console | None, text: str) -> None:

@@ -25,7 +25,7 @@ from rentahal.bus.errors import ErrorCode, ProtocolError
 from rentahal.routing.strategies import StrategyName
 
 QueryType = Literal["chat", "vision", "imagine", "speech", "tts", "stt"]
-WorkerKind = Literal["rentahal", "ollama", "openai"]
+WorkerKind = Literal["rentahal", "ollama", "openai", "a1111", "claude", "huggingface"]
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
 Guid = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]

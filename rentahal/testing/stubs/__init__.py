@@ -1,4 +1,5 @@
-"""Stub AI servers speaking the RENT A HAL worker, Ollama and OpenAI HTTP protocols.
+"""Stub AI servers speaking the RENT A HAL worker, Ollama, OpenAI, SD web UI, Anthropic and
+Hugging Face HTTP protocols.
 
 Each protocol module exposes ``create_app(state) -> Starlette``; every app also mounts the
 ``/_stub`` control API from :mod:`rentahal.testing.stubs.state`. Run one as a separate
@@ -7,20 +8,34 @@ process with ``python -m rentahal.testing.stubs`` (or :class:`rentahal.testing.p
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from typing import Literal
 
 from starlette.applications import Starlette
 
-from rentahal.testing.stubs import ollama, openai, rentahal_worker
 from rentahal.testing.stubs.state import Behaviour, StubState
 
-Protocol = Literal["rentahal", "ollama", "openai"]
+Protocol = Literal["rentahal", "ollama", "openai", "a1111", "anthropic", "huggingface"]
+
+
+def _factory(module: str) -> Callable[[StubState], Starlette]:
+    """The module's `create_app`, imported when a stub of that protocol starts."""
+
+    def create_app(state: StubState) -> Starlette:
+        app: Starlette = importlib.import_module(f"{__name__}.{module}").create_app(state)
+        return app
+
+    return create_app
+
 
 APP_FACTORIES: dict[str, Callable[[StubState], Starlette]] = {
-    "rentahal": rentahal_worker.create_app,
-    "ollama": ollama.create_app,
-    "openai": openai.create_app,
+    "rentahal": _factory("rentahal_worker"),
+    "ollama": _factory("ollama"),
+    "openai": _factory("openai"),
+    "a1111": _factory("a1111"),
+    "anthropic": _factory("anthropic"),
+    "huggingface": _factory("huggingface"),
 }
 
 __all__ = ["APP_FACTORIES", "Behaviour", "Protocol", "StubState"]
