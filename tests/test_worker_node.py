@@ -32,6 +32,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from rentahal.media.images import decode_image
 from rentahal.testing.broker import base_env
 from rentahal.testing.waiting import eventually
 from rentahal.testing.worker import WorkerProcess
@@ -39,7 +40,6 @@ from rentahal.worker.app import MAX_BODY, create_worker_app
 from rentahal.worker.engines import BadInput, Engine, EngineOptions
 from rentahal.worker.engines.echo import EchoEngine
 from rentahal.worker.engines.espeak import EspeakEngine
-from rentahal.worker.images import decode_image
 from rentahal.worker.outbound import _Runs
 from rentahal.worker.protocol import ChatRequest, ChatResponse, TtsRequest, TtsResponse
 from rentahal.worker.service import WorkerService

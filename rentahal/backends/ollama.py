@@ -27,7 +27,7 @@ def _ollama_options(options: dict[str, Any]) -> dict[str, Any]:
 
 class OllamaBackend(Backend):
     kind = "ollama"
-    query_types = frozenset({"chat"})
+    query_types = frozenset({"chat", "vision"})
 
     async def probe(
         self, client: httpx.AsyncClient, worker: WorkerState, seconds: float
@@ -45,9 +45,12 @@ class OllamaBackend(Backend):
     ) -> AsyncIterator[str]:
         if not request.model:
             raise BackendError("no model named and the worker lists none")
+        message: dict[str, Any] = {"role": "user", "content": request.prompt}
+        if request.image is not None:
+            message["images"] = [request.image]  # base64, as vision models (llava) take it
         payload: dict[str, Any] = {
             "model": request.model,
-            "messages": [{"role": "user", "content": request.prompt}],
+            "messages": [message],
             "stream": request.stream,
         }
         if options := _ollama_options(request.options):

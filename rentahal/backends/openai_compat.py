@@ -31,9 +31,25 @@ def _api_root(worker: WorkerState) -> str:
     return url if url.endswith("/v1") else f"{url}/v1"
 
 
+def user_message(request: BackendRequest) -> ChatCompletionMessageParam:
+    """The prompt, with the image as an image content part (a JPEG data URL) if there is one."""
+    if request.image is None:
+        return {"role": "user", "content": request.prompt}
+    return {
+        "role": "user",
+        "content": [
+            {"type": "text", "text": request.prompt},
+            {
+                "type": "image_url",
+                "image_url": {"url": f"data:image/jpeg;base64,{request.image}"},
+            },
+        ],
+    }
+
+
 class OpenAIBackend(Backend):
     kind = "openai"
-    query_types = frozenset({"chat"})
+    query_types = frozenset({"chat", "vision"})
 
     def __init__(self) -> None:
         # SDK clients are cheap to keep and not free to build: one per (API root, key).
@@ -70,7 +86,7 @@ class OpenAIBackend(Backend):
         import openai
 
         sdk = self._sdk(worker)
-        messages: list[ChatCompletionMessageParam] = [{"role": "user", "content": request.prompt}]
+        messages: list[ChatCompletionMessageParam] = [user_message(request)]
         options = generation_options(request.options)
         try:
             if not request.stream:

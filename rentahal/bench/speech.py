@@ -48,7 +48,7 @@ SENTENCES: tuple[str, ...] = (
     "Computer, read my new mail.",
     "Please turn off the lights in the kitchen.",
     "Tell me a story about a dragon.",
-    "Open the pod bay doors, please.",
+    "What time does the library close?",
     "How far away is the moon?",
     "Remind me to call my mother tomorrow.",
     "Play some quiet music in the living room.",

@@ -28,6 +28,8 @@ from rentahal.bus.hub import Hub
 from rentahal.bus.messages import QuerySpec
 from rentahal.bus.views import final_event, user_view
 from rentahal.config import Settings
+from rentahal.media import BadMedia
+from rentahal.media.images import normalize_for_vision
 from rentahal.metrics import Metrics
 from rentahal.routing.health import Probe
 from rentahal.routing.registry import WorkerState
@@ -99,6 +101,14 @@ def check_inputs(spec: QuerySpec, max_prompt_chars: int) -> None:
         raise ProtocolError(ErrorCode.INVALID, "the prompt is empty")
     if spec.query_type == "vision" and not spec.image:
         raise ProtocolError(ErrorCode.INVALID, "a vision query needs an image")
+
+
+async def normalized_image(data: str) -> str:
+    """The image as every vision worker gets it (see `rentahal.media.images`)."""
+    try:
+        return await asyncio.to_thread(normalize_for_vision, data)
+    except BadMedia as exc:
+        raise ProtocolError(ErrorCode.INVALID, f"{exc.message} ({exc.code})") from None
 
 
 class Scheduler:
@@ -194,6 +204,7 @@ class Scheduler:
                 raise ProtocolError(
                     ErrorCode.NO_WORKER, f"no live worker can serve a {step} query{wanted}{of}"
                 )
+        image = await normalized_image(spec.image) if spec.image else None
         realm = self._router.queue_realm(spec.query_type, spec.model_name)
         queue = self._queue(realm)
         if queue.full:
@@ -213,7 +224,7 @@ class Scheduler:
                 prompt=spec.prompt,
                 options=spec.options,
                 realm=realm,
-                image=spec.image,
+                image=image,
                 audio=spec.audio,
             )
         )

@@ -15,7 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from rentahal.worker.engines import BadInput
+from rentahal.media import BadMedia
 from rentahal.worker.protocol import MAX_AUDIO_B64, MAX_IMAGE_B64
 from rentahal.worker.service import Readiness, WorkerService
 
@@ -82,7 +82,7 @@ def create_worker_app(service: WorkerService, *, api_key: str | None = None) -> 
             return error(422, "invalid", "the request does not fit the schema", fields=fields)
         try:
             answer = await service.run(parsed)
-        except BadInput as exc:
+        except BadMedia as exc:  # BadInput, or media that failed its checks
             return error(400, exc.code, exc.message)
         except Exception as exc:
             log.exception("worker.engine_failed", engine=service.engine.name)

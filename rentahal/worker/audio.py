@@ -3,8 +3,6 @@ decoded by PyAV to what speech models eat: 16 kHz mono float32."""
 
 from __future__ import annotations
 
-import base64
-import binascii
 import io
 import wave
 
@@ -14,16 +12,6 @@ from rentahal.worker.engines.base import BadInput
 
 SPEECH_RATE = 16_000
 MAX_SECONDS = 30 * 60
-
-
-def decode_base64(data: str, *, what: str) -> bytes:
-    try:
-        raw = base64.b64decode(data, validate=True)
-    except (binascii.Error, ValueError):
-        raise BadInput(f"bad_{what}", f"the {what} is not valid base64") from None
-    if not raw:
-        raise BadInput(f"bad_{what}", f"the {what} is empty")
-    return raw
 
 
 def decode_speech(raw: bytes) -> np.ndarray:

@@ -13,13 +13,11 @@ from typing import ClassVar
 
 from pydantic import BaseModel
 
+from rentahal.media import BadMedia
 
-class BadInput(Exception):
-    """The request is well-formed JSON but cannot be served (not audio, unknown speaker…)."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code, self.message = code, message
+# The request is well-formed JSON but cannot be served (not audio, an unknown speaker…):
+# to a worker, bad media and other bad input are one thing, a 400 with a code.
+BadInput = BadMedia
 
 
 class EngineUnavailable(Exception):

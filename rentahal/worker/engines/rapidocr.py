@@ -12,8 +12,8 @@ import importlib.util
 import numpy as np
 from pydantic import BaseModel
 
+from rentahal.media.images import decode_image
 from rentahal.worker.engines.base import BadInput, Engine, EngineOptions
-from rentahal.worker.images import decode_image
 from rentahal.worker.protocol import ChatRequest, ChatResponse
 
 

@@ -14,6 +14,7 @@ import threading
 
 from pydantic import BaseModel
 
+from rentahal.media.images import decode_image
 from rentahal.worker.engines.base import BadInput, Engine, EngineOptions
 from rentahal.worker.engines.transformers_chat import (
     generate,
@@ -21,7 +22,6 @@ from rentahal.worker.engines.transformers_chat import (
     torch_available,
     use_threads,
 )
-from rentahal.worker.images import decode_image
 from rentahal.worker.protocol import ChatRequest, ChatResponse
 
 
