@@ -12,6 +12,7 @@ from rentahal.auth import Authenticator
 from rentahal.auth.secret_key import load_or_create_secret_key
 from rentahal.bus import events
 from rentahal.bus.hub import Hub
+from rentahal.bus.uploads import ChunkedUploads
 from rentahal.bus.views import worker_view
 from rentahal.config import Settings
 from rentahal.local_workers import LocalWorkers
@@ -73,6 +74,7 @@ class Broker:
         )
         self.sysop = Sysop(self)
         self.membership = Membership(self)
+        self.uploads = ChunkedUploads()
         self.local_workers = LocalWorkers(self)
         self.ready = False
 

@@ -77,7 +77,7 @@ class BusSession:
             m.Vision: self.on_shorthand_query,
             m.SpeechToText: self.on_shorthand_query,
             m.TextToSpeech: self.on_shorthand_query,
-            m.VisionChunk: self.on_not_yet,
+            m.VisionChunk: self.on_vision_chunk,
             m.Subscribe: self.on_not_yet,
             m.GetPreviousQueries: self.on_get_previous_queries,
             m.CancelQuery: self.on_cancel_query,
@@ -252,6 +252,19 @@ class BusSession:
         self.principal.check_query_scope(spec.query_type)
         query, position = await self.broker.scheduler.submit(self.user, spec)
         return events.QueryAccepted(query_id=query.id, position=position)
+
+    async def on_vision_chunk(self, message: m.VisionChunk) -> Reply:
+        self.principal.check_query_scope(message.query_type)
+        progress = self.broker.uploads.add(self.user.id, message)
+        if progress.query is None:
+            return events.VisionChunkReceived(
+                image_id=message.image_id,
+                chunk_id=message.chunk_id,
+                received=progress.received,
+                total_chunks=progress.total,
+            )
+        self.send(events.VisionUploadComplete(image_id=message.image_id, response_to=message.id))
+        return await self._submit(progress.query)
 
     async def on_not_yet(self, message: m.Inbound) -> Reply:
         kind = getattr(message, "type", "this message")

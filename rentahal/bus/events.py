@@ -168,6 +168,21 @@ class SpeechResult(Outbound):
     cost: float = 0.0
 
 
+class VisionChunkReceived(Outbound):
+    type: Literal["vision_chunk_received"] = "vision_chunk_received"
+    image_id: str
+    chunk_id: int
+    received: int
+    total_chunks: int
+
+
+class VisionUploadComplete(Outbound):
+    """Every chunk is in; the query is submitted (`query_accepted` follows)."""
+
+    type: Literal["vision_upload_complete"] = "vision_upload_complete"
+    image_id: str
+
+
 class QueueUpdate(Outbound):
     type: Literal["queue_update"] = "queue_update"
     depth: int
