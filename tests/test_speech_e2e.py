@@ -235,3 +235,20 @@ async def test_rest_waits_for_every_step_of_a_speech_query(speech_realm: SpeechR
         assert "sky" in words(query["prompt"]) and query["result"].strip()
         spoken = await http.get(query["output_url"], headers=owner)
         assert spoken.headers["content-type"] == "audio/wav"
+
+
+async def test_a_recording_uploaded_as_a_file_is_transcribed(speech_realm: SpeechRealm) -> None:
+    async with speech_realm.bus() as bus:
+        recording = base64.b64decode((await speak(bus, "Open the pod bay doors."))["audio"])
+    owner = {"Authorization": f"Bearer {speech_realm.sysop_key}"}
+    async with httpx.AsyncClient(base_url=speech_realm.broker.url, timeout=60) as http:
+        answered = await http.post(
+            "/api/v1/queries/upload?wait=30",
+            data={"query_type": "stt"},
+            files={"file": ("question.wav", recording, "audio/wav")},
+            headers=owner,
+        )
+    assert answered.status_code == 202, answered.text
+    query = answered.json()["query"]
+    assert query["state"] == "done"
+    assert "open the pod bay doors" in words(query["result"])

@@ -7,6 +7,7 @@ import base64
 import io
 from typing import Any
 
+import httpx
 import pytest
 from PIL import Image
 
@@ -245,3 +246,40 @@ def test_uploads_are_bounded_per_user() -> None:
     with pytest.raises(ProtocolError) as out_of_range:
         uploads.add("u", chunk("img-0", 7, 2))
     assert out_of_range.value.code == ErrorCode.INVALID
+
+
+async def test_an_image_uploaded_as_a_file_over_http(realm: Realm, ollama_stub: StubServer) -> None:
+    await ollama_stub.reset()
+    await realm.add_worker("eyes", ollama_stub, type="vision", models=["llama3"])
+    png = base64.b64decode(encoded(transparent_badge(), "PNG"))
+    owner = {"Authorization": f"Bearer {realm.sysop_key}"}
+    async with httpx.AsyncClient(base_url=realm.broker.url, timeout=30) as http:
+        answered = await http.post(
+            "/api/v1/queries/upload?wait=20",
+            data={"prompt": "what is this?", "query_type": "vision"},
+            files={"file": ("badge.png", png, "image/png")},
+            headers=owner,
+        )
+        assert answered.status_code == 202, answered.text
+        query = answered.json()["query"]
+        assert query["state"] == "done" and query["result"] == "echo: what is this?"
+        too_big = await http.post(
+            "/api/v1/queries/upload",
+            data={"query_type": "vision", "prompt": "x"},
+            files={"file": ("huge.bin", b"\0" * (12 * 1024 * 1024 + 1), "image/png")},
+            headers=owner,
+        )
+        assert too_big.status_code == 413 and too_big.json()["detail"]["code"] == "too_large"
+        not_image = await http.post(
+            "/api/v1/queries/upload",
+            data={"query_type": "vision", "prompt": "x"},
+            files={"file": ("notes.txt", b"hello there", "text/plain")},
+            headers=owner,
+        )
+        assert not_image.status_code == 422 and "bad_image" in not_image.json()["detail"]["message"]
+        anonymous = await http.post(
+            "/api/v1/queries/upload", files={"file": ("a.png", png, "image/png")}
+        )
+        assert anonymous.status_code == 401
+    chat = next(r["json"] for r in await ollama_stub.requests() if r["path"] == "/api/chat")
+    assert decoded(chat["messages"][-1]["images"][0]).size == (512, 512)

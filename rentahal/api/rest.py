@@ -7,16 +7,25 @@ from collections.abc import Awaitable
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, Request, status
+from fastapi import APIRouter, File, Form, HTTPException, Query, Request, UploadFile, status
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from rentahal.api.deps import BrokerDep, PrincipalDep, SysopDep
 from rentahal.api.security import session_cookie_header
+from rentahal.auth import Principal
 from rentahal.auth.identity import SESSION_COOKIE, Scope
+from rentahal.broker import Broker
 from rentahal.bus import events
 from rentahal.bus.errors import ErrorCode, ProtocolError
-from rentahal.bus.messages import PoolSpec, QuerySpec, RealmPatch, RealmSpec, WorkerSpec
+from rentahal.bus.messages import (
+    PoolSpec,
+    QuerySpec,
+    QueryType,
+    RealmPatch,
+    RealmSpec,
+    WorkerSpec,
+)
 from rentahal.bus.views import has_output, query_view, user_view, worker_view
 
 router = APIRouter(prefix="/api/v1")
@@ -72,6 +81,49 @@ async def submit_query(
     spec: QuerySpec, principal: PrincipalDep, broker: BrokerDep, wait: Wait = 0
 ) -> Accepted:
     """Queue a query. With `wait`, hold the answer until it finishes (or `wait` runs out)."""
+    return await _submit(spec, principal, broker, wait)
+
+
+UPLOAD_LIMIT = 12 * 1024 * 1024  # bytes: its base64 must fit the 16 MiB a query may carry
+
+
+@router.post("/queries/upload", status_code=status.HTTP_202_ACCEPTED, tags=["queries"])
+async def submit_upload(
+    principal: PrincipalDep,
+    broker: BrokerDep,
+    file: Annotated[UploadFile, File(description="The image (vision) or recording (stt, speech).")],
+    query_type: Annotated[QueryType, Form()] = "vision",
+    prompt: Annotated[str, Form(max_length=200_000)] = "",
+    model_name: Annotated[str, Form(max_length=128)] = "",
+    speak: Annotated[bool, Form(description="speech: answer aloud too")] = False,
+    wait: Wait = 0,
+) -> Accepted:
+    """Queue a query whose image or audio comes as a multipart file upload."""
+    data = await file.read(UPLOAD_LIMIT + 1)
+    if len(data) > UPLOAD_LIMIT:
+        raise HTTPException(
+            status.HTTP_413_CONTENT_TOO_LARGE,
+            {"code": "too_large", "message": f"the file is over {UPLOAD_LIMIT} bytes"},
+        )
+    media = "audio" if query_type in ("stt", "speech") else "image"
+    try:
+        spec = QuerySpec.model_validate(
+            {
+                "prompt": prompt,
+                "query_type": query_type,
+                "model_name": model_name,
+                media: base64.b64encode(data).decode(),
+                "options": {"speak": True} if speak else {},
+            }
+        )
+    except ValidationError as exc:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, {"code": "invalid", "message": str(exc)}
+        ) from None
+    return await _submit(spec, principal, broker, wait)
+
+
+async def _submit(spec: QuerySpec, principal: Principal, broker: Broker, wait: float) -> Accepted:
     try:
         principal.check_query_scope(spec.query_type)
         query, position = await broker.scheduler.submit(principal.user, spec)
