@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
-from collections.abc import Awaitable
+import json
+from collections.abc import AsyncIterator, Awaitable
 from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, HTTPException, Query, Request, UploadFile, status
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from rentahal.api.deps import BrokerDep, PrincipalDep, SysopDep
@@ -26,7 +28,8 @@ from rentahal.bus.messages import (
     RealmSpec,
     WorkerSpec,
 )
-from rentahal.bus.views import has_output, query_view, user_view, worker_view
+from rentahal.bus.views import final_event, has_output, query_view, user_view, worker_view
+from rentahal.store.queries import UNFINISHED_STATES
 
 router = APIRouter(prefix="/api/v1")
 
@@ -155,6 +158,58 @@ async def get_query(
         await broker.scheduler.wait_finished(query.id, wait)
         query = await broker.store.queries.get(query_id) or query
     return query_view(query)
+
+
+KEEP_ALIVE = 15.0  # seconds between SSE comments on a quiet stream
+FINAL_EVENTS = {"query_result", "speech_result", "error"}
+
+
+def server_sent(text: str) -> str:
+    """One bus event (JSON text) as a server-sent event named by its type."""
+    return f"event: {json.loads(text)['type']}\ndata: {text}\n\n"
+
+
+def is_final(message: dict[str, Any]) -> bool:
+    if message.get("type") == "transcription_result":
+        return bool(message.get("final", True))
+    return message.get("type") in FINAL_EVENTS
+
+
+@router.get(
+    "/queries/{query_id}/events",
+    tags=["queries"],
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+async def query_events(query_id: str, principal: PrincipalDep, broker: BrokerDep) -> Response:
+    """The query's events as server-sent events (`event: query_chunk` … then its final
+    event), as the bus sends them: a REST client streams the answer token by token."""
+    query = await broker.store.queries.get(query_id)
+    if query is None or (query.user_id != principal.user.id and not principal.is_sysop):
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND, {"code": "not_found", "message": "no such query"}
+        )
+
+    async def stream() -> AsyncIterator[str]:
+        # Watch first, then look: a final event in between is in the queue, not lost.
+        with broker.hub.watch(query_id) as events:
+            current = await broker.store.queries.get(query_id, with_media=True)
+            if current is not None and current.state not in UNFINISHED_STATES:
+                yield server_sent(final_event(current).wire_json())
+                return
+            while True:
+                try:
+                    text = await asyncio.wait_for(events.get(), KEEP_ALIVE)
+                except TimeoutError:
+                    yield ": keep-alive\n\n"
+                    continue
+                yield server_sent(text)
+                if is_final(json.loads(text)):
+                    return
+
+    return StreamingResponse(
+        stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+    )
 
 
 @router.get(

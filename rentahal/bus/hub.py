@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import structlog
@@ -97,10 +97,35 @@ class Connection:
 
 
 class Hub:
-    """Who is connected, and sending events to one user, the sysops, or everybody."""
+    """Who is connected, and sending events to one user, the sysops, or everybody.
+
+    Besides WebSockets, a query's events can be watched by id (REST clients streaming one
+    query's answer); watchers get a copy of every event that names the query."""
 
     def __init__(self) -> None:
         self._by_user: dict[str, set[Connection]] = {}
+        self._watchers: dict[str, set[asyncio.Queue[str]]] = {}
+
+    @contextlib.contextmanager
+    def watch(self, query_id: str) -> Iterator[asyncio.Queue[str]]:
+        """The events of one query, encoded, as they are sent, while the block runs."""
+        events: asyncio.Queue[str] = asyncio.Queue(OUTBOX_LIMIT)
+        self._watchers.setdefault(query_id, set()).add(events)
+        try:
+            yield events
+        finally:
+            watchers = self._watchers.get(query_id, set())
+            watchers.discard(events)
+            if not watchers:
+                self._watchers.pop(query_id, None)
+
+    def _to_watchers(self, event: Outbound | dict[str, Any], text: str) -> None:
+        query_id = (
+            event.get("query_id") if isinstance(event, dict) else getattr(event, "query_id", None)
+        )
+        for events in self._watchers.get(str(query_id), ()) if query_id else ():
+            with contextlib.suppress(asyncio.QueueFull):  # a watcher that stopped reading
+                events.put_nowait(text)
 
     def add(self, connection: Connection) -> None:
         self._by_user.setdefault(connection.user_id, set()).add(connection)
@@ -126,6 +151,7 @@ class Hub:
     def send_user(self, user_id: str, event: Outbound | dict[str, Any]) -> bool:
         """True if at least one of the user's connections took the event."""
         text = encode(event)
+        self._to_watchers(event, text)
         delivered = False
         for connection in list(self._by_user.get(user_id, ())):
             delivered = connection.send(text) or delivered
@@ -133,6 +159,7 @@ class Hub:
 
     def send_final(self, user_id: str, query_id: str, event: Outbound) -> bool:
         """`Connection.send_final` on each of the user's connections; True if any took it."""
+        self._to_watchers(event, encode(event))
         delivered = False
         for connection in list(self._by_user.get(user_id, ())):
             delivered = connection.send_final(query_id, event) or delivered
