@@ -19,7 +19,13 @@ from rentahal.worker.engines.base import (
 # (transformers, diffusers) come after the ones with an offline default.
 ENGINES: dict[str, list[tuple[str, str]]] = {
     "stt": [("faster-whisper", "faster_whisper:FasterWhisperEngine")],
-    "tts": [("piper", "piper:PiperEngine"), ("espeak-ng", "espeak:EspeakEngine")],
+    # Bark needs a Bark model directory (never picked without one), then it comes first.
+    "tts": [
+        ("bark+fallback", "tiered_tts:TieredTtsEngine"),
+        ("bark", "bark:BarkEngine"),
+        ("piper", "piper:PiperEngine"),
+        ("espeak-ng", "espeak:EspeakEngine"),
+    ],
     "chat": [
         ("llama.cpp", "llamacpp:LlamaCppEngine"),
         ("transformers", "transformers_chat:TransformersChatEngine"),
