@@ -1,0 +1,263 @@
+"""Stable Diffusion web UI (AUTOMATIC1111 and its API-compatible forks, `--api`):
+`POST /sdapi/v1/txt2img` → `{images: [base64], parameters, info}`; health from
+`GET /sdapi/v1/options` (or `GET /internal/ping`); models from `GET /sdapi/v1/sd-models`.
+
+The request is the seed's: `{prompt, steps 50, sampler_name "Euler a", cfg_scale 7, width 512,
+height 512, seed -1}`. A query's `options` may change these within bounds (`IMAGE_OPTIONS`):
+numbers out of range are clamped to it (width and height then rounded down to a multiple of
+8), a negative prompt over 2000 characters is cut to 2000, and anything else (a sampler the
+web UI does not have, a value of the wrong type, an unknown option) is dropped.
+
+A model the user named (one of the worker's checkpoints) goes as
+`override_settings: {sd_model_checkpoint}` with `override_settings_restore_afterwards: false`,
+so the web UI keeps that checkpoint loaded instead of reloading the previous one after every
+image. With no model named, nothing is overridden and the checkpoint loaded now is used.
+
+The web UI's own `--api-auth user:password` is HTTP Basic: a worker key of the form
+`user:password` is sent that way; any other key goes as a Bearer token (a proxy in front).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import io
+import json
+import math
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+from PIL import Image, UnidentifiedImageError
+
+from rentahal.backends.base import Backend, BackendError, BackendRequest, HealthReport
+from rentahal.routing.registry import WorkerState
+
+# The seed's txt2img request, before the prompt and the user's options.
+DEFAULT_PARAMETERS: dict[str, Any] = {
+    "steps": 50,
+    "sampler_name": "Euler a",
+    "cfg_scale": 7,
+    "width": 512,
+    "height": 512,
+    "seed": -1,
+}
+# option → (low, high, integer?)
+IMAGE_OPTIONS: dict[str, tuple[float, float, bool]] = {
+    "steps": (1, 150, True),
+    "cfg_scale": (0.0, 30.0, False),
+    "width": (64, 2048, True),
+    "height": (64, 2048, True),
+    "seed": (-1, 2**32 - 1, True),  # -1: the web UI picks one
+}
+NEGATIVE_PROMPT_LIMIT = 2000
+# The web UI's samplers (v1.9+ names), and the "<sampler> <schedule>" names of earlier
+# versions, which v1.9+ still accepts.
+SAMPLERS: tuple[str, ...] = (
+    "DPM++ 2M",
+    "DPM++ SDE",
+    "DPM++ 2M SDE",
+    "DPM++ 2M SDE Heun",
+    "DPM++ 2S a",
+    "DPM++ 3M SDE",
+    "Euler a",
+    "Euler",
+    "LMS",
+    "Heun",
+    "DPM2",
+    "DPM2 a",
+    "DPM fast",
+    "DPM adaptive",
+    "Restart",
+    "DDIM",
+    "DDIM CFG++",
+    "PLMS",
+    "UniPC",
+    "LCM",
+    "DPM++ 2M Karras",
+    "DPM++ SDE Karras",
+    "DPM++ 2M SDE Karras",
+    "DPM++ 2M SDE Exponential",
+    "DPM++ 2M SDE Heun Karras",
+    "DPM++ 2M SDE Heun Exponential",
+    "DPM++ 2S a Karras",
+    "DPM++ 3M SDE Karras",
+    "DPM++ 3M SDE Exponential",
+    "LMS Karras",
+    "DPM2 Karras",
+    "DPM2 a Karras",
+)
+_SAMPLER_BY_LOWER = {name.lower(): name for name in SAMPLERS}
+MAX_PIXELS = 24_000_000  # a bigger "image" from a worker is refused, not decoded
+_PASSED_FORMATS = ("PNG", "JPEG")  # formats the broker serves as they are; others become PNG
+
+
+def image_parameters(options: dict[str, Any]) -> dict[str, Any]:
+    """The seed's defaults with the user's options applied, clamped or dropped (see above)."""
+    parameters = dict(DEFAULT_PARAMETERS)
+    for name, (low, high, integer) in IMAGE_OPTIONS.items():
+        value = options.get(name)
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            continue
+        if not math.isfinite(value):
+            continue
+        value = min(max(value, low), high)
+        if integer:
+            value = int(value)
+            if name in ("width", "height"):
+                value -= value % 8
+        parameters[name] = value if integer else float(value)
+    sampler = options.get("sampler_name")
+    if isinstance(sampler, str) and (known := _SAMPLER_BY_LOWER.get(sampler.strip().lower())):
+        parameters["sampler_name"] = known
+    negative = options.get("negative_prompt")
+    if isinstance(negative, str) and negative.strip():
+        parameters["negative_prompt"] = negative[:NEGATIVE_PROMPT_LIMIT]
+    return parameters
+
+
+def txt2img_body(request: BackendRequest, worker: WorkerState) -> dict[str, Any]:
+    """The `/sdapi/v1/txt2img` body for the request."""
+    body: dict[str, Any] = {"prompt": request.prompt, **image_parameters(request.options)}
+    # Only a checkpoint the user named and the worker lists: not a pool or worker name, and
+    # not the worker's first model picked for a query that named none.
+    if request.model_name and request.model_name in worker.models:
+        body["override_settings"] = {"sd_model_checkpoint": request.model_name}
+        body["override_settings_restore_afterwards"] = False
+    return body
+
+
+def _first_image(answer: Any) -> str:
+    """The first generated image of a txt2img answer (after the grid, if the web UI put one
+    first), as base64."""
+    if not isinstance(answer, dict):
+        raise BackendError("worker answer is not a JSON object")
+    images = answer.get("images")
+    if not isinstance(images, list) or not images:
+        raise BackendError("worker answer has no images")
+    index = 0
+    info = answer.get("info")
+    if isinstance(info, str):
+        try:
+            first = json.loads(info).get("index_of_first_image", 0)
+        except (ValueError, AttributeError):
+            first = 0
+        if isinstance(first, int) and not isinstance(first, bool) and 0 <= first < len(images):
+            index = first
+    image = images[index]
+    if not isinstance(image, str) or not image:
+        raise BackendError("worker image is not base64 text")
+    if image.startswith("data:image/"):  # some forks answer data URLs
+        image = image.partition(",")[2]
+    return image
+
+
+def checked_image(data: str) -> str:
+    """The image as base64 once Pillow has read it: PNG and JPEG as sent, any other format
+    re-encoded as PNG. Blocking; run it in a thread."""
+    try:
+        raw = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise BackendError("worker image is not valid base64") from None
+    try:
+        with Image.open(io.BytesIO(raw)) as image:
+            if image.width * image.height > MAX_PIXELS:
+                raise BackendError(f"worker image is {image.width}×{image.height}: too large")
+            if image.format in _PASSED_FORMATS:
+                image.verify()
+                return data
+            image.load()
+            out = io.BytesIO()
+            image.save(out, "PNG")
+            return base64.b64encode(out.getvalue()).decode()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise BackendError(f"worker image is not an image: {exc}") from None
+    except Image.DecompressionBombError:
+        raise BackendError("worker image is too large") from None
+
+
+def _checkpoint_names(body: Any) -> list[str]:
+    """`model_name` of each checkpoint: the short, stable alias the web UI accepts for
+    `sd_model_checkpoint` (a `title` gains its hash once the web UI has computed it)."""
+    return [entry["model_name"] for entry in body if isinstance(entry["model_name"], str)]
+
+
+class A1111Backend(Backend):
+    kind = "a1111"
+    query_types = frozenset({"imagine"})
+    streams = False
+
+    def result_type(self, query_type: str) -> str:
+        return "image"
+
+    @classmethod
+    def request_headers(cls, worker: WorkerState) -> dict[str, str]:
+        """The worker's key as HTTP Basic when it is `user:password` (`--api-auth`), else as
+        a Bearer token."""
+        headers = cls.auth_headers(worker)
+        key = headers.get("Authorization", "").removeprefix("Bearer ")
+        if ":" in key:
+            headers["Authorization"] = "Basic " + base64.b64encode(key.encode()).decode()
+        return headers
+
+    async def probe(
+        self, client: httpx.AsyncClient, worker: WorkerState, seconds: float
+    ) -> HealthReport:
+        deadline = time.monotonic() + seconds
+
+        def left() -> float:
+            return max(deadline - time.monotonic(), 0.1)
+
+        headers = self.request_headers(worker)
+        options = await client.get(
+            f"{worker.url}/sdapi/v1/options", headers=headers, timeout=left()
+        )
+        if options.status_code == 200:
+            try:
+                if not isinstance(options.json(), dict):
+                    return HealthReport(status=502)
+            except ValueError:
+                return HealthReport(status=502)
+        elif options.status_code in (401, 403):
+            return HealthReport(status=options.status_code)  # a wrong key is not "healthy"
+        else:
+            try:
+                ping = await client.get(f"{worker.url}/internal/ping", timeout=left())
+            except httpx.HTTPError:
+                return HealthReport(status=options.status_code)
+            if ping.status_code != 200:
+                return HealthReport(status=options.status_code)
+        return HealthReport(status=200, models=await self._models(client, worker, left()))
+
+    async def _models(
+        self, client: httpx.AsyncClient, worker: WorkerState, seconds: float
+    ) -> tuple[str, ...] | None:
+        """The worker's checkpoints, or None when it does not list them now."""
+        try:
+            response = await client.get(
+                f"{worker.url}/sdapi/v1/sd-models",
+                headers=self.request_headers(worker),
+                timeout=seconds,
+            )
+            if response.status_code != 200:
+                return None
+            return tuple(_checkpoint_names(response.json()))
+        except (httpx.HTTPError, ValueError, KeyError, TypeError):
+            return None
+
+    async def generate(
+        self, client: httpx.AsyncClient, worker: WorkerState, request: BackendRequest
+    ) -> AsyncIterator[str]:
+        response = await client.post(
+            f"{worker.url}/sdapi/v1/txt2img",
+            json=txt2img_body(request, worker),
+            headers=self.request_headers(worker),
+        )
+        self.raise_for_status(response, response.content)
+        try:
+            answer = response.json()
+        except ValueError as exc:
+            raise BackendError("worker answer is not JSON") from exc
+        yield await asyncio.to_thread(checked_image, _first_image(answer))
