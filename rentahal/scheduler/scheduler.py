@@ -430,13 +430,15 @@ class Scheduler:
         timeout = self._settings.query_timeout
         try:
             backend = BACKENDS[worker.kind]
+            # Text arrives in pieces worth showing; media (base64) only as a whole.
+            pieces = backend.streams and backend.result_type(step) == "text"
             async with asyncio.timeout(timeout):
                 async for delta in backend.generate(self._http, worker, request):
-                    if not parts and backend.streams:
+                    if not parts and pieces:
                         writes.append(asyncio.create_task(self._store.queries.mark_running(query)))
                         self._status(query, QueryState.RUNNING, worker.name)
                     parts.append(delta)
-                    if stream and backend.streams:
+                    if stream and pieces:
                         self._hub.send_user(
                             query.user_id, events.QueryChunk(query_id=query.id, delta=delta)
                         )
