@@ -1,13 +1,23 @@
 """Any OpenAI-compatible server (vLLM, llama.cpp server, LM Studio, LocalAI, OpenAI itself):
-`POST /v1/chat/completions` (SSE when streaming), `GET /v1/models`. Talks through the official
-`openai` SDK, on the broker's shared HTTP client, with the SDK's own retries off (the
-scheduler decides about retries). The SDK is imported on first use: it takes most of a
-second to import, which every CLI call and broker start would otherwise pay."""
+`POST /v1/chat/completions` (SSE when streaming) for chat and vision,
+`POST /v1/images/generations` for imagine, `POST /v1/audio/transcriptions` (a multipart
+upload) for speech to text, `POST /v1/audio/speech` for text to speech, and `GET /v1/models`
+for health. Talks through the official `openai` SDK, one client per API root and key, with
+the SDK's own retries off (the scheduler decides about retries). The SDK is imported on
+first use: it takes most of a second to import, which every CLI call and broker start would
+otherwise pay.
+
+Media results go back as the base64 the scheduler expects: a PNG for imagine, a WAV for tts.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+import asyncio
+import base64
+import io
+import math
+from collections.abc import AsyncIterator, Mapping
+from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
 
@@ -18,12 +28,46 @@ from rentahal.backends.base import (
     HealthReport,
     generation_options,
 )
+from rentahal.media import BadMedia, decode_base64
 from rentahal.routing.registry import WorkerState
 
 if TYPE_CHECKING:
     import openai
-    from openai import AsyncStream
+    from openai import AsyncStream, Omit
     from openai.types.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionMessageParam
+
+RESULT_TYPE = {"imagine": "image", "tts": "audio"}
+DEFAULT_STT_MODEL = "whisper-1"
+DEFAULT_TTS_MODEL = "tts-1"
+DEFAULT_VOICE = "alloy"
+
+# Image sizes, (width, height). OpenAI's image models take only a few sizes each (API
+# reference, "Create image": `size`); the one nearest the asked-for shape, then area, is sent.
+# Model names are matched by prefix, so dated snapshots (`gpt-image-1.5`, …) find their family.
+FIXED_IMAGE_SIZES: tuple[tuple[str, tuple[tuple[int, int], ...]], ...] = (
+    ("dall-e-3", ((1024, 1024), (1792, 1024), (1024, 1792))),
+    ("dall-e", ((256, 256), (512, 512), (1024, 1024))),  # dall-e-2
+    ("gpt-image", ((1024, 1024), (1536, 1024), (1024, 1536))),
+    ("chatgpt-image", ((1024, 1024), (1536, 1024), (1024, 1536))),
+)
+FIXED_DEFAULT_SIDE = 1024
+# Any other model (Stable Diffusion behind LocalAI, vLLM-Omni…) gets the asked-for size, each
+# side bounded and rounded down to a multiple of 8 as latent-diffusion models need; 512×512
+# (SD 1.5's native size, the SD web UI's default) when none is asked for.
+FREE_DEFAULT_SIDE = 512
+FREE_SIDE_BOUNDS = (64, 2048)
+FREE_SIDE_STEP = 8
+# GPT image models always answer base64 and refuse `response_format` (HTTP 400).
+BASE64_ONLY_IMAGE_MODELS = ("gpt-image", "chatgpt-image")
+# One server often serves every kind (api.openai.com lists dozens of models, chat ones
+# first), and a worker's models are what the server lists. When the user named no model, a
+# media query takes the first listed model whose name says it does that kind of work, rather
+# than the first listed at all; with none such, the first listed.
+MODEL_HINTS = {
+    "imagine": ("gpt-image", "dall-e", "image", "diffusion", "sdxl", "flux"),
+    "stt": ("whisper", "transcribe"),
+    "tts": ("tts",),
+}
 
 
 def _api_root(worker: WorkerState) -> str:
@@ -47,13 +91,146 @@ def user_message(request: BackendRequest) -> ChatCompletionMessageParam:
     }
 
 
+def media_model(worker: WorkerState, request: BackendRequest) -> str:
+    """The model a media query asks the server for (see `MODEL_HINTS`)."""
+    if request.model_name and request.model_name != worker.name:
+        return request.model  # the user's choice
+    hints = MODEL_HINTS.get(request.query_type, ())
+    fitting = (m for m in worker.models if any(hint in m.lower() for hint in hints))
+    return next(fitting, request.model)
+
+
+def _model_family(model: str) -> str:
+    return model.lower().rsplit("/", 1)[-1]  # "openai/dall-e-3" on routers and proxies
+
+
+def _side(value: object) -> int | None:
+    """A width or height from the user's options: a positive whole number, else None."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if not math.isfinite(value) or value < 1 or value != int(value):
+        return None
+    return int(value)
+
+
+def image_size(model: str, options: Mapping[str, Any]) -> tuple[int, int]:
+    """The size to ask the server for, from `options` width/height, bounded to what the
+    model accepts (see `FIXED_IMAGE_SIZES` and the free-size bounds above)."""
+    family = _model_family(model)
+    fixed = next((sizes for prefix, sizes in FIXED_IMAGE_SIZES if family.startswith(prefix)), ())
+    default = FIXED_DEFAULT_SIDE if fixed else FREE_DEFAULT_SIDE
+    width = _side(options.get("width")) or default
+    height = _side(options.get("height")) or default
+    if fixed:
+        aspect, area = math.log(width / height), width * height
+        return min(
+            fixed,
+            key=lambda s: (abs(math.log(s[0] / s[1]) - aspect), abs(math.log(s[0] * s[1] / area))),
+        )
+    low, high = FREE_SIDE_BOUNDS
+
+    def bounded(side: int) -> int:
+        return min(max(side, low), high) // FREE_SIDE_STEP * FREE_SIDE_STEP
+
+    return bounded(width), bounded(height)
+
+
+def png_base64(data: str) -> str:
+    """The server's image as base64 PNG: a PNG as it came, any other format Pillow decodes
+    (WebP, JPEG from GPT image models asked for them) re-encoded. Blocking: run in a thread."""
+    from PIL import Image, UnidentifiedImageError
+
+    from rentahal.media.images import MAX_PIXELS
+
+    try:
+        raw = decode_base64(data, what="image")
+        with Image.open(io.BytesIO(raw)) as image:
+            if image.width * image.height > MAX_PIXELS:
+                raise BackendError(f"worker answered a {image.width}×{image.height} image")
+            image.load()
+            if image.format == "PNG":
+                return base64.b64encode(raw).decode()
+            out = io.BytesIO()
+            image.save(out, "PNG")
+            return base64.b64encode(out.getvalue()).decode()
+    except BadMedia as exc:
+        raise BackendError(f"worker answered a bad image: {exc.message}") from None
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
+        raise BackendError(f"worker answered an image that does not decode: {exc}") from None
+
+
+def audio_container(raw: bytes) -> tuple[str, str]:
+    """(file extension, MIME type) of a recording, from its magic bytes. OpenAI's
+    transcription API tells formats apart by the uploaded file's name, and browsers record
+    webm/opus (Chromium, Firefox), ogg/opus (Firefox) or mp4/AAC (Safari); the page may also
+    send WAV. An unknown container goes as `speech.bin`, for the server to judge."""
+    if raw[:4] == b"RIFF" and raw[8:12] == b"WAVE":
+        return "wav", "audio/wav"
+    if raw[:4] == b"OggS":
+        return "ogg", "audio/ogg"
+    if raw[:4] == b"\x1a\x45\xdf\xa3":  # EBML: Matroska/WebM
+        return "webm", "audio/webm"
+    if raw[:4] == b"fLaC":
+        return "flac", "audio/flac"
+    if raw[4:8] == b"ftyp":  # ISO base media: mp4/m4a
+        return "mp4", "audio/mp4"
+    if raw[:3] == b"ID3" or _mpeg_audio_frame(raw):
+        return "mp3", "audio/mpeg"
+    return "bin", "application/octet-stream"
+
+
+def _mpeg_audio_frame(raw: bytes) -> bool:
+    """An MPEG audio frame header: 11 sync bits, a valid version and a non-zero layer (AAC's
+    ADTS shares the sync bits but has layer 0)."""
+    if len(raw) < 2 or raw[0] != 0xFF or raw[1] & 0xE0 != 0xE0:
+        return False
+    return (raw[1] >> 3) & 0b11 != 0b01 and (raw[1] >> 1) & 0b11 != 0
+
+
+def complete_wav(data: bytes) -> bytes:
+    """The WAV with its RIFF and `data` sizes set to what it holds. OpenAI streams speech, so
+    its WAV header carries 0xFFFFFFFF placeholders for both; strict readers (Python's `wave`,
+    SDL) would then see hours of audio or refuse the file."""
+    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        raise BackendError("worker answered audio that is not WAV")
+    wav = bytearray(data)
+    position = 12
+    while position + 8 <= len(wav):
+        size = int.from_bytes(wav[position + 4 : position + 8], "little")
+        if wav[position : position + 4] == b"data":
+            held = min(size, len(wav) - position - 8)
+            wav[position + 4 : position + 8] = held.to_bytes(4, "little")
+            wav[4:8] = (len(wav) - 8).to_bytes(4, "little")
+            return bytes(wav)
+        position += 8 + size + (size & 1)
+    raise BackendError("worker answered a WAV with no audio data")
+
+
+def _failure(exc: Exception) -> BackendError:
+    """The SDK's error as the scheduler understands it: an HTTP status keeps its number (so
+    400 means the input was refused), anything else is the worker failing."""
+    import openai
+
+    if isinstance(exc, openai.APIStatusError):
+        return BackendError(
+            f"worker answered HTTP {exc.status_code}: {str(exc.message)[:300]}",
+            status=exc.status_code,
+        )
+    if isinstance(exc, openai.APIConnectionError):
+        return BackendError(f"worker unreachable: {exc.__cause__ or exc}")
+    return BackendError(f"worker error: {exc}")
+
+
 class OpenAIBackend(Backend):
     kind = "openai"
-    query_types = frozenset({"chat", "vision"})
+    query_types = frozenset({"chat", "vision", "imagine", "stt", "tts"})
 
     def __init__(self) -> None:
         # SDK clients are cheap to keep and not free to build: one per (API root, key).
         self._clients: dict[tuple[str, str], openai.AsyncOpenAI] = {}
+
+    def result_type(self, query_type: str) -> str:
+        return RESULT_TYPE.get(query_type, "text")
 
     async def probe(
         self, client: httpx.AsyncClient, worker: WorkerState, seconds: float
@@ -81,35 +258,88 @@ class OpenAIBackend(Backend):
     async def generate(
         self, client: httpx.AsyncClient, worker: WorkerState, request: BackendRequest
     ) -> AsyncIterator[str]:
-        if not request.model:
-            raise BackendError("no model named and the worker lists none")
         import openai
 
+        media = {"imagine": self._imagine, "stt": self._transcribe, "tts": self._speak}
+        one_piece = media.get(request.query_type)
         sdk = self._sdk(worker)
+        try:
+            if one_piece is None:
+                async for delta in self._chat(sdk, request):
+                    yield delta
+                return
+            result = await one_piece(sdk, media_model(worker, request), request)
+        except openai.OpenAIError as exc:
+            raise _failure(exc) from exc
+        yield result
+
+    async def _chat(self, sdk: openai.AsyncOpenAI, request: BackendRequest) -> AsyncIterator[str]:
+        if not request.model:
+            raise BackendError("no model named and the worker lists none")
         messages: list[ChatCompletionMessageParam] = [user_message(request)]
         options = generation_options(request.options)
-        try:
-            if not request.stream:
-                completion: ChatCompletion = await sdk.chat.completions.create(
-                    model=request.model, messages=messages, stream=False, **options
-                )
-                if not completion.choices:
-                    raise BackendError("worker answered with no choices")
-                yield completion.choices[0].message.content or ""
-                return
-            stream: AsyncStream[ChatCompletionChunk] = await sdk.chat.completions.create(
-                model=request.model, messages=messages, stream=True, **options
+        if not request.stream:
+            completion: ChatCompletion = await sdk.chat.completions.create(
+                model=request.model, messages=messages, stream=False, **options
             )
-            async with stream:
-                async for chunk in stream:
-                    if chunk.choices and (delta := chunk.choices[0].delta.content):
-                        yield delta
-        except openai.APIStatusError as exc:
-            raise BackendError(
-                f"worker answered HTTP {exc.status_code}: {str(exc.message)[:300]}",
-                status=exc.status_code,
-            ) from exc
-        except openai.APIConnectionError as exc:
-            raise BackendError(f"worker unreachable: {exc.__cause__ or exc}") from exc
-        except openai.OpenAIError as exc:
-            raise BackendError(f"worker error: {exc}") from exc
+            if not completion.choices:
+                raise BackendError("worker answered with no choices")
+            yield completion.choices[0].message.content or ""
+            return
+        stream: AsyncStream[ChatCompletionChunk] = await sdk.chat.completions.create(
+            model=request.model, messages=messages, stream=True, **options
+        )
+        async with stream:
+            async for chunk in stream:
+                if chunk.choices and (delta := chunk.choices[0].delta.content):
+                    yield delta
+
+    async def _imagine(self, sdk: openai.AsyncOpenAI, model: str, request: BackendRequest) -> str:
+        """One image, base64 PNG."""
+        import openai
+
+        width, height = image_size(model, request.options)
+        base64_only = _model_family(model).startswith(BASE64_ONLY_IMAGE_MODELS)
+        response_format: Literal["b64_json"] | Omit = openai.omit if base64_only else "b64_json"
+        answer = await sdk.images.generate(
+            prompt=request.prompt,
+            model=model or openai.omit,  # none at all: the server's default
+            size=f"{width}x{height}",
+            n=1,
+            response_format=response_format,
+        )
+        image = answer.data[0].b64_json if answer.data else None
+        if not image:
+            raise BackendError("worker answered with no base64 image")
+        return await asyncio.to_thread(png_base64, image)
+
+    async def _transcribe(
+        self, sdk: openai.AsyncOpenAI, model: str, request: BackendRequest
+    ) -> str:
+        """The text of the recording, uploaded as a file named for its container."""
+        import openai
+
+        try:
+            audio = decode_base64(request.audio or "", what="audio")
+        except BadMedia as exc:
+            raise BackendError(exc.message, status=400) from None
+        extension, mime = audio_container(audio)
+        language = request.options.get("language")
+        transcript = await sdk.audio.transcriptions.create(
+            model=model or DEFAULT_STT_MODEL,
+            file=(f"speech.{extension}", audio, mime),
+            language=language if isinstance(language, str) and language else openai.omit,
+            response_format="json",
+        )
+        return transcript.text.strip()
+
+    async def _speak(self, sdk: openai.AsyncOpenAI, model: str, request: BackendRequest) -> str:
+        """The prompt spoken, base64 WAV."""
+        speaker = request.options.get("speaker")
+        speech = await sdk.audio.speech.create(
+            model=model or DEFAULT_TTS_MODEL,
+            voice=speaker if isinstance(speaker, str) and speaker else DEFAULT_VOICE,
+            input=request.prompt,
+            response_format="wav",
+        )
+        return base64.b64encode(complete_wav(speech.content)).decode()

@@ -42,6 +42,9 @@ class WorkerState:
     key: str | None = None
     in_flight: int = 0
     removed: bool = False
+    # The models the store lists for it; `models` may be more current (what its health
+    # check reported), and only a change here replaces them.
+    configured_models: tuple[str, ...] = ()
     ewma_latency: float | None = None
     specializations: dict[str, list[str]] = field(default_factory=dict)
     circuit: CircuitBreaker = field(default_factory=CircuitBreaker)
@@ -54,6 +57,7 @@ class WorkerState:
             kind=row.kind,
             capabilities=frozenset(row.capabilities),
             models=tuple(row.models),
+            configured_models=tuple(row.models),
             max_concurrency=row.max_concurrency,
             health_score=row.health_score,
             blacklisted=row.blacklisted,
@@ -159,8 +163,8 @@ class Registry:
             current.capabilities = frozenset(row.capabilities)
             current.max_concurrency, current.api_key_env = row.max_concurrency, row.api_key_env
             current.specializations = {k: list(v) for k, v in row.specializations.items()}
-            if row.models:
-                current.models = tuple(row.models)
+            if row.models and tuple(row.models) != current.configured_models:
+                current.models = current.configured_models = tuple(row.models)
         for name in set(self._workers) - seen:
             self.remove(name)
 

@@ -430,8 +430,9 @@ class Scheduler:
         timeout = self._settings.query_timeout
         try:
             backend = BACKENDS[worker.kind]
-            # Text arrives in pieces worth showing; media (base64) only as a whole.
-            pieces = backend.streams and backend.result_type(step) == "text"
+            # Generated text is worth showing as it comes; a transcript or media (base64)
+            # only as a whole.
+            pieces = backend.streams and step in ("chat", "vision")
             async with asyncio.timeout(timeout):
                 async for delta in backend.generate(self._http, worker, request):
                     if not parts and pieces:
