@@ -13,7 +13,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import av
 import httpx
+import numpy as np
 import openai
 import pytest
 import pytest_asyncio
@@ -162,72 +164,50 @@ async def test_a_400_from_the_server_fails_the_query_as_invalid_input(
     assert await worker_health(realm, "painter") == 100
 
 
-async def test_speech_to_text_uploads_the_recording_named_for_its_container(
+def browser_recording(container: str) -> bytes:
+    """Half a second of tone as a browser records it: Opus in WebM (Chrome) or Ogg (Firefox)."""
+    out = io.BytesIO()
+    with av.open(out, "w", format=container) as recording:
+        stream = recording.add_stream("libopus", rate=48_000)
+        tone = (np.sin(np.arange(24_000) * 2 * np.pi * 440 / 48_000) * 0.3).astype(np.float32)
+        frame = av.AudioFrame.from_ndarray(tone.reshape(1, -1), format="flt", layout="mono")
+        frame.sample_rate = 48_000
+        for packet in stream.encode(frame):
+            recording.mux(packet)
+        for packet in stream.encode(None):
+            recording.mux(packet)
+    return out.getvalue()
+
+
+async def test_speech_to_text_uploads_every_recording_as_a_16khz_wav(
     realm: Realm, stub: StubServer
 ) -> None:
     await stub.reset()
     await stub.configure(reply="what is the weather today")
     await realm.add_worker("ears", stub, type="stt", models=MODELS)
-    wav = make_wav()
-    webm = WEBM_MAGIC + b"\x9f\x42\x86\x81\x01" + bytes(200)
+    recordings = [make_wav(rate=44_100), browser_recording("webm"), browser_recording("ogg")]
+    assert recordings[1].startswith(WEBM_MAGIC) and recordings[2].startswith(b"OggS")
     async with realm.broker.bus(api_key=realm.sysop_key) as bus:
-        heard: list[dict[str, Any]] = []
-        for audio, extra in ((wav, {"language": "en"}), (webm, {})):
-            message = {"type": "speech_to_text", "audio": b64(audio), **extra}
+        for recording in recordings:
+            message = {"type": "speech_to_text", "audio": b64(recording), "language": "en"}
             query_id = await submit(bus, message)
-            heard.append(await finished(bus, query_id, ("transcription_result",)))
-        for result in heard:
-            assert result["type"] == "transcription_result", result
-            assert result["text"] == "what is the weather today" and result["final"] is True
-
-        # Not audio the server knows: it goes as speech.bin, and the server refuses it.
-        unknown = await submit(bus, {"type": "speech_to_text", "audio": b64(b"hello" * 40)})
-        refused = await finished(bus, unknown, ("transcription_result",))
-        assert refused["type"] == "error" and refused["code"] == "invalid", refused
-        assert "Invalid file format" in refused["message"]
-        # Not base64 at all: refused before the server is asked.
-        garbled = await submit(bus, {"type": "speech_to_text", "audio": "not base64 !!"})
-        refused = await finished(bus, garbled, ("transcription_result",))
-        assert refused["type"] == "error" and refused["code"] == "invalid", refused
+            heard = await finished(bus, query_id, ("transcription_result",))
+            assert heard["type"] == "transcription_result", heard
+            assert heard["text"] == "what is the weather today" and heard["final"] is True
+        # Not audio, or not base64: refused at submit, before any worker is asked.
+        for junk in (b64(b"hello" * 40), "not base64 !!"):
+            refused = await bus.request({"type": "speech_to_text", "audio": junk})
+            assert refused["type"] == "error" and refused["code"] == "invalid", refused
+            assert "bad_audio" in refused["message"]
 
     uploads = await posts(stub, "/v1/audio/transcriptions")
-    assert [(r["form"], r["files"]) for r in uploads] == [
-        (
-            {"model": "whisper-1", "language": "en", "response_format": "json"},
-            [
-                {
-                    "field": "file",
-                    "filename": "speech.wav",
-                    "content_type": "audio/wav",
-                    "size": len(wav),
-                }
-            ],
-        ),
-        (
-            {"model": "whisper-1", "response_format": "json"},
-            [
-                {
-                    "field": "file",
-                    "filename": "speech.webm",
-                    "content_type": "audio/webm",
-                    "size": len(webm),
-                }
-            ],
-        ),
-        (
-            {"model": "whisper-1", "response_format": "json"},
-            [
-                {
-                    "field": "file",
-                    "filename": "speech.bin",
-                    "content_type": "application/octet-stream",
-                    "size": 200,
-                }
-            ],
-        ),
-    ]
-    assert all(r["headers"]["content-type"].startswith("multipart/form-data") for r in uploads)
-    assert await worker_health(realm, "ears") == 100
+    assert len(uploads) == 3
+    for upload in uploads:
+        assert upload["form"] == {"model": "whisper-1", "language": "en", "response_format": "json"}
+        (file,) = upload["files"]
+        assert (file["filename"], file["content_type"]) == ("speech.wav", "audio/wav")
+    # 0.5 s of 16 kHz, 16-bit mono, whatever the container and rate it came in.
+    assert uploads[0]["files"][0]["size"] == 44 + 16_000
 
 
 async def test_text_to_speech_answers_a_playable_wav(realm: Realm, stub: StubServer) -> None:

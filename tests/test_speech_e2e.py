@@ -153,20 +153,42 @@ async def test_audio_that_is_not_audio_is_refused_and_the_worker_stays_healthy(
 ) -> None:
     not_audio = base64.b64encode(b"this is a text file, not a recording " * 20).decode()
     async with speech_realm.bus() as bus:
-        accepted = await bus.request({"type": "speech_to_text", "audio": not_audio})
-        refused = await bus.expect(
-            "error", lambda m: m.get("query_id") == accepted["query_id"], within=30
-        )
-        assert refused["code"] == "invalid"
-        assert "bad_audio" in refused["message"] or "not audio" in refused["message"]
+        before = await bus.request({"type": "get_previous_queries", "limit": 100})
+        # Refused at submit: the broker decodes every recording before queueing it.
+        refused = await bus.request({"type": "speech_to_text", "audio": not_audio})
+        assert refused["type"] == "error" and refused["code"] == "invalid"
+        assert "bad_audio" in refused["message"]
         unknown = await speak(bus, "hello", speaker="klingon_male")
         assert unknown["type"] == "error" and unknown["code"] == "invalid"
         assert "en_male_1" in unknown["message"]  # the answer names the speakers there are
         missing = await bus.request({"type": "submit_query", "query": {"query_type": "stt"}})
         assert missing["type"] == "error" and missing["code"] == "invalid"
+        after = await bus.request({"type": "get_previous_queries", "limit": 100})
+        # Nothing half-stored: only the refused speaker's tts query was ever accepted.
+        assert len(after["data"]) == len(before["data"]) + 1
+        assert after["data"][0]["query_type"] == "tts"
     workers = await speech_realm.workers()
     assert workers["local-stt"]["health_score"] == 100
     assert workers["local-tts"]["health_score"] == 100
+
+
+async def test_a_recording_over_the_length_limit_is_refused(speech_realm: SpeechRealm) -> None:
+    out = io.BytesIO()
+    with wave.open(out, "wb") as long_silence:  # 301 s at 8 kHz, 8-bit: small, but too long
+        long_silence.setnchannels(1)
+        long_silence.setsampwidth(1)
+        long_silence.setframerate(8000)
+        long_silence.writeframes(b"\x80" * 8000 * 301)
+    owner = {"Authorization": f"Bearer {speech_realm.sysop_key}"}
+    async with httpx.AsyncClient(base_url=speech_realm.broker.url, timeout=60) as http:
+        refused = await http.post(
+            "/api/v1/queries/upload",
+            data={"query_type": "stt"},
+            files={"file": ("long.wav", out.getvalue(), "audio/wav")},
+            headers=owner,
+        )
+    assert refused.status_code == 422
+    assert "audio_too_long" in refused.json()["detail"]["message"]
 
 
 async def test_a_speech_query_needs_a_worker_for_every_step(realm: Realm) -> None:

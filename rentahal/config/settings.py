@@ -94,6 +94,7 @@ class Settings(BaseSettings):
     chunk_size: int = Field(default=1_048_576, ge=1024)
     # [Limits] — bounds on user input
     max_prompt_chars: int = Field(default=32_000, ge=1)
+    max_audio_seconds: float = Field(default=300.0, gt=0)  # a recording to transcribe
     max_nickname_chars: int = Field(default=32, ge=3)
     # [HuggingFace] / [Claude] (used by their backends)
     huggingface_default_models: Annotated[list[str], NoDecode] = Field(

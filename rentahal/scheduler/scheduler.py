@@ -29,6 +29,7 @@ from rentahal.bus.messages import QuerySpec
 from rentahal.bus.views import final_event, user_view
 from rentahal.config import Settings
 from rentahal.media import BadMedia
+from rentahal.media.audio import normalize_for_speech
 from rentahal.media.images import normalize_for_vision
 from rentahal.metrics import Metrics
 from rentahal.routing.health import Probe
@@ -103,10 +104,11 @@ def check_inputs(spec: QuerySpec, max_prompt_chars: int) -> None:
         raise ProtocolError(ErrorCode.INVALID, "a vision query needs an image")
 
 
-async def normalized_image(data: str) -> str:
-    """The image as every vision worker gets it (see `rentahal.media.images`)."""
+async def normalized(convert: Callable[..., str], *args: Any) -> str:
+    """An image or recording as every worker gets it (see `rentahal.media`), made in a
+    thread; media that fails its checks is refused before it is queued."""
     try:
-        return await asyncio.to_thread(normalize_for_vision, data)
+        return await asyncio.to_thread(convert, *args)
     except BadMedia as exc:
         raise ProtocolError(ErrorCode.INVALID, f"{exc.message} ({exc.code})") from None
 
@@ -204,7 +206,12 @@ class Scheduler:
                 raise ProtocolError(
                     ErrorCode.NO_WORKER, f"no live worker can serve a {step} query{wanted}{of}"
                 )
-        image = await normalized_image(spec.image) if spec.image else None
+        image = await normalized(normalize_for_vision, spec.image) if spec.image else None
+        audio = (
+            await normalized(normalize_for_speech, spec.audio, self._settings.max_audio_seconds)
+            if spec.audio
+            else None
+        )
         realm = self._router.queue_realm(spec.query_type, spec.model_name)
         queue = self._queue(realm)
         if queue.full:
@@ -225,7 +232,7 @@ class Scheduler:
                 options=spec.options,
                 realm=realm,
                 image=image,
-                audio=spec.audio,
+                audio=audio,
             )
         )
         job = Job(query, role=user.role, realm=realm)

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel
 
-from rentahal.worker.audio import wav_bytes
+from rentahal.media.audio import wav_bytes
 from rentahal.worker.engines.base import BadInput, Engine, EngineOptions, EngineUnavailable
 from rentahal.worker.engines.transformers_chat import model_dir, torch_available, use_threads
 from rentahal.worker.protocol import TtsRequest, TtsResponse

@@ -14,7 +14,7 @@ from io import BytesIO
 import numpy as np
 from pydantic import BaseModel
 
-from rentahal.worker.audio import wav_bytes
+from rentahal.media.audio import wav_bytes
 from rentahal.worker.engines.base import BadInput, Engine, EngineOptions, EngineUnavailable
 from rentahal.worker.protocol import TtsRequest, TtsResponse
 from rentahal.worker.speakers import ESPEAK_PRESETS

@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from pydantic_settings import BaseSettings
 
 from rentahal.media import decode_base64
-from rentahal.worker.audio import decode_speech
+from rentahal.media.audio import decode_speech
 from rentahal.worker.engines.base import BadInput, Engine, EngineOptions, EngineUnavailable
 from rentahal.worker.protocol import SttRequest, SttResponse, SttSegment
 
