@@ -14,6 +14,7 @@ from rentahal.bus import events
 from rentahal.bus.hub import Hub
 from rentahal.bus.uploads import ChunkedUploads
 from rentahal.bus.views import worker_view
+from rentahal.cloud import CloudWorkers
 from rentahal.config import Settings
 from rentahal.local_workers import LocalWorkers
 from rentahal.membership import Membership
@@ -76,6 +77,7 @@ class Broker:
         self.membership = Membership(self)
         self.uploads = ChunkedUploads()
         self.local_workers = LocalWorkers(self)
+        self.cloud = CloudWorkers(self)
         self.ready = False
 
     async def start(self) -> None:
@@ -84,6 +86,7 @@ class Broker:
         await self.reload_routing()
         self.registry.sync(await self.store.workers.list())
         await self.scheduler.start()
+        await self.cloud.start()
         self.monitor.start()
         await self.local_workers.start()
         self.ready = True

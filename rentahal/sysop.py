@@ -17,6 +17,7 @@ from rentahal.bus import events
 from rentahal.bus.errors import ErrorCode, ProtocolError
 from rentahal.bus.messages import ModelSpec, PoolSpec, RealmPatch, RealmSpec, WorkerSpec
 from rentahal.bus.views import stats_view, user_view
+from rentahal.cloud import HUGGINGFACE
 from rentahal.routing.registry import WorkerState
 from rentahal.store import AlreadyExists, User, Worker
 from rentahal.store.models import Pool, Realm
@@ -27,7 +28,6 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 BANNED_CLOSE_CODE = 4003
-HUGGINGFACE = "huggingface"
 
 
 def validate_worker_spec(spec: WorkerSpec) -> None:
@@ -211,12 +211,14 @@ class Sysop:
         except AlreadyExists:
             raise ProtocolError(ErrorCode.CONFLICT, f"model {spec.name!r} already added") from None
         await self._audit("add_huggingface_model", spec.name, type=spec.type)
+        await self._broker.cloud.add_huggingface(spec.name, spec.type)
         await self._announce_models(f"Added Hugging Face model: {spec.name}")
 
     async def remove_huggingface_model(self, name: str) -> None:
         if not await self._broker.store.models.remove(HUGGINGFACE, name):
             raise ProtocolError(ErrorCode.NOT_FOUND, f"no Hugging Face model {name!r}")
         await self._audit("remove_huggingface_model", name)
+        await self._broker.cloud.remove_huggingface(name)
         await self._announce_models(f"Removed Hugging Face model: {name}")
 
     async def huggingface_update(self) -> events.HuggingfaceUpdate:

@@ -101,6 +101,9 @@ class Settings(BaseSettings):
         default_factory=lambda: ["gpt2", "gpt2-medium", "gpt2-large"]
     )
     huggingface_api_key: SecretStr | None = None
+    # Each Hugging Face model is reached at <endpoint>/<model> (the serverless API, or your
+    # own Inference Endpoint or TGI server).
+    huggingface_endpoint: str = "https://router.huggingface.co/hf-inference/models"
     claude_api_key: SecretStr | None = None
     claude_endpoint: str = "https://api.anthropic.com"
     claude_model_name: str = "claude-sonnet-4-5"

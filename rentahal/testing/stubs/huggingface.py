@@ -20,6 +20,8 @@ Endpoint, as `huggingface_hub.InferenceClient` talks to them when given their UR
   (format, size, byte count, SHA-256), so tests can tell exactly what reached the worker;
   with one, image-to-text answers it and text-to-image sends its bytes as an "image/png"
   body, like an endpoint gone wrong.
+- Every route is also served per model under ``/hf-inference/models/<model>``, the
+  serverless router's layout, where RENT A HAL's configured Hugging Face models live.
 - Errors use Hugging Face's envelope ``{"error": message}``, with TGI's ``error_type`` where
   TGI sets one: 503 is ``{"error": "Model <id> is currently loading", "estimated_time":
   20.0}``, 429 ``overloaded``, 422 ``validation``; a server started with an API key answers
@@ -57,6 +59,8 @@ from rentahal.testing.stubs.base import (
     word_count,
 )
 from rentahal.testing.stubs.state import StubState, split_chunks
+
+SERVERLESS_PREFIX = "/hf-inference/models"
 
 TGI_VERSION = "3.2.1"
 TGI_SHA = "4d28897b4e345f4dfdd93d3434e50ac8afcdf9e1"
@@ -255,15 +259,22 @@ def create_app(state: StubState) -> Starlette:
         data = await asyncio.to_thread(_render, payload["inputs"], parameters, fmt)
         return Response(data, media_type=f"image/{fmt.lower()}")
 
-    return build_app(
-        state,
-        [
-            Route("/info", info, methods=["GET"]),
-            Route("/health", health, methods=["GET"]),
-            Route("/v1/chat/completions", chat_completions, methods=["POST"]),
-            Route("/", task, methods=["POST"]),
-        ],
-    )
+    endpoint = [
+        Route("/info", info, methods=["GET"]),
+        Route("/health", health, methods=["GET"]),
+        Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+        Route("/", task, methods=["POST"]),
+    ]
+    # The same, per model, under the serverless router's layout: <base>/<model>/...
+    per_model = [
+        Route(
+            f"{SERVERLESS_PREFIX}/{{model}}{route.path.rstrip('/')}",
+            route.endpoint,
+            methods=route.methods,
+        )
+        for route in endpoint
+    ]
+    return build_app(state, [*endpoint, *per_model])
 
 
 def _json(body: bytes) -> dict[str, Any] | None:

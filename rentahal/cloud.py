@@ -1,0 +1,91 @@
+"""Cloud models from the configuration, as ordinary workers: Claude (`claude_api_key`,
+`claude_model_name`, `claude_endpoint`) and Hugging Face (`huggingface_api_key`, the
+models a sysop adds with `add_huggingface_model` plus `huggingface_default_models`, each
+at `huggingface_endpoint/<model>`).
+
+They are routed, health-checked and accounted like any worker. Their keys come from the
+settings (environment or secret files) and live only in memory: after a restart a cloud
+worker is not routed to until the broker has handed it its key again.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+import structlog
+from pydantic import SecretStr
+
+from rentahal.bus.messages import WorkerSpec
+
+if TYPE_CHECKING:
+    from rentahal.broker import Broker
+
+log = structlog.get_logger(__name__)
+
+CLAUDE_WORKER = "claude"
+HUGGINGFACE = "huggingface"  # the provider name in the models table
+
+
+def huggingface_worker(model: str) -> str:
+    """`hf-<model>`, made a valid worker name ("org/model" → "hf-org-model")."""
+    return "hf-" + re.sub(r"[^A-Za-z0-9_.-]+", "-", model).strip("-")[:60]
+
+
+class CloudWorkers:
+    def __init__(self, broker: Broker) -> None:
+        self._broker = broker
+
+    async def start(self) -> None:
+        settings = self._broker.settings
+        await self._ensure(
+            WorkerSpec(
+                name=CLAUDE_WORKER,
+                address=settings.claude_endpoint,
+                kind="claude",
+                type="chat",
+                models=[settings.claude_model_name],
+            ),
+            settings.claude_api_key,
+        )
+        models = self._broker.store.models
+        if not await models.list(HUGGINGFACE):  # a new store: the seed's default models
+            for name in settings.huggingface_default_models:
+                await models.add(HUGGINGFACE, name, "chat")
+        for model in await models.list(HUGGINGFACE):
+            await self.add_huggingface(model.name, model.query_type)
+
+    async def add_huggingface(self, model: str, query_type: str) -> None:
+        settings = self._broker.settings
+        spec = WorkerSpec(
+            name=huggingface_worker(model),
+            address=f"{settings.huggingface_endpoint.rstrip('/')}/{model}",
+            kind="huggingface",
+            type=query_type,  # type: ignore[arg-type]
+            models=[model],
+        )
+        await self._ensure(spec, settings.huggingface_api_key)
+
+    async def remove_huggingface(self, model: str) -> None:
+        if self._broker.registry.get(name := huggingface_worker(model)) is not None:
+            await self._broker.sysop.remove_worker(name)
+
+    async def _ensure(self, spec: WorkerSpec, key: SecretStr | None) -> None:
+        """Give the worker its key; add it (or replace an outdated one); without a key,
+        take it out of the realm."""
+        existing = self._broker.registry.get(spec.name)
+        if existing is not None:
+            same = (existing.address, existing.kind, existing.configured_models) == (
+                spec.address,
+                spec.kind,
+                tuple(spec.models),
+            ) and existing.capabilities == {spec.type}
+            if key is not None and same and existing.joined:
+                existing.key = key.get_secret_value()
+                return
+            if not existing.joined:
+                log.warning("cloud.name_taken", worker=spec.name)  # a sysop's own worker
+                return
+            await self._broker.sysop.remove_worker(spec.name)
+        if key is not None:
+            await self._broker.sysop.add_worker(spec, key=key.get_secret_value())
