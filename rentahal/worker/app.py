@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from rentahal.media import BadMedia
 from rentahal.worker.protocol import MAX_AUDIO_B64, MAX_IMAGE_B64
-from rentahal.worker.service import Readiness, WorkerService
+from rentahal.worker.service import Readiness, Served, WorkerService
 
 log = structlog.get_logger(__name__)
 
@@ -26,6 +26,21 @@ MAX_BODY = max(MAX_AUDIO_B64, MAX_IMAGE_B64) + 64 * 1024
 
 def error(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "message": message, **extra}}, status_code=status)
+
+
+def health_response(service: Served) -> JSONResponse:
+    status = 200 if service.readiness is Readiness.READY else 503
+    return JSONResponse(service.health(), status_code=status)
+
+
+def refused(request: Request, api_key: str | None) -> JSONResponse | None:
+    """401 unless the request carries the key (when there is one)."""
+    if api_key is None:
+        return None
+    given = request.headers.get("authorization", "")
+    if hmac.compare_digest(given.encode(), f"Bearer {api_key}".encode()):
+        return None
+    return error(401, "unauthorized", "this worker needs its broker's key")
 
 
 class BodyTooLarge(Exception):
@@ -60,14 +75,11 @@ def create_worker_app(service: WorkerService, *, api_key: str | None = None) -> 
 
     @app.get("/health")
     async def health() -> JSONResponse:
-        status = 200 if service.readiness is Readiness.READY else 503
-        return JSONResponse(service.health(), status_code=status)
+        return health_response(service)
 
     async def predict(request: Request) -> JSONResponse:
-        if api_key is not None:
-            given = request.headers.get("authorization", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {api_key}".encode()):
-                return error(401, "unauthorized", "this worker needs its broker's key")
+        if (refusal := refused(request, api_key)) is not None:
+            return refusal
         if service.readiness is not Readiness.READY:
             return error(503, service.readiness.value, f"the model is {service.readiness.value}")
         try:

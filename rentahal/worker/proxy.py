@@ -11,7 +11,6 @@ adapter for that protocol.
 from __future__ import annotations
 
 import asyncio
-import hmac
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -22,10 +21,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from rentahal import __version__
 from rentahal.backends import BACKENDS
 from rentahal.routing.registry import WorkerState
-from rentahal.worker.service import Readiness
+from rentahal.worker.app import health_response, refused
+from rentahal.worker.service import Served
 
 log = structlog.get_logger(__name__)
 
@@ -36,22 +35,18 @@ NOT_FORWARDED = HOP_BY_HOP | {"authorization", "content-length"}
 OWN_HEALTH = "/_worker/health"
 
 
-class ProxyService:
+class ProxyService(Served):
     """Stands where an engine's service would: the upstream's models, the load through it."""
 
     role = "proxy"
 
     def __init__(self, upstream: str, kind: str, query_type: str, slots: int) -> None:
+        super().__init__(slots)
         self.upstream = upstream.rstrip("/")
         self.kind = kind
+        self.engine_name = f"proxy:{kind}"
         self.query_type = query_type
-        self.slots = slots
-        self.readiness = Readiness.LOADING
-        self.load_error: str | None = None
-        self.in_flight = 0
-        self.served = 0
         self._models: list[str] = []
-        self._loaded = asyncio.Event()
         self.http = httpx.AsyncClient(base_url=self.upstream, timeout=httpx.Timeout(600, connect=5))
 
     async def load(self) -> None:
@@ -75,62 +70,35 @@ class ProxyService:
                 report = await backend.probe(self.http, upstream, 5.0)
                 if report.status == 200:
                     self._models = list(report.models or ())
-                    self.readiness = Readiness.READY
                     log.info("proxy.upstream_ready", upstream=self.upstream, models=self._models)
-                    break
+                    self._done_loading(None)
+                    return
                 problem = f"HTTP {report.status}"
             except httpx.HTTPError as exc:
                 problem = str(exc) or type(exc).__name__
             if loop.time() > deadline:
-                self.readiness, self.load_error = Readiness.FAILED, problem
                 log.error("proxy.upstream_unreachable", upstream=self.upstream, error=problem)
-                break
+                self._done_loading(problem)
+                return
             await asyncio.sleep(1.0)
-        self._loaded.set()
-
-    async def wait_loaded(self) -> bool:
-        await self._loaded.wait()
-        return self.readiness is Readiness.READY
 
     @property
     def models(self) -> list[str]:
         return self._models
 
     def health(self) -> dict[str, Any]:
-        report: dict[str, Any] = {
-            "status": self.readiness.value,
-            "role": self.role,
-            "engine": f"proxy:{self.kind}",
-            "upstream": self.upstream,
-            "models": self._models,
-            "load": {"in_flight": self.in_flight, "slots": self.slots, "served": self.served},
-            "version": __version__,
-        }
-        if self.load_error:
-            report["error"] = self.load_error
-        return report
+        return super().health() | {"upstream": self.upstream}
 
 
 def create_proxy_app(service: ProxyService, *, api_key: str | None = None) -> Starlette:
     """Everything but `/_worker/health` goes to the upstream, with the broker's key checked."""
 
     async def own_health(_: Request) -> Response:
-        status = 200 if service.readiness is Readiness.READY else 503
-        return JSONResponse(service.health(), status_code=status)
+        return health_response(service)
 
     async def forward(request: Request) -> Response:
-        if api_key is not None:
-            given = request.headers.get("authorization", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {api_key}".encode()):
-                return JSONResponse(
-                    {
-                        "error": {
-                            "code": "unauthorized",
-                            "message": "this worker needs its broker's key",
-                        }
-                    },
-                    status_code=401,
-                )
+        if (refusal := refused(request, api_key)) is not None:
+            return refusal
         headers = {k: v for k, v in request.headers.items() if k.lower() not in NOT_FORWARDED}
         outgoing = service.http.build_request(
             request.method,

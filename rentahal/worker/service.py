@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import enum
 import time
-from typing import Any, Protocol
+from abc import ABC, abstractmethod
+from typing import Any
 
 import structlog
 from pydantic import BaseModel
@@ -30,34 +31,62 @@ class Readiness(enum.StrEnum):
     FAILED = "failed"
 
 
-class Served(Protocol):
-    """What joining a realm needs of a worker: an engine's service, or a proxy's."""
+class Served(ABC):
+    """What a worker node serves (an engine, or a proxied server): its readiness, models and
+    load, which `/health`, heartbeats and registration report."""
 
     role: str
-    slots: int
-    in_flight: int
+    engine_name: str
 
-    @property
-    def models(self) -> list[str]: ...
-
-    async def load(self) -> None: ...
-
-    async def wait_loaded(self) -> bool: ...
-
-
-class WorkerService:
-    def __init__(self, role: str, engine: Engine) -> None:
-        self.role = role
-        self.engine = engine
-        self.schema = REQUEST_SCHEMAS[role]
-        self.slots = engine.options.slots
+    def __init__(self, slots: int) -> None:
+        self.slots = slots
         self.readiness = Readiness.LOADING
         self.load_error: str | None = None
         self.in_flight = 0
         self.served = 0
+        self._loaded = asyncio.Event()
+
+    @abstractmethod
+    async def load(self) -> None:
+        """Get ready; ends with `_done_loading(error or None)`."""
+
+    @property
+    @abstractmethod
+    def models(self) -> list[str]: ...
+
+    def _done_loading(self, error: str | None) -> None:
+        self.readiness, self.load_error = (
+            (Readiness.FAILED, error) if error else (Readiness.READY, None)
+        )
+        self._loaded.set()
+
+    async def wait_loaded(self) -> bool:
+        await self._loaded.wait()
+        return self.readiness is Readiness.READY
+
+    def health(self) -> dict[str, Any]:
+        report: dict[str, Any] = {
+            "status": self.readiness.value,
+            "role": self.role,
+            "engine": self.engine_name,
+            "models": self.models if self.readiness is Readiness.READY else [],
+            "load": {"in_flight": self.in_flight, "slots": self.slots, "served": self.served},
+            "version": __version__,
+        }
+        if self.load_error:
+            report["error"] = self.load_error
+        return report
+
+
+class WorkerService(Served):
+    def __init__(self, role: str, engine: Engine) -> None:
+        super().__init__(engine.options.slots)
+        self.role = role
+        self.engine = engine
+        self.engine_name = engine.name
+        self.schema = REQUEST_SCHEMAS[role]
         self._gate = asyncio.Semaphore(self.slots)
         self._hardware: dict[str, Any] = {}
-        self._loaded = asyncio.Event()
 
     async def load(self) -> None:
         started = time.perf_counter()
@@ -65,39 +94,24 @@ class WorkerService:
         try:
             await asyncio.to_thread(self.engine.load)
         except Exception as exc:
-            self.readiness, self.load_error = Readiness.FAILED, str(exc)
             log.error("worker.load_failed", engine=self.engine.name, error=str(exc))
-        else:
-            self.readiness = Readiness.READY
-            log.info(
-                "worker.loaded",
-                role=self.role,
-                engine=self.engine.name,
-                models=self.engine.models,
-                seconds=round(time.perf_counter() - started, 2),
-            )
-        self._loaded.set()
-
-    async def wait_loaded(self) -> bool:
-        await self._loaded.wait()
-        return self.readiness is Readiness.READY
+            self._done_loading(str(exc))
+            return
+        log.info(
+            "worker.loaded",
+            role=self.role,
+            engine=self.engine.name,
+            models=self.engine.models,
+            seconds=round(time.perf_counter() - started, 2),
+        )
+        self._done_loading(None)
 
     @property
     def models(self) -> list[str]:
         return self.engine.models if self.readiness is Readiness.READY else []
 
     def health(self) -> dict[str, Any]:
-        report: dict[str, Any] = {
-            "status": self.readiness.value,
-            "role": self.role,
-            "engine": self.engine.name,
-            "models": self.models,
-            "load": {"in_flight": self.in_flight, "slots": self.slots, "served": self.served},
-            "hardware": self._hardware,
-            "version": __version__,
-        }
-        if self.load_error:
-            report["error"] = self.load_error
+        report = super().health() | {"hardware": self._hardware}
         if speakers := getattr(self.engine, "speakers", None):
             report["speakers"] = speakers if self.readiness is Readiness.READY else []
         return report
