@@ -3,7 +3,7 @@
 `GET /sdapi/v1/options` (or `GET /internal/ping`); models from `GET /sdapi/v1/sd-models`.
 
 The request is the seed's: `{prompt, steps 50, sampler_name "Euler a", cfg_scale 7, width 512,
-height 512, seed -1}`. A query's `options` may change these within bounds (`IMAGE_OPTIONS`):
+height 512, seed -1}`. A query's `options` may change these within bounds (`IMAGE_BOUNDS`):
 numbers out of range are clamped to it (width and height then rounded down to a multiple of
 8), a negative prompt over 2000 characters is cut to 2000, and anything else (a sampler the
 web UI does not have, a value of the wrong type, an unknown option) is dropped.
@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
-import io
 import json
 import math
 import time
@@ -30,9 +28,17 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
-from PIL import Image, UnidentifiedImageError
 
-from rentahal.backends.base import Backend, BackendError, BackendRequest, HealthReport
+from rentahal.backends.base import (
+    IMAGE_BOUNDS,
+    NEGATIVE_PROMPT_LIMIT,
+    Backend,
+    BackendError,
+    BackendRequest,
+    HealthReport,
+)
+from rentahal.media import BadMedia
+from rentahal.media.images import generated_image
 from rentahal.routing.registry import WorkerState
 
 # The seed's txt2img request, before the prompt and the user's options.
@@ -44,15 +50,6 @@ DEFAULT_PARAMETERS: dict[str, Any] = {
     "height": 512,
     "seed": -1,
 }
-# option → (low, high, integer?)
-IMAGE_OPTIONS: dict[str, tuple[float, float, bool]] = {
-    "steps": (1, 150, True),
-    "cfg_scale": (0.0, 30.0, False),
-    "width": (64, 2048, True),
-    "height": (64, 2048, True),
-    "seed": (-1, 2**32 - 1, True),  # -1: the web UI picks one
-}
-NEGATIVE_PROMPT_LIMIT = 2000
 # The web UI's samplers (v1.9+ names), and the "<sampler> <schedule>" names of earlier
 # versions, which v1.9+ still accepts.
 SAMPLERS: tuple[str, ...] = (
@@ -90,14 +87,13 @@ SAMPLERS: tuple[str, ...] = (
     "DPM2 a Karras",
 )
 _SAMPLER_BY_LOWER = {name.lower(): name for name in SAMPLERS}
-MAX_PIXELS = 24_000_000  # a bigger "image" from a worker is refused, not decoded
-_PASSED_FORMATS = ("PNG", "JPEG")  # formats the broker serves as they are; others become PNG
 
 
 def image_parameters(options: dict[str, Any]) -> dict[str, Any]:
     """The seed's defaults with the user's options applied, clamped or dropped (see above)."""
     parameters = dict(DEFAULT_PARAMETERS)
-    for name, (low, high, integer) in IMAGE_OPTIONS.items():
+    for name, (low, high) in IMAGE_BOUNDS.items():
+        integer = name != "cfg_scale"
         value = options.get(name)
         if not isinstance(value, int | float) or isinstance(value, bool):
             continue
@@ -152,30 +148,6 @@ def _first_image(answer: Any) -> str:
     if image.startswith("data:image/"):  # some forks answer data URLs
         image = image.partition(",")[2]
     return image
-
-
-def checked_image(data: str) -> str:
-    """The image as base64 once Pillow has read it: PNG and JPEG as sent, any other format
-    re-encoded as PNG. Blocking; run it in a thread."""
-    try:
-        raw = base64.b64decode(data, validate=True)
-    except (binascii.Error, ValueError):
-        raise BackendError("worker image is not valid base64") from None
-    try:
-        with Image.open(io.BytesIO(raw)) as image:
-            if image.width * image.height > MAX_PIXELS:
-                raise BackendError(f"worker image is {image.width}×{image.height}: too large")
-            if image.format in _PASSED_FORMATS:
-                image.verify()
-                return data
-            image.load()
-            out = io.BytesIO()
-            image.save(out, "PNG")
-            return base64.b64encode(out.getvalue()).decode()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise BackendError(f"worker image is not an image: {exc}") from None
-    except Image.DecompressionBombError:
-        raise BackendError("worker image is too large") from None
 
 
 def _checkpoint_names(body: Any) -> list[str]:
@@ -260,4 +232,7 @@ class A1111Backend(Backend):
             answer = response.json()
         except ValueError as exc:
             raise BackendError("worker answer is not JSON") from exc
-        yield await asyncio.to_thread(checked_image, _first_image(answer))
+        try:
+            yield await asyncio.to_thread(generated_image, _first_image(answer))
+        except BadMedia as exc:
+            raise BackendError(f"worker image: {exc.message}") from None

@@ -21,6 +21,19 @@ OPTION_BOUNDS: dict[str, tuple[float, float]] = {
 }
 
 
+# Image options a user may set, with the SD web UI's bounds; every imagine backend holds
+# them to these (each under its own protocol's names). Sides are also rounded down to a
+# multiple of 8; seed -1 means "pick one".
+IMAGE_BOUNDS: dict[str, tuple[float, float]] = {
+    "steps": (1, 150),
+    "cfg_scale": (0.0, 30.0),
+    "width": (64, 2048),
+    "height": (64, 2048),
+    "seed": (-1, 2**32 - 1),
+}
+NEGATIVE_PROMPT_LIMIT = 2000
+
+
 def generation_options(options: dict[str, Any]) -> dict[str, Any]:
     """The bounded subset of `options` that backends pass on."""
     picked: dict[str, Any] = {}

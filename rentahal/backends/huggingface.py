@@ -48,6 +48,8 @@ import httpx
 from PIL import Image, UnidentifiedImageError
 
 from rentahal.backends.base import (
+    IMAGE_BOUNDS,
+    NEGATIVE_PROMPT_LIMIT,
     Backend,
     BackendError,
     BackendRequest,
@@ -60,12 +62,8 @@ if TYPE_CHECKING:
     import httpx2
     from huggingface_hub import AsyncInferenceClient
 
-# The SD web UI's bounds (SPEC §5.1, rentahal.worker.protocol.ImagineRequest).
-STEPS = (1, 150)
-GUIDANCE = (0.0, 30.0)
-SIZE = (64, 2048)  # and a multiple of 8
-MAX_SEED = 2**32 - 1
-MAX_NEGATIVE_PROMPT = 4_000
+STEPS, GUIDANCE, SIZE = IMAGE_BOUNDS["steps"], IMAGE_BOUNDS["cfg_scale"], IMAGE_BOUNDS["width"]
+MAX_SEED = IMAGE_BOUNDS["seed"][1]
 # What TGI answers in a Messages API request's `model` when the worker names none.
 ANY_MODEL = "tgi"
 
@@ -100,7 +98,7 @@ def image_parameters(options: dict[str, Any]) -> dict[str, Any]:
         picked["seed"] = int(min(seed, MAX_SEED))
     negative = options.get("negative_prompt")
     if isinstance(negative, str) and negative.strip():
-        picked["negative_prompt"] = negative[:MAX_NEGATIVE_PROMPT]
+        picked["negative_prompt"] = negative[:NEGATIVE_PROMPT_LIMIT]
     return picked
 
 

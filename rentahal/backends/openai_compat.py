@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import io
 import math
 from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any, Literal
@@ -29,6 +28,7 @@ from rentahal.backends.base import (
     generation_options,
 )
 from rentahal.media import BadMedia, decode_base64
+from rentahal.media.images import generated_image
 from rentahal.routing.registry import WorkerState
 
 if TYPE_CHECKING:
@@ -133,30 +133,6 @@ def image_size(model: str, options: Mapping[str, Any]) -> tuple[int, int]:
         return min(max(side, low), high) // FREE_SIDE_STEP * FREE_SIDE_STEP
 
     return bounded(width), bounded(height)
-
-
-def png_base64(data: str) -> str:
-    """The server's image as base64 PNG: a PNG as it came, any other format Pillow decodes
-    (WebP, JPEG from GPT image models asked for them) re-encoded. Blocking: run in a thread."""
-    from PIL import Image, UnidentifiedImageError
-
-    from rentahal.media.images import MAX_PIXELS
-
-    try:
-        raw = decode_base64(data, what="image")
-        with Image.open(io.BytesIO(raw)) as image:
-            if image.width * image.height > MAX_PIXELS:
-                raise BackendError(f"worker answered a {image.width}×{image.height} image")
-            image.load()
-            if image.format == "PNG":
-                return base64.b64encode(raw).decode()
-            out = io.BytesIO()
-            image.save(out, "PNG")
-            return base64.b64encode(out.getvalue()).decode()
-    except BadMedia as exc:
-        raise BackendError(f"worker answered a bad image: {exc.message}") from None
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
-        raise BackendError(f"worker answered an image that does not decode: {exc}") from None
 
 
 def audio_container(raw: bytes) -> tuple[str, str]:
@@ -311,7 +287,10 @@ class OpenAIBackend(Backend):
         image = answer.data[0].b64_json if answer.data else None
         if not image:
             raise BackendError("worker answered with no base64 image")
-        return await asyncio.to_thread(png_base64, image)
+        try:
+            return await asyncio.to_thread(generated_image, image)
+        except BadMedia as exc:
+            raise BackendError(f"worker image: {exc.message}") from None
 
     async def _transcribe(
         self, sdk: openai.AsyncOpenAI, model: str, request: BackendRequest

@@ -283,7 +283,8 @@ async def run_speech(
             known = ", ".join(name for name, _ in ENGINES[role])
             raise NoSpeechEngines(
                 f"no {role.upper()} engine can run here; install one of: {known} "
-                "(scripts/install-worker-extras, or apt-get install espeak-ng)"
+                "(faster-whisper and piper: pip install 'rentahal[worker]'; "
+                "espeak-ng: apt-get install espeak-ng)"
             )
     async with AsyncExitStack() as stack:
         _note(console, f"starting workers: {', '.join([*tts_names, *stt_names])}")
@@ -314,19 +315,22 @@ async def run_speech(
 async def _start_workers(
     stack: AsyncExitStack, wanted: Sequence[tuple[str, str]]
 ) -> dict[tuple[str, str], WorkerProcess]:
-    """A `rentahal worker` per (role, engine), up (model loaded) and on ``stack``. A task
-    group, so that if one fails to start the others are stopped before the error is raised."""
+    """A `rentahal worker` per (role, engine), up (model loaded), stopped when ``stack``
+    closes. Started and stopped all at once: one by one, each costs the run a second more."""
+    workers = {(role, name): WorkerProcess(role, "--engine", name) for role, name in wanted}
+    stack.push_async_callback(_stop_all, list(workers.values()))
     try:
-        async with asyncio.TaskGroup() as group:
-            tasks = {
-                (role, name): group.create_task(
-                    stack.enter_async_context(WorkerProcess(role, "--engine", name))
-                )
-                for role, name in wanted
-            }
+        async with asyncio.TaskGroup() as group:  # a failed start cancels the others
+            for worker in workers.values():
+                group.create_task(worker.start())
     except ExceptionGroup as failed:
         raise failed.exceptions[0] from None
-    return {key: task.result() for key, task in tasks.items()}
+    return workers
+
+
+async def _stop_all(workers: Sequence[WorkerProcess]) -> None:
+    """Stop every worker, even if stopping one fails (a worker never started is a no-op)."""
+    await asyncio.gather(*(worker.stop() for worker in workers), return_exceptions=True)
 
 
 @dataclass(frozen=True)

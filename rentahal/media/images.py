@@ -49,3 +49,29 @@ def normalize_for_vision(data: str) -> str:
     out = io.BytesIO()
     image.save(out, "JPEG", quality=JPEG_QUALITY)
     return base64.b64encode(out.getvalue()).decode()
+
+
+# Formats served as they came from a worker; any other (WebP, GIF, BMP…) becomes PNG.
+PASSED_FORMATS = ("PNG", "JPEG")
+
+
+def generated_image(data: str) -> str:
+    """An image a worker made, as base64 once Pillow has read it: PNG and JPEG as they came,
+    other formats re-encoded as PNG. `BadMedia` for garbage or an oversized image; blocking,
+    run it in a thread."""
+    raw = decode_base64(data, what="image")
+    try:
+        with Image.open(io.BytesIO(raw)) as image:
+            if image.width * image.height > MAX_PIXELS:
+                raise BadMedia("image_too_large", f"the image is {image.width}×{image.height}")
+            if image.format in PASSED_FORMATS:
+                image.verify()
+                return base64.b64encode(raw).decode()
+            image.load()
+            out = io.BytesIO()
+            image.save(out, "PNG")
+            return base64.b64encode(out.getvalue()).decode()
+    except Image.DecompressionBombError:
+        raise BadMedia("image_too_large", f"the image is over {MAX_PIXELS:,} pixels") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise BadMedia("bad_image", f"not an image that can be decoded: {exc}") from None
