@@ -288,6 +288,19 @@ async def test_queries_to_a_pool_use_its_members_only(
         assert refused(reply, "no_worker"), reply
 
 
+async def test_a_pool_or_realm_name_never_reaches_a_worker_as_a_model(
+    realm: Realm, ollama_stub: StubServer
+) -> None:
+    # Ollama serves named models only: a query for `$CHAT` must ask it for one of its own.
+    await ollama_stub.reset()
+    await realm.add_worker("lama", ollama_stub, models=["llama3"])
+    async with realm.broker.bus(cookie=await realm.broker.guest_cookie()) as user:
+        for target in ("$CHAT", "lama", ""):
+            assert await served_by(user, f"via {target or 'anyone'}", target) == "lama"
+    asked = [r["json"]["model"] for r in await ollama_stub.requests() if r["path"] == "/api/chat"]
+    assert len(asked) == 3 and all(model.startswith("llama3") for model in asked), asked
+
+
 # --- realms: routing and metrics -----------------------------------------------------------
 
 

@@ -123,8 +123,9 @@ class WorkerState:
         return base in self.models or f"{base}:latest" in self.models
 
     def model_for(self, model_name: str) -> str:
-        """The model to ask the backend for: the named one, else the worker's first."""
-        if model_name and model_name != self.name:
+        """The model to ask the backend for: the named one, else (nothing named, this
+        worker named, or a pool or realm `$NAME`) the worker's first."""
+        if model_name and model_name != self.name and not model_name.startswith("$"):
             return model_name
         return self.models[0] if self.models else ""
 
