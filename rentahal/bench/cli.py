@@ -27,7 +27,7 @@ from rentahal.bench.throughput import (
 from rentahal.testing.process import ServerStartError
 
 bench_app = typer.Typer(
-    help="Benchmarks of the broker against stub workers (figures, not pass/fail tests).",
+    help="Benchmarks of the broker and the speech engines (figures, not pass/fail tests).",
     no_args_is_help=True,
 )
 TARGET_RATIO = 0.9
@@ -36,7 +36,7 @@ TARGET_RATIO = 0.9
 
 @bench_app.callback()
 def bench() -> None:
-    """Benchmarks of the broker against stub workers (figures, not pass/fail tests)."""
+    """Benchmarks of the broker and the speech engines (figures, not pass/fail tests)."""
     # A callback keeps `bench` a command group while it has a single command, so
     # `rentahal bench throughput` works the same before and after more benchmarks exist.
 

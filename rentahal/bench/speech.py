@@ -145,7 +145,6 @@ class Timing:
 class EngineFigures:
     """What one engine did in process and through its worker."""
 
-    role: str
     engine: str
     model: str
     load_seconds: float
@@ -372,7 +371,10 @@ class _Phase:
         """Calls ``engine`` in a thread, as the worker app does (without HTTP)."""
 
         async def call(request: BaseModel) -> Response:
-            response = await asyncio.to_thread(engine.run, request)
+            try:
+                response = await asyncio.to_thread(engine.run, request)
+            except Exception as exc:
+                raise BenchmarkError(f"{engine.name} failed in process: {exc}") from exc
             if not isinstance(response, kind):
                 raise BenchmarkError(f"{engine.name} answered a {type(response).__name__}")
             return response
@@ -429,11 +431,10 @@ async def _bench_tts(name: str, phase: _Phase) -> tuple[TtsFigures, list[Clip]]:
     )
     local_audio = [wav_seconds(response.audio_base64) for _, _, response in local]
     clips = [
-        Clip(name, sentences[index], response.audio_base64, audio)
-        for (index, _, response), audio in zip(local[: len(sentences)], local_audio, strict=False)
-    ]
+        Clip(name, sentences[index], response.audio_base64, seconds)
+        for (index, _, response), seconds in zip(local, local_audio, strict=True)
+    ][: len(sentences)]
     figures = TtsFigures(
-        role="tts",
         engine=name,
         model=", ".join(engine.models),
         load_seconds=load_seconds,
@@ -471,7 +472,6 @@ async def _bench_stt(name: str, clips: Sequence[Clip], phase: _Phase) -> SttFigu
         if not hit:
             misses.append(Miss(clip.source, clip.sentence, response.text))
     return SttFigures(
-        role="stt",
         engine=name,
         model=", ".join(engine.models),
         load_seconds=load_seconds,
