@@ -28,6 +28,7 @@ from rentahal.testing.process import StubServer
 from rentahal.testing.stubs.openai import SPEECH_RATE, speech_seconds
 from rentahal.testing.waiting import eventually
 from tests.conftest import FAST_ENV, Realm, create_sysop
+from tests.media import make_wav
 
 # Chat models first, as real servers list them: media workers must still pick media models.
 MODELS = ["gpt-4o-mini", "dall-e-3", "gpt-image-1", "sd-turbo", "whisper-1", "tts-1"]
@@ -38,16 +39,6 @@ WEBM_MAGIC = b"\x1a\x45\xdf\xa3"
 async def stub() -> AsyncIterator[StubServer]:
     async with StubServer("openai", models=MODELS) as server:
         yield server
-
-
-def make_wav(seconds: float = 0.5, rate: int = 16_000) -> bytes:
-    out = io.BytesIO()
-    with wave.open(out, "wb") as recording:
-        recording.setnchannels(1)
-        recording.setsampwidth(2)
-        recording.setframerate(rate)
-        recording.writeframes(b"\x00\x10" * round(seconds * rate))
-    return out.getvalue()
 
 
 def b64(data: bytes) -> str:

@@ -19,6 +19,7 @@ from PIL import Image
 
 from rentahal.testing.process import StubServer
 from tests.conftest import Realm
+from tests.media import make_wav
 
 MEDIA_MODELS = ["dall-e-3", "sd-turbo", "whisper-1", "tts-1"]
 
@@ -44,16 +45,6 @@ def photo_url(width: int = 1600, height: int = 1200) -> str:
     out = io.BytesIO()
     Image.merge("RGB", (gradient, gradient, gradient)).save(out, "PNG")
     return "data:image/png;base64," + base64.b64encode(out.getvalue()).decode()
-
-
-def make_wav(seconds: float = 0.5, rate: int = 16_000) -> bytes:
-    out = io.BytesIO()
-    with wave.open(out, "wb") as recording:
-        recording.setnchannels(1)
-        recording.setsampwidth(2)
-        recording.setframerate(rate)
-        recording.writeframes(b"\x00\x10" * round(seconds * rate))
-    return out.getvalue()
 
 
 async def test_chat_answers_whole_and_streamed(realm: Realm, ollama_stub: StubServer) -> None:

@@ -37,6 +37,7 @@ from pydantic import BaseModel, ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from rentahal.bench.console import note
 from rentahal.bench.realm import BenchmarkError
 from rentahal.bench.stats import percentile
 from rentahal.testing.worker import WorkerProcess
@@ -286,7 +287,7 @@ async def run_speech(
                 "espeak-ng: apt-get install espeak-ng)"
             )
     async with AsyncExitStack() as stack:
-        _note(console, f"starting workers: {', '.join([*tts_names, *stt_names])}")
+        note(console, f"starting workers: {', '.join([*tts_names, *stt_names])}")
         # All at once and before any timing, so their loading competes with nothing
         # measured; once loaded they sit idle until their turn.
         workers = await _start_workers(
@@ -494,11 +495,6 @@ def _timing(
 ) -> Timing:
     """The samples' seconds against ``audio``, the seconds of speech in each one's clip."""
     return Timing.of([seconds for _, seconds, _ in samples], audio, engine)
-
-
-def _note(console: Console | None, text: str) -> None:
-    if console is not None:
-        console.print(f"[dim]{text}…[/dim]")
 
 
 def _progress(console: Console | None) -> Progress:

@@ -43,6 +43,7 @@ from sqlalchemy.engine import make_url
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, WebSocketException
 
+from rentahal.bench.console import note
 from rentahal.bench.realm import BenchBroker, BenchmarkError, bench_broker
 from rentahal.bench.stats import Quantiles, jain_index
 from rentahal.testing.process import StubServer
@@ -230,7 +231,7 @@ async def run_throughput(
     """
     params = params or ThroughputParams()
     async with AsyncExitStack() as stack:
-        _note(
+        note(
             console,
             f"starting {params.workers} stub workers (latency {params.latency:g} s) "
             f"and the broker ({params.database})",
@@ -615,11 +616,6 @@ def _samples(errors: Sequence[dict[str, Any]]) -> list[str]:
 
 
 # --- presentation helpers ----------------------------------------------------------------
-
-
-def _note(console: Console | None, text: str) -> None:
-    if console is not None:
-        console.print(f"[dim]{text}…[/dim]")
 
 
 def _progress(console: Console | None) -> Progress:
