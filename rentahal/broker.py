@@ -16,6 +16,7 @@ from rentahal.bus.uploads import ChunkedUploads
 from rentahal.bus.views import worker_view
 from rentahal.cloud import CloudWorkers
 from rentahal.config import Settings
+from rentahal.intents.service import Intents
 from rentahal.local_workers import LocalWorkers
 from rentahal.membership import Membership
 from rentahal.metrics import Metrics
@@ -27,7 +28,7 @@ from rentahal.routing.registry import Registry, WorkerState
 from rentahal.routing.router import Router
 from rentahal.routing.tunnel import SCHEME as TUNNEL_SCHEME
 from rentahal.routing.tunnel import Tunnels, TunnelTransport
-from rentahal.scheduler import Scheduler
+from rentahal.scheduler.scheduler import Scheduler
 from rentahal.store import Store, User
 from rentahal.sysop import Sysop
 
@@ -58,9 +59,8 @@ class Broker:
                 )
             },
         )
-        self.auth = Authenticator(
-            self.store, load_or_create_secret_key(settings), settings.token_expiration
-        )
+        self.secret_key = load_or_create_secret_key(settings)
+        self.auth = Authenticator(self.store, self.secret_key, settings.token_expiration)
         self.scheduler = Scheduler(
             settings,
             self.store,
@@ -78,6 +78,7 @@ class Broker:
         self.uploads = ChunkedUploads()
         self.local_workers = LocalWorkers(self)
         self.cloud = CloudWorkers(self)
+        self.intents = Intents(self)
         self.ready = False
 
     async def start(self) -> None:
@@ -100,6 +101,7 @@ class Broker:
         for connection in self.hub.connections():
             connection.close(1001, "broker shutting down")
         await self.http.aclose()
+        await self.intents.close()
         await self.store.close()
         log.info("broker.stopped")
 

@@ -78,6 +78,8 @@ class BusSession:
             m.SpeechToText: self.on_shorthand_query,
             m.TextToSpeech: self.on_shorthand_query,
             m.VisionChunk: self.on_vision_chunk,
+            m.Intent: self.on_intent,
+            m.ListIntents: self.on_list_intents,
             m.Subscribe: self.on_not_yet,
             m.GetPreviousQueries: self.on_get_previous_queries,
             m.CancelQuery: self.on_cancel_query,
@@ -130,6 +132,7 @@ class BusSession:
         self.send(broker.workers_event(for_sysop=self.is_sysop))
         self.send(broker.pools_event())
         self.send(await broker.sysop.huggingface_update())
+        self.send(broker.intents.menu())
         if self.is_sysop:
             self.send(await broker.sysop.system_stats())
             self.send(await broker.sysop.user_stats())
@@ -265,6 +268,14 @@ class BusSession:
             )
         self.send(events.VisionUploadComplete(image_id=message.image_id, response_to=message.id))
         return await self._submit(progress.query)
+
+    async def on_intent(self, message: m.Intent) -> Reply:
+        if self.connection.closed.is_set():
+            raise ProtocolError(ErrorCode.BANNED, "You are banned from submitting queries")
+        return await self.broker.intents.run(self.principal, message)
+
+    async def on_list_intents(self, message: m.ListIntents) -> Reply:
+        return self.broker.intents.menu()
 
     async def on_not_yet(self, message: m.Inbound) -> Reply:
         kind = getattr(message, "type", "this message")

@@ -23,6 +23,9 @@ class ErrorCode(enum.StrEnum):
     TIMEOUT = "timeout"
     CANCELLED = "cancelled"
     EXPIRED = "expired"  # waited in the queue longer than queue_timeout
+    NOT_CONFIGURED = "not_configured"  # the realm lacks what this needs (an API key…)
+    NOT_CONNECTED = "not_connected"  # the user has not linked the account (or it lapsed)
+    UPSTREAM_ERROR = "upstream_error"  # a web API an intent called failed
     INTERNAL = "internal"
 
 

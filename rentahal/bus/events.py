@@ -141,7 +141,8 @@ class QueryResult(Outbound):
 
 
 class QueryResultWithMedia(QueryResult):
-    """A `speech` query's answer: the text, what the user said, and the spoken answer."""
+    """A spoken answer (a `speech` query, or a chat or vision query asked with
+    `options.speak`): the text, what the user said (speech queries), and the audio."""
 
     transcript: str = ""
     audio: str | None = None  # base64 WAV, when the user asked for a spoken answer
@@ -166,6 +167,39 @@ class SpeechResult(Outbound):
     audio: str
     processing_time: float = 0.0
     cost: float = 0.0
+
+
+class IntentView(BaseModel):
+    name: str
+    description: str
+    triggers: list[str]
+    available: bool  # the realm is set up for it (an API key, a worker)
+
+
+class Intents(Outbound):
+    """The intents this realm offers: the voice menu, and what the router chooses from."""
+
+    type: Literal["intents"] = "intents"
+    intents: list[IntentView]
+
+
+class IntentResult(Outbound):
+    """How an `intent` message was understood and answered.
+
+    `via` says how the intent was chosen: `named` (the message named it), `menu` (the first
+    word), `keyword`, `llm` (a chat worker classified the words) or `default` (chat). An
+    intent that answers by itself has `answer`; one that queued a query has `query_id`, whose
+    usual events follow. `speech_query_id` is the query that speaks the answer (its
+    `speech_result` follows), when the user asked to hear it and the realm can speak."""
+
+    type: Literal["intent_result"] = "intent_result"
+    intent: str
+    via: str
+    prompt: str
+    answer: str | None = None
+    query_id: str | None = None
+    position: int | None = None
+    speech_query_id: str | None = None
 
 
 class VisionChunkReceived(Outbound):

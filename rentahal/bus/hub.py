@@ -119,6 +119,10 @@ class Hub:
             if not watchers:
                 self._watchers.pop(query_id, None)
 
+    def send_watchers(self, event: Outbound | dict[str, Any]) -> None:
+        """Only to those watching the event's query (not to its owner's connections)."""
+        self._to_watchers(event, encode(event))
+
     def _to_watchers(self, event: Outbound | dict[str, Any], text: str) -> None:
         query_id = (
             event.get("query_id") if isinstance(event, dict) else getattr(event, "query_id", None)

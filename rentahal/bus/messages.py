@@ -141,6 +141,36 @@ class VisionChunk(Inbound):
     model_name: ModelName = ""
 
 
+class Location(BaseModel):
+    """Where the user is, from the browser's geolocation (only when they allow it)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    lat: float = Field(ge=-90, le=90)
+    lon: float = Field(ge=-180, le=180)
+
+
+Units = Literal["metric", "imperial"]
+IntentName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
+
+
+class Intent(Inbound):
+    """Words from voice or the composer, for the intent router (SPEC §7): answered by
+    `intent_result`, then the usual events of any query the intent queues."""
+
+    type: Literal["intent"]
+    text: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=4000)]
+    intent: IntentName | None = None  # the mode already chosen (the voice menu): no guessing
+    speak: bool = False  # voice mode: the answer is spoken too
+    units: Units | None = None
+    location: Location | None = None
+    image: Base64 | None = None  # for vision (a webcam frame)
+
+
+class ListIntents(Inbound):
+    type: Literal["list_intents"]
+
+
 class GetPreviousQueries(Inbound):
     type: Literal["get_previous_queries"]
     limit: int = Field(default=10, ge=1, le=100)
@@ -308,6 +338,8 @@ InboundMessage = Annotated[
     | SpeechToText
     | TextToSpeech
     | VisionChunk
+    | Intent
+    | ListIntents
     | GetPreviousQueries
     | Pong
     | Ping

@@ -6,6 +6,7 @@ from rentahal.bus import events
 from rentahal.bus.errors import ErrorCode
 from rentahal.bus.events import QueryView, StatsView, UserView, WorkerView
 from rentahal.routing.registry import WorkerState
+from rentahal.scheduler.stages import speaks
 from rentahal.store import Query, QueryState, SystemStats, User
 
 
@@ -45,9 +46,7 @@ def has_output(query: Query) -> bool:
     """A finished query that made audio or an image (kept apart from its text)."""
     if query.state != QueryState.DONE:
         return False
-    return query.result_type in ("audio", "image") or (
-        query.query_type == "speech" and bool(query.options.get("speak"))
-    )
+    return query.result_type in ("audio", "image") or speaks(query.query_type, query.options)
 
 
 def worker_view(worker: WorkerState, realm: str) -> WorkerView:
@@ -110,12 +109,12 @@ def final_event(query: Query) -> events.Outbound:
         queue_wait=round(query.queue_wait or 0.0, 4),
         worker=query.worker_name,
     )
-    if query.query_type == "speech":
+    if query.query_type == "speech" or speaks(query.query_type, query.options):
         return events.QueryResultWithMedia(
             **result.model_dump(exclude={"result", "result_type"}),
             result=query.result or "",
             result_type="text",
-            transcript=query.prompt,
+            transcript=query.prompt if query.query_type == "speech" else "",
             audio=query.output,
         )
     return result

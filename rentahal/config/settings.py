@@ -12,7 +12,7 @@ paste into bug reports.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import (
@@ -107,6 +107,23 @@ class Settings(BaseSettings):
     claude_api_key: SecretStr | None = None
     claude_endpoint: str = "https://api.anthropic.com"
     claude_model_name: str = "claude-sonnet-4-5"
+    # [Intents] — free text is classified by keyword rules, then by a chat worker (this long)
+    intent_router_timeout: float = Field(default=10.0, gt=0)
+    # Weather: OpenWeatherMap One Call 3.0 and geocoding, called by the broker (the key never
+    # reaches a page). Without the browser's location, the default place (e.g. "London,GB").
+    openweathermap_api_key: SecretStr | None = None
+    openweathermap_endpoint: str = "https://api.openweathermap.org"
+    weather_default_location: str = ""
+    weather_units: Literal["metric", "imperial"] = "metric"
+    # Gmail, read-only: OAuth 2.0 authorization code with PKCE, tokens kept by the broker.
+    google_client_id: str = ""
+    google_client_secret: SecretStr | None = None
+    google_auth_endpoint: str = "https://accounts.google.com/o/oauth2/v2/auth"
+    google_token_endpoint: str = "https://oauth2.googleapis.com/token"
+    google_revoke_endpoint: str = "https://oauth2.googleapis.com/revoke"
+    gmail_api_endpoint: str = "https://gmail.googleapis.com"
+    # The broker's address as browsers reach it (for OAuth redirects); default: the request's.
+    public_url: str = ""
 
     @field_validator(
         "huggingface_default_models", "allowed_origins", "local_workers", mode="before"

@@ -1,5 +1,2 @@
-"""The scheduler: job lifecycle, queue and dispatch to worker slots."""
-
-from rentahal.scheduler.scheduler import Scheduler
-
-__all__ = ["Scheduler"]
+"""The scheduler: job lifecycle (`scheduler`), the fair queue (`fair_queue`) and the steps a
+query goes through (`stages`)."""

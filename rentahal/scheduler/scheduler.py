@@ -447,9 +447,7 @@ class Scheduler:
                         self._status(query, QueryState.RUNNING, worker.name)
                     parts.append(delta)
                     if stream and pieces:
-                        self._hub.send_user(
-                            query.user_id, events.QueryChunk(query_id=query.id, delta=delta)
-                        )
+                        self._to_owner(query, events.QueryChunk(query_id=query.id, delta=delta))
         except TimeoutError:
             raise WorkerFailed(
                 Probe.ERROR, ErrorCode.TIMEOUT, f"worker {worker.name} took over {timeout:g} s"
@@ -497,7 +495,7 @@ class Scheduler:
             cost=cost,
             queue_wait=queue_wait,
             output=result if media else None,
-            delivered=self._hub.is_connected(query.user_id),
+            delivered=self._reaches_owner(query),
         )
         self._metrics.queries.labels(job.realm, query.query_type, "done").inc()
         self._metrics.processing.labels(job.realm, query.query_type, worker.name).observe(
@@ -521,9 +519,8 @@ class Scheduler:
             processing_time=processing_time,
         )
         if transcribed:
-            self._hub.send_user(
-                query.user_id,
-                events.TranscriptionResult(query_id=query.id, text=result, final=False),
+            self._to_owner(
+                query, events.TranscriptionResult(query_id=query.id, text=result, final=False)
             )
         job.excluded.clear()
         job.worker = None
@@ -573,7 +570,7 @@ class Scheduler:
             state,
             code=code,
             message=message,
-            delivered=self._hub.is_connected(query.user_id),
+            delivered=self._reaches_owner(query),
         )
         self._metrics.queries.labels(job.realm, query.query_type, state.value).inc()
         self._status(query, state, job.worker.name if job.worker else None)
@@ -590,14 +587,30 @@ class Scheduler:
 
     def _status(self, query: Query, state: QueryState, worker: str | None) -> None:
         query.state = state.value
-        self._hub.send_user(
-            query.user_id, events.QueryStatus(query_id=query.id, state=state.value, worker=worker)
+        self._to_owner(
+            query, events.QueryStatus(query_id=query.id, state=state.value, worker=worker)
         )
+
+    def _reaches_owner(self, query: Query) -> bool:
+        """Whether the query's final event reaches whoever it is for right now (else it
+        waits for the owner's next connection)."""
+        return query.is_internal or self._hub.is_connected(query.user_id)
+
+    def _to_owner(self, query: Query, event: events.Outbound) -> None:
+        """A query's event goes to its owner's connections; an internal query's (the broker
+        asking a worker for itself) only to the code watching it."""
+        if query.is_internal:
+            self._hub.send_watchers(event)
+        else:
+            self._hub.send_user(query.user_id, event)
 
     async def _deliver(self, query: Query) -> None:
         """Send the final event. The store already marked it delivered if the owner was
         connected when it finished; if they connected just after, mark it now, or it would
         be sent again at their next reconnect. Otherwise it goes out when they reconnect."""
+        if query.is_internal:
+            self._hub.send_watchers(final_event(query))
+            return
         sent = self._hub.send_final(query.user_id, query.id, final_event(query))
         if sent and not query.delivered:
             await self._store.queries.mark_delivered([query.id])

@@ -1,19 +1,24 @@
-"""The steps of a query. Most queries are one step; a `speech` query is three: transcribe
-the user's audio, answer the transcript as a chat query, and (when the user asked for a
-spoken answer, `options.speak`) speak the answer. Each step is routed to a worker of its
-own type and waits its turn in the fair queue like any query."""
+"""The steps of a query. Most queries are one step; a `speech` query transcribes the user's
+audio, then answers the transcript as a chat query. A chat, vision or speech query whose user
+asked for a spoken answer (`options.speak`, voice mode) has one more step: speak the answer.
+Each step is routed to a worker of its own type and waits its turn in the fair queue like any
+query."""
 
 from __future__ import annotations
 
 from rentahal.store import Query
 
-SPEECH_STEPS = ("stt", "chat", "tts")
+SPEAKABLE = ("chat", "vision", "speech")  # query types whose text answer can be spoken
 
 
 def steps(query_type: str, options: dict[str, object]) -> tuple[str, ...]:
-    if query_type == "speech":
-        return SPEECH_STEPS if options.get("speak") else SPEECH_STEPS[:2]
-    return (query_type,)
+    answer = ("stt", "chat") if query_type == "speech" else (query_type,)
+    return (*answer, "tts") if speaks(query_type, options) else answer
+
+
+def speaks(query_type: str, options: dict[str, object]) -> bool:
+    """The query ends by speaking its text answer."""
+    return query_type in SPEAKABLE and bool(options.get("speak"))
 
 
 def step_type(query: Query) -> str:
@@ -37,8 +42,8 @@ def step_model(query: Query) -> str:
 
 def step_prompt(query: Query) -> str:
     """The text the step works on: the prompt (for a speech query, the transcript), except
-    that a speech query's speaking step speaks the chat answer."""
-    if query.query_type == "speech" and step_type(query) == "tts":
+    that a spoken answer's last step speaks the answer."""
+    if speaks(query.query_type, query.options) and step_type(query) == "tts":
         return query.result or ""
     return query.prompt
 

@@ -139,6 +139,9 @@ class ApiKey(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
+INTERNAL_MODEL_TYPE = "internal"
+
+
 class Query(Base):
     """One query and its job lifecycle: `queued → dispatched → running → done|failed|…`."""
 
@@ -185,6 +188,13 @@ class Query(Base):
     )
     # Which step of a multi-step query runs next (a speech query: stt → chat → tts).
     stage: Mapped[int] = mapped_column(Integer, default=0)
+
+    @property
+    def is_internal(self) -> bool:
+        """A query the broker asks for itself, as its user (the intent router classifying
+        their words): accounted like theirs, but its events and its place in their history
+        are not shown to them."""
+        return self.model_type == INTERNAL_MODEL_TYPE
 
 
 class Worker(Base):

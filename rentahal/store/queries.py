@@ -13,7 +13,15 @@ from sqlalchemy.orm import undefer_group
 
 from rentahal.store.database import Database
 from rentahal.store.group_commit import GroupCommitter
-from rentahal.store.models import Query, QueryState, TypeStats, User, new_id, utcnow
+from rentahal.store.models import (
+    INTERNAL_MODEL_TYPE,
+    Query,
+    QueryState,
+    TypeStats,
+    User,
+    new_id,
+    utcnow,
+)
 
 UNFINISHED_STATES = (QueryState.QUEUED, QueryState.DISPATCHED, QueryState.RUNNING)
 
@@ -103,7 +111,7 @@ class QueryRepository:
         async with self._db.session() as session:
             rows = await session.scalars(
                 select(Query)
-                .where(Query.user_id == user_id)
+                .where(Query.user_id == user_id, Query.model_type != INTERNAL_MODEL_TYPE)
                 .order_by(Query.created_at.desc())
                 .limit(limit)
             )

@@ -1,5 +1,5 @@
-"""Stub AI servers speaking the RENT A HAL worker, Ollama, OpenAI, SD web UI, Anthropic and
-Hugging Face HTTP protocols.
+"""Stub servers speaking the RENT A HAL worker, Ollama, OpenAI, SD web UI, Anthropic and
+Hugging Face HTTP protocols, and the web APIs intents call (OpenWeatherMap, Google).
 
 Each protocol module exposes ``create_app(state) -> Starlette``; every app also mounts the
 ``/_stub`` control API from :mod:`rentahal.testing.stubs.state`. Run one as a separate
@@ -16,7 +16,9 @@ from starlette.applications import Starlette
 
 from rentahal.testing.stubs.state import Behaviour, StubState
 
-Protocol = Literal["rentahal", "ollama", "openai", "a1111", "anthropic", "huggingface"]
+Protocol = Literal[
+    "rentahal", "ollama", "openai", "a1111", "anthropic", "huggingface", "openweathermap", "google"
+]
 
 
 def _factory(module: str) -> Callable[[StubState], Starlette]:
@@ -36,6 +38,8 @@ APP_FACTORIES: dict[str, Callable[[StubState], Starlette]] = {
     "a1111": _factory("a1111"),
     "anthropic": _factory("anthropic"),
     "huggingface": _factory("huggingface"),
+    "openweathermap": _factory("openweathermap"),  # weather intent: One Call 3.0, geocoding
+    "google": _factory("google"),  # Gmail intent: Google OAuth 2.0 and the Gmail API
 }
 
 __all__ = ["APP_FACTORIES", "Behaviour", "Protocol", "StubState"]
