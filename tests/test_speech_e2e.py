@@ -276,3 +276,38 @@ async def test_a_recording_uploaded_as_a_file_is_transcribed(speech_realm: Speec
     query = answered.json()["query"]
     assert query["state"] == "done"
     assert "what time does the library close" in words(query["result"])
+
+
+async def test_the_intent_router_asks_the_offline_smollm2_worker(speech_realm: SpeechRealm) -> None:
+    async with speech_realm.bus() as bus:
+        counted = (await bus.expect("user_info"))["data"]["query_count"]
+        # No menu word, no keyword: only the chat worker (SmolLM2) can classify it.
+        reply = await bus.request(
+            {"type": "intent", "text": "Tell me a fun fact about otters"}, within=90
+        )
+        classified = await bus.expect(
+            "user_info", lambda m: m["data"]["query_count"] > counted, within=5
+        )
+    offered = {"chat", "vision", "imagine", "weather", "gmail", "hello"}
+    if reply["type"] == "error":  # it chose an intent this realm is not set up for
+        assert reply["code"] in ("not_configured", "invalid"), reply
+    else:
+        assert reply["type"] == "intent_result", reply
+        assert reply["via"] in ("llm", "default") and reply["intent"] in offered
+    assert classified["data"]["total_cost"] > 0  # the classification is accounted as theirs
+
+
+async def test_a_spoken_chat_intent_is_answered_and_spoken_by_the_local_workers(
+    speech_realm: SpeechRealm,
+) -> None:
+    async with speech_realm.bus() as bus:
+        reply = await bus.request(
+            {"type": "intent", "text": "chat: say hello", "speak": True}, within=30
+        )
+        assert (reply["intent"], reply["via"], reply["prompt"]) == ("chat", "menu", "say hello")
+        answer = await bus.expect(
+            "query_result", lambda m: m["query_id"] == reply["query_id"], within=90
+        )
+    assert answer["result"].strip() and answer["transcript"] == ""
+    assert answer["worker"] == "local-tts"
+    assert wav_duration(answer["audio"]) > 0.3
