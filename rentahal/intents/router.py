@@ -21,6 +21,7 @@ Via = Literal["named", "menu", "keyword", "llm", "default"]
 AskModel = Callable[[str], Awaitable[str | None]]
 
 DEFAULT_INTENT = "chat"
+WAKE_WORD = "computer"  # the voice mode's wake word, often left at the head of a transcript
 # Words a classifier may answer that mean "none of them"; the seed's set also had these.
 NO_INTENT = frozenset({"null", "none", "unknown", "other"})
 _WORD = re.compile(r"[a-z0-9_']+")
@@ -61,6 +62,8 @@ class IntentRouter:
     def by_rules(self, text: str) -> Recognized | None:
         """A menu word or keyword phrase; None if the words name no intent."""
         spoken = words(text)
+        if spoken[:1] == [WAKE_WORD]:  # "Computer, weather in Paris"
+            text, spoken = _after_first_word(text), spoken[1:]
         if not spoken:
             return None
         if (intent := self._menu.get(spoken[0])) is not None:
