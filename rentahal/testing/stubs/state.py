@@ -13,6 +13,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
+from urllib.parse import parse_qsl
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -97,6 +98,11 @@ class StubState:
         entry = {
             "method": scope["method"],
             "path": scope["path"],
+            # Decoded query parameters; a name given twice keeps its last value, as Starlette's
+            # `request.query_params[name]` (and so every stub route) reads it.
+            "query": dict(
+                parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+            ),
             "headers": headers,
             "json": _parse_json(body),
             "time": time.time(),
