@@ -5,7 +5,9 @@ and answers spoken in voice mode."""
 from __future__ import annotations
 
 import base64
+import json
 from importlib.metadata import EntryPoint
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
@@ -14,9 +16,9 @@ from rentahal.intents import Answer, Intent, IntentCall, IntentOutcome
 from rentahal.intents.queries import ChatIntent, ImagineIntent, VisionIntent
 from rentahal.intents.registry import GROUP, IntentRegistry, _load
 from rentahal.intents.router import IntentRouter, UnknownIntent
-from rentahal.testing.broker import BusClient
+from rentahal.testing.broker import BrokerProcess, BusClient
 from rentahal.testing.process import StubServer
-from tests.conftest import Realm
+from tests.conftest import FAST_ENV, Realm, create_sysop
 
 
 class WeatherLike(Intent):
@@ -262,3 +264,52 @@ async def test_voice_mode_answers_are_spoken_when_the_realm_can_speak(realm: Rea
 
         sent = [r["json"] for r in await stub.requests() if r["path"] == "/v1/audio/speech"]
         assert [s["input"] for s in sent] == ["echo: say hi", hello["answer"]]
+
+
+async def test_weather_by_voice_is_answered_spoken_and_its_key_never_leaves_the_broker(
+    tmp_path: Path,
+) -> None:
+    secret = "owm-realm-key-0123456789"
+    async with (
+        StubServer("openweathermap", api_key=secret) as weather,
+        StubServer("openai", models=["tts-1"]) as voice,
+    ):
+        sysop_key = await create_sysop(tmp_path)
+        env = FAST_ENV | {
+            "RENTAHAL_OPENWEATHERMAP_API_KEY": secret,
+            "RENTAHAL_OPENWEATHERMAP_ENDPOINT": weather.url,
+            "RENTAHAL_WEATHER_DEFAULT_LOCATION": "Paris,FR",
+        }
+        async with BrokerProcess(tmp_path, env=env) as broker:
+            await Realm(broker, sysop_key).add_worker("voice", voice, type="tts", models=["tts-1"])
+            async with broker.bus(api_key=sysop_key) as bus:
+                offered = {
+                    i["name"]: i["available"] for i in (await bus.expect("intents"))["intents"]
+                }
+                assert offered["weather"] is True and offered["gmail"] is False
+
+                asked = await intent(
+                    bus,
+                    "Computer, what's the weather like in London?",
+                    speak=True,
+                    units="imperial",
+                )
+                assert (asked["intent"], asked["via"]) == ("weather", "keyword"), asked
+                assert asked["answer"].startswith("In London it is ")
+                assert "Fahrenheit" in asked["answer"] and "Today's high is" in asked["answer"]
+                spoken = await final(bus, asked["speech_query_id"], "speech_result")
+                assert spoken["type"] == "speech_result"
+
+                here = await intent(bus, "weather", location={"lat": 48.86, "lon": 2.35})
+                assert here["answer"].startswith("In Paris it is ") and "Celsius" in here["answer"]
+                assert here["speech_query_id"] is None  # not in voice mode
+        assert secret not in json.dumps(bus.seen) and secret not in broker.output
+        sent = [r["query"] for r in await weather.requests() if r["path"] == "/data/3.0/onecall"]
+        assert [(q["units"], q["appid"]) for q in sent] == [
+            ("imperial", secret),
+            ("metric", secret),
+        ]
+        said = [
+            r["json"]["input"] for r in await voice.requests() if r["path"] == "/v1/audio/speech"
+        ]
+        assert said == [asked["answer"]]
