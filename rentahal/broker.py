@@ -8,6 +8,7 @@ from dataclasses import asdict
 import httpx
 import structlog
 
+from rentahal.admission import Admission
 from rentahal.auth import Authenticator
 from rentahal.auth.secret_key import load_or_create_secret_key
 from rentahal.bus import events
@@ -78,6 +79,7 @@ class Broker:
         self.uploads = ChunkedUploads()
         self.local_workers = LocalWorkers(self)
         self.cloud = CloudWorkers(self)
+        self.admission = Admission(settings, self.store, self.scheduler)
         self.intents = Intents(self)
         self.ready = False
 

@@ -21,6 +21,8 @@ BrokerDep = Annotated[Broker, Depends(get_broker)]
 
 async def require_principal(request: Request, broker: BrokerDep) -> Principal:
     principal = await broker.auth.from_headers(request.headers, request.cookies)
+    if principal is not None:
+        principal = principal.seen_at(request.client.host if request.client else None)
     if principal is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,

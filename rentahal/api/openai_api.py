@@ -155,9 +155,25 @@ def refused(exc: ProtocolError, model_name: str) -> OpenAIError:
         return OpenAIError(
             status.HTTP_503_SERVICE_UNAVAILABLE, exc.message, type="server_error", code=code.value
         )
-    if code in (ErrorCode.QUEUE_FULL, ErrorCode.USER_LIMIT):
+    if code in (
+        ErrorCode.QUEUE_FULL,
+        ErrorCode.USER_LIMIT,
+        ErrorCode.RATE_LIMITED,
+        ErrorCode.QUOTA_EXCEEDED,
+    ):
         return OpenAIError(
-            status.HTTP_429_TOO_MANY_REQUESTS, exc.message, type="rate_limit_error", code=code.value
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            exc.message,
+            type="rate_limit_error",
+            code=code.value,
+            headers=exc.http_headers(),
+        )
+    if code == ErrorCode.INSUFFICIENT_CREDIT:  # OpenAI's own answer to an empty balance
+        return OpenAIError(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            exc.message,
+            type="insufficient_quota",
+            code=code.value,
         )
     if code == ErrorCode.INTERNAL:
         return OpenAIError(500, exc.message, type="server_error", code=code.value)
@@ -288,7 +304,7 @@ async def api_key_principal(request: Request, broker: BrokerDep) -> Principal:
             type="permission_error",
             code="insufficient_permissions",
         )
-    return principal
+    return principal.seen_at(request.client.host if request.client else None)
 
 
 KeyDep = Annotated[Principal, Depends(api_key_principal)]
@@ -314,8 +330,7 @@ async def submit(principal: Principal, broker: Broker, spec: QuerySpec) -> Query
     """Queue the query as the browser's are queued. The caller may start watching the query's
     events right after this returns: nothing runs in between (no await follows the submit)."""
     try:
-        principal.check_query_scope(spec.query_type)
-        query, _ = await broker.scheduler.submit(principal.user, spec)
+        query, _ = await broker.admission.submit(principal, spec)
     except ProtocolError as exc:
         raise refused(exc, spec.model_name) from None
     return query

@@ -41,6 +41,10 @@ HTTP_STATUS = {
     ErrorCode.BANNED: status.HTTP_403_FORBIDDEN,
     ErrorCode.NO_WORKER: status.HTTP_503_SERVICE_UNAVAILABLE,
     ErrorCode.QUEUE_FULL: status.HTTP_429_TOO_MANY_REQUESTS,
+    ErrorCode.USER_LIMIT: status.HTTP_429_TOO_MANY_REQUESTS,
+    ErrorCode.RATE_LIMITED: status.HTTP_429_TOO_MANY_REQUESTS,
+    ErrorCode.QUOTA_EXCEEDED: status.HTTP_429_TOO_MANY_REQUESTS,
+    ErrorCode.INSUFFICIENT_CREDIT: status.HTTP_402_PAYMENT_REQUIRED,
     ErrorCode.UNSUPPORTED: status.HTTP_422_UNPROCESSABLE_CONTENT,
 }
 
@@ -51,9 +55,13 @@ Wait = Annotated[
 
 
 def http_error(exc: ProtocolError) -> HTTPException:
+    detail: dict[str, Any] = {"code": exc.code, "message": exc.message}
+    if exc.retry_after is not None:
+        detail["retry_after"] = exc.retry_after
     return HTTPException(
         HTTP_STATUS.get(exc.code, status.HTTP_400_BAD_REQUEST),
-        detail={"code": exc.code, "message": exc.message},
+        detail=detail,
+        headers=exc.http_headers(),
     )
 
 
@@ -128,8 +136,7 @@ async def submit_upload(
 
 async def _submit(spec: QuerySpec, principal: Principal, broker: Broker, wait: float) -> Accepted:
     try:
-        principal.check_query_scope(spec.query_type)
-        query, position = await broker.scheduler.submit(principal.user, spec)
+        query, position = await broker.admission.submit(principal, spec)
     except ProtocolError as exc:
         raise http_error(exc) from None
     if wait:

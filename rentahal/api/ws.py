@@ -57,7 +57,8 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         )
         await websocket.close(BANNED_CLOSE_CODE, "banned")
         return
-    await BusSession(broker, websocket, principal).run()
+    client_ip = websocket.client.host if websocket.client else None
+    await BusSession(broker, websocket, principal.seen_at(client_ip)).run()
 
 
 class BusSession:
@@ -196,6 +197,7 @@ class BusSession:
                     code=exc.code,
                     message=exc.message,
                     response_to=exc.response_to if exc.response_to is not None else message_id,
+                    retry_after=exc.retry_after,
                 )
             )
         except Exception:
@@ -252,8 +254,7 @@ class BusSession:
         # role, so the session's user is current without a read per query.
         if self.connection.closed.is_set():
             raise ProtocolError(ErrorCode.BANNED, "You are banned from submitting queries")
-        self.principal.check_query_scope(spec.query_type)
-        query, position = await self.broker.scheduler.submit(self.user, spec)
+        query, position = await self.broker.admission.submit(self.principal, spec)
         return events.QueryAccepted(query_id=query.id, position=position)
 
     async def on_vision_chunk(self, message: m.VisionChunk) -> Reply:
@@ -272,6 +273,7 @@ class BusSession:
     async def on_intent(self, message: m.Intent) -> Reply:
         if self.connection.closed.is_set():
             raise ProtocolError(ErrorCode.BANNED, "You are banned from submitting queries")
+        await self.broker.admission.check(self.principal)
         return await self.broker.intents.run(self.principal, message)
 
     async def on_list_intents(self, message: m.ListIntents) -> Reply:

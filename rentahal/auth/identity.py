@@ -9,7 +9,7 @@ sessions table (which holds only its hash) so it can expire and be revoked. Prog
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Literal
 
@@ -31,6 +31,12 @@ class Principal:
     user: User
     via: Literal["session", "api_key"]
     scopes: frozenset[str] = frozenset({"*"})  # a session may do all its user may
+    key_id: str | None = None  # the API key used, if any (its own rate limit)
+    client_ip: str | None = None  # where the request came from (its own rate limit)
+
+    def seen_at(self, client_ip: str | None) -> Principal:
+        """The same caller, with the address its request came from."""
+        return replace(self, client_ip=client_ip)
 
     def allows(self, scope: str) -> bool:
         if scope == "worker":
@@ -83,8 +89,8 @@ class Authenticator:
             resolved = await self._store.credentials.resolve_api_key_scoped(credential.strip())
             if resolved is None:
                 return None
-            user, scopes = resolved
-            return Principal(user, "api_key", frozenset(scopes))
+            user, scopes, key_id = resolved
+            return Principal(user, "api_key", frozenset(scopes), key_id)
         cookie = cookies.get(SESSION_COOKIE)
         if cookie and (token := self._unsign(cookie)):
             owner = await self._store.credentials.resolve_session(token, self.session_ttl)

@@ -287,6 +287,7 @@ class Error(Outbound):
     code: str
     message: str
     query_id: str | None = None
+    retry_after: float | None = None  # seconds until a rate limit or quota lets it through
 
 
 class Ping(Outbound):

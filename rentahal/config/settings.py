@@ -96,6 +96,16 @@ class Settings(BaseSettings):
     max_prompt_chars: int = Field(default=32_000, ge=1)
     max_audio_seconds: float = Field(default=300.0, gt=0)  # a recording to transcribe
     max_nickname_chars: int = Field(default=32, ge=3)
+    # Queries a minute (token buckets: a burst of that many, refilled evenly) per user by role,
+    # per API key and per client IP; and queries a day per role. 0: no limit. Sysops: none.
+    queries_per_minute_guest: float = Field(default=20, ge=0)
+    queries_per_minute_user: float = Field(default=60, ge=0)
+    queries_per_minute_premium: float = Field(default=240, ge=0)
+    queries_per_minute_per_key: float = Field(default=120, ge=0)
+    queries_per_minute_per_ip: float = Field(default=240, ge=0)
+    queries_per_day_guest: int = Field(default=500, ge=0)
+    queries_per_day_user: int = Field(default=0, ge=0)
+    queries_per_day_premium: int = Field(default=0, ge=0)
     # [HuggingFace] / [Claude] (used by their backends)
     huggingface_default_models: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["gpt2", "gpt2-medium", "gpt2-large"]

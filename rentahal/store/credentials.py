@@ -81,8 +81,8 @@ class CredentialRepository:
         resolved = await self.resolve_api_key_scoped(key)
         return resolved[0] if resolved else None
 
-    async def resolve_api_key_scoped(self, key: str) -> tuple[User, list[str]] | None:
-        """The key's owner and the key's scopes, for a live (unrevoked) key."""
+    async def resolve_api_key_scoped(self, key: str) -> tuple[User, list[str], str] | None:
+        """The key's owner, scopes and id, for a live (unrevoked) key."""
         if not key.startswith(API_KEY_PREFIX) or len(key) > 128:
             return None
         async with self._db.session() as session:
@@ -98,7 +98,7 @@ class CredentialRepository:
             )
             user = await session.get(User, api_key.user_id)
             await session.commit()
-            return (user, list(api_key.scopes)) if user else None
+            return (user, list(api_key.scopes), api_key.id) if user else None
 
     async def list_api_keys(self, user_id: str) -> Sequence[ApiKey]:
         async with self._db.session() as session:

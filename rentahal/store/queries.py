@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import undefer_group
@@ -116,6 +116,21 @@ class QueryRepository:
                 .limit(limit)
             )
             return rows.all()
+
+    async def submitted_since(self, user_id: str, since: datetime) -> tuple[int, datetime | None]:
+        """How many queries the user has submitted since `since` (the broker's own on their
+        behalf not counted), and when the first of them was."""
+        async with self._db.session() as session:
+            row = (
+                await session.execute(
+                    select(func.count(), func.min(Query.created_at)).where(
+                        Query.user_id == user_id,
+                        Query.created_at >= since,
+                        Query.model_type != INTERNAL_MODEL_TYPE,
+                    )
+                )
+            ).one()
+            return int(row[0]), row[1]
 
     async def unfinished(self) -> Sequence[Query]:
         """Jobs a previous broker process accepted and did not finish, oldest first."""

@@ -1,0 +1,96 @@
+"""Whether a caller may queue a query now: one gate for every way in (the bus, REST, the
+OpenAI-compatible API, intents).
+
+In order: the API key's scopes; the role's queries a day; rate limits — per user by role, per
+API key, per client IP, each a token bucket (`rentahal.limits`). A refusal is a
+`ProtocolError` whose `retry_after` says when to try again. Sysops are not limited.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import timedelta
+from typing import TypeVar
+
+from rentahal.auth import Principal
+from rentahal.bus.errors import ErrorCode, ProtocolError
+from rentahal.bus.messages import QuerySpec
+from rentahal.config import Settings
+from rentahal.limits import Limit, RateLimiter
+from rentahal.scheduler.scheduler import Scheduler
+from rentahal.store import Query, Role, Store, utcnow
+
+DAY = timedelta(days=1)
+T = TypeVar("T")
+
+
+def for_role(role: str, guest: T, user: T, premium: T) -> T:
+    """A setting by role; any other role (a sysop is never asked) gets the guest's."""
+    return {Role.USER.value: user, Role.PREMIUM.value: premium}.get(role, guest)
+
+
+class Admission:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        scheduler: Scheduler,
+        limiter: RateLimiter | None = None,
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._scheduler = scheduler
+        self._limiter = limiter or RateLimiter()
+
+    async def submit(self, principal: Principal, spec: QuerySpec) -> tuple[Query, int]:
+        """Queue the query as the caller, if they may; returns it and its position."""
+        principal.check_query_scope(spec.query_type)
+        await self.check(principal)
+        return await self._scheduler.submit(principal.user, spec)
+
+    async def check(self, principal: Principal) -> None:
+        """Count one request against the caller's limits, or refuse it."""
+        user = principal.user
+        if user.role == Role.SYSOP.value:
+            return
+        settings = self._settings
+        # The quota first: a request it refuses takes no token.
+        await self._check_quota(principal)
+        per_minute = for_role(
+            user.role,
+            settings.queries_per_minute_guest,
+            settings.queries_per_minute_user,
+            settings.queries_per_minute_premium,
+        )
+        limits = [Limit(f"user:{user.id}", per_minute)]
+        if principal.key_id is not None:
+            limits.append(Limit(f"key:{principal.key_id}", settings.queries_per_minute_per_key))
+        if principal.client_ip:
+            limits.append(Limit(f"ip:{principal.client_ip}", settings.queries_per_minute_per_ip))
+        if (wait := self._limiter.acquire(limits)) > 0:
+            raise ProtocolError(
+                ErrorCode.RATE_LIMITED,
+                f"too many requests: try again in {math.ceil(wait)} s",
+                retry_after=round(wait, 3),
+            )
+
+    async def _check_quota(self, principal: Principal) -> None:
+        settings = self._settings
+        quota = for_role(
+            principal.user.role,
+            settings.queries_per_day_guest,
+            settings.queries_per_day_user,
+            settings.queries_per_day_premium,
+        )
+        if quota <= 0:
+            return
+        now = utcnow()
+        used, first = await self._store.queries.submitted_since(principal.user.id, now - DAY)
+        if used >= quota:
+            wait = max((first + DAY - now).total_seconds() if first else 0.0, 1.0)
+            raise ProtocolError(
+                ErrorCode.QUOTA_EXCEEDED,
+                f"your {quota} queries a day are used up; the next frees up in "
+                f"{math.ceil(wait / 60)} min",
+                retry_after=round(wait, 3),
+            )
