@@ -10,7 +10,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 
 from rentahal import __version__
-from rentahal.api import openai_api, pages, rest, workers
+from rentahal.api import oauth, openai_api, pages, rest, workers
 from rentahal.api.security import SecurityHeadersMiddleware
 from rentahal.api.ws import websocket_endpoint
 from rentahal.broker import Broker
@@ -43,6 +43,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(rest.router)
     app.include_router(openai_api.router)
     app.include_router(workers.router)
+    app.include_router(oauth.router)  # /api/v1/gmail: connecting Gmail (OAuth 2.0, PKCE)
     app.add_api_websocket_route("/ws", websocket_endpoint)
     app.add_api_websocket_route("/ws/worker", workers.worker_socket)
     app.mount("/static", StaticFiles(directory=pages.STATIC_DIR), name="static")

@@ -6,6 +6,7 @@ from rentahal.store.audit import AuditRepository
 from rentahal.store.credentials import CredentialRepository
 from rentahal.store.database import Database
 from rentahal.store.models import Query, QueryState, Role, User, Worker, utcnow
+from rentahal.store.oauth_tokens import OAuthTokenRepository
 from rentahal.store.queries import QueryRepository
 from rentahal.store.realms import PoolRepository, RealmRepository
 from rentahal.store.stats import StatsRepository, SystemStats
@@ -41,6 +42,7 @@ class Store:
         self.realms = RealmRepository(self.db)
         self.pools = PoolRepository(self.db)
         self.audit = AuditRepository(self.db)
+        self.oauth_tokens = OAuthTokenRepository(self.db)
 
     async def open(self) -> Store:
         await self.db.migrate()

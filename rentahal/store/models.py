@@ -304,3 +304,33 @@ class Counter(Base):
 
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class OAuthToken(Base):
+    """A user's grant at an OAuth provider (Gmail, read-only), kept so the broker can act for
+    them. Everything about the grant (tokens, expiry, scope, account) is in `sealed`, encrypted
+    with a key derived from the broker's secret key (`rentahal.store.oauth_tokens`)."""
+
+    __tablename__ = "oauth_tokens"
+
+    user_id: Mapped[str] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    provider: Mapped[str] = mapped_column(String(32), primary_key=True)
+    sealed: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class OAuthState(Base):
+    """An OAuth authorization in progress: the hash of the `state` sent to the provider, whose
+    it is, and (sealed) the PKCE code verifier and redirect URI. Used once, then deleted;
+    stale after ten minutes. In the database so a restart or another broker can finish it."""
+
+    __tablename__ = "oauth_states"
+
+    state_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    provider: Mapped[str] = mapped_column(String(32))
+    sealed: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
