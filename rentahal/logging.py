@@ -1,7 +1,8 @@
 """Structured logs (console or JSON) that never carry secrets.
 
-Secrets are removed twice: any key that names a credential is masked, and the configured
-secret values themselves are replaced wherever they appear in a log line.
+Secrets are removed three ways: any key that names a credential is masked, the configured
+secret values themselves are replaced wherever they appear in a log line, and so are the
+values of URL parameters that carry credentials (`code`, `state`, `appid`, `token`…).
 """
 
 from __future__ import annotations
@@ -19,6 +20,12 @@ REDACTED = "[redacted]"
 _SECRET_KEY_NAMES = re.compile(
     r"(pass(word)?|secret|token|api[_-]?key|authorization|cookie|credential)", re.IGNORECASE
 )
+# Credentials in URLs (an access log line of the OAuth callback, a web API's `appid`).
+_SECRET_URL_PARAMETERS = re.compile(
+    r"([?&](?:code|state|appid|key|api_key|access_token|refresh_token|token|client_secret)=)"
+    r"[^&\s\"']+",
+    re.IGNORECASE,
+)
 
 
 class SecretRedactor:
@@ -29,7 +36,7 @@ class SecretRedactor:
         if isinstance(value, str):
             for secret in self._values:
                 value = value.replace(secret, REDACTED)
-            return value
+            return _SECRET_URL_PARAMETERS.sub(rf"\1{REDACTED}", value)
         if isinstance(value, dict):
             return {k: self._field(k, v) for k, v in value.items()}
         if isinstance(value, list | tuple):

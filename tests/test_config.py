@@ -113,6 +113,14 @@ def test_logs_never_carry_secrets(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         headers={"Authorization": "Bearer rah_zzz"},
     )
     logging.getLogger("uvicorn").warning("stdlib line with sk-ant-very-secret-value")
+    logging.getLogger("uvicorn.access").info(
+        '%s - "%s %s HTTP/%s" %d',
+        "127.0.0.1:5",
+        "GET",
+        "/api/v1/gmail/callback?code=4/0Adeu5BW-secret&state=st4te-secret&x=1",
+        "1.1",
+        200,
+    )
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
     text = stream.getvalue()
     assert "sk-ant-very-secret-value" not in text
@@ -121,4 +129,7 @@ def test_logs_never_carry_secrets(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert lines[0]["api_key"] == "[redacted]"
     assert lines[0]["headers"] == {"Authorization": "[redacted]"}
     assert lines[1]["event"] == "stdlib line with [redacted]"
+    # An OAuth callback's single-use code and state are credentials too.
+    assert "code=[redacted]&state=[redacted]&x=1" in lines[2]["event"]
+    assert "secret" not in lines[2]["event"]
     structlog.reset_defaults()
