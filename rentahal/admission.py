@@ -1,7 +1,8 @@
 """Whether a caller may queue a query now: one gate for every way in (the bus, REST, the
 OpenAI-compatible API, intents).
 
-In order: the API key's scopes; the role's queries a day; rate limits — per user by role, per
+In order: the API key's scopes; the role's queries a day; credit, for a user whose budget
+is enforced; rate limits — per user by role, per
 API key, per client IP, each a token bucket (`rentahal.limits`). A refusal is a
 `ProtocolError` whose `retry_after` says when to try again. Sysops are not limited.
 """
@@ -19,6 +20,7 @@ from rentahal.config import Settings
 from rentahal.limits import Limit, RateLimiter
 from rentahal.scheduler.scheduler import Scheduler
 from rentahal.store import Query, Role, Store, utcnow
+from rentahal.store.ledger import MICROS, to_micros
 
 DAY = timedelta(days=1)
 T = TypeVar("T")
@@ -54,8 +56,9 @@ class Admission:
         if user.role == Role.SYSOP.value:
             return
         settings = self._settings
-        # The quota first: a request it refuses takes no token.
+        # The quota and the credit first: a request they refuse takes no token.
         await self._check_quota(principal)
+        await self._check_credit(principal)
         per_minute = for_role(
             user.role,
             settings.queries_per_minute_guest,
@@ -72,6 +75,17 @@ class Admission:
                 ErrorCode.RATE_LIMITED,
                 f"too many requests: try again in {math.ceil(wait)} s",
                 retry_after=round(wait, 3),
+            )
+
+    async def _check_credit(self, principal: Principal) -> None:
+        """A user whose budget is enforced needs credit for at least a query's base fee."""
+        balance = await self._store.ledger.enforced_balance(principal.user.id)
+        needed = to_micros(self._settings.base_cost_per_query)
+        if balance is not None and (balance < needed or balance <= 0):
+            raise ProtocolError(
+                ErrorCode.INSUFFICIENT_CREDIT,
+                f"your credit is {balance / MICROS:.4f}, less than a query costs "
+                f"({needed / MICROS:.4f} and up); ask the sysop for more",
             )
 
     async def _check_quota(self, principal: Principal) -> None:

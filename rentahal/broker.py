@@ -10,6 +10,7 @@ import structlog
 
 from rentahal.admission import Admission
 from rentahal.auth import Authenticator
+from rentahal.auth.accounts import Accounts
 from rentahal.auth.secret_key import load_or_create_secret_key
 from rentahal.bus import events
 from rentahal.bus.hub import Hub
@@ -62,6 +63,7 @@ class Broker:
         )
         self.secret_key = load_or_create_secret_key(settings)
         self.auth = Authenticator(self.store, self.secret_key, settings.token_expiration)
+        self.accounts = Accounts(self.store, settings.max_nickname_chars)
         self.scheduler = Scheduler(
             settings,
             self.store,

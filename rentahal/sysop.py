@@ -19,8 +19,9 @@ from rentahal.bus.messages import ModelSpec, PoolSpec, RealmPatch, RealmSpec, Wo
 from rentahal.bus.views import stats_view, user_view
 from rentahal.cloud import HUGGINGFACE
 from rentahal.routing.registry import WorkerState
-from rentahal.store import AlreadyExists, User, Worker
+from rentahal.store import AlreadyExists, Role, User, Worker
 from rentahal.store.models import Pool, Realm
+from rentahal.store.users import LastSysop, NotRegistered
 
 if TYPE_CHECKING:
     from rentahal.broker import Broker
@@ -235,10 +236,15 @@ class Sysop:
     # --- users -----------------------------------------------------------------------------
 
     async def ban(self, user_id: str) -> None:
-        """Ban at once: the user's jobs stop and every open connection of theirs closes."""
+        """Ban at once: every open connection of theirs closes and their jobs stop.
+
+        Every credential of theirs (session cookies, API keys) is refused from the moment
+        the flag is stored, since each request reads the user afresh. The connections close
+        before the jobs are collected, with no await in between: a query being accepted on
+        one of them meanwhile is either collected here or finds its connection closed as
+        banned and cancels itself (`BusSession._submit`)."""
         await self._require_user(user_id)
         await self._broker.store.users.set_banned(user_id, True)
-        await self._broker.scheduler.cancel_user(user_id, reason="user banned", by_sysop=True)
         hub = self._broker.hub
         hub.send_user(user_id, events.UserBanned(guid=user_id))
         hub.send_user(
@@ -246,6 +252,7 @@ class Sysop:
             events.Error(code=ErrorCode.BANNED, message="You have been banned from this service."),
         )
         closed = hub.close_user(user_id, BANNED_CLOSE_CODE, "banned")
+        await self._broker.scheduler.cancel_user(user_id, reason="user banned", by_sysop=True)
         hub.broadcast(events.UserBanned(guid=user_id), sysops_only=True)
         log.info("sysop.user_banned", user_id=user_id, connections_closed=closed)
         await self._audit("ban_user", user_id, connections_closed=closed)
@@ -256,6 +263,32 @@ class Sysop:
         self._broker.hub.broadcast(events.UserUnbanned(guid=user_id), sysops_only=True)
         log.info("sysop.user_unbanned", user_id=user_id)
         await self._audit("unban_user", user_id)
+
+    async def set_role(self, user_id: str, role: Role) -> User:
+        """Promote or demote (`user`, `premium`, `sysop`); applies at once to the user's open
+        connections, which are sent their new `user_info`. Refused: a sysop without a
+        password (a guest), and a demotion that would leave no sysop who can act."""
+        if role == Role.GUEST:
+            raise ProtocolError(ErrorCode.INVALID, "a registered user cannot become a guest")
+        try:
+            changed = await self._broker.store.users.change_role(user_id, role)
+        except NotRegistered:
+            raise ProtocolError(
+                ErrorCode.CONFLICT,
+                "only a registered user (one with a password) can become a sysop",
+            ) from None
+        except LastSysop:
+            raise ProtocolError(
+                ErrorCode.CONFLICT, "this is the last sysop: make another sysop first"
+            ) from None
+        if changed is None:
+            raise ProtocolError(ErrorCode.NOT_FOUND, "no such user")
+        user, previous = changed
+        if previous != user.role:
+            log.info("sysop.role_changed", user_id=user_id, role=user.role, previous=previous)
+            await self._audit("set_role", user_id, role=user.role, previous=previous)
+        self._broker.hub.user_changed(user_id, user)
+        return user
 
     async def terminate(self, *, user_id: str | None = None, query_id: str | None = None) -> int:
         scheduler = self._broker.scheduler

@@ -22,6 +22,12 @@ class QueryCost:
     """That electricity at `electricity_cost_per_kwh` (the worker owner's view)."""
 
 
+def owner_earning(settings: Settings, processing_time: float) -> float:
+    """What a worker's owner earns for a job: the per-second part of its price, for the
+    seconds their worker served it. The base fee per query is the realm's."""
+    return settings.cost_per_second * max(0.0, processing_time)
+
+
 def query_cost(settings: Settings, processing_time: float, *, premium: bool = False) -> QueryCost:
     seconds = max(0.0, processing_time)
     watts = settings.premium_watt_rate if premium else settings.idle_watt_rate

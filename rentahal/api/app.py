@@ -10,7 +10,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 
 from rentahal import __version__
-from rentahal.api import oauth, openai_api, pages, rest, workers
+from rentahal.api import accounting, accounts, oauth, openai_api, pages, rest, workers
 from rentahal.api.security import SecurityHeadersMiddleware
 from rentahal.api.ws import websocket_endpoint
 from rentahal.broker import Broker
@@ -41,6 +41,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(SecurityHeadersMiddleware)
     app.include_router(pages.router)
     app.include_router(rest.router)
+    app.include_router(accounts.router)  # register, password login, users and roles
+    app.include_router(accounting.router)  # credit, the ledger, exports
     app.include_router(openai_api.router)
     app.include_router(workers.router)
     app.include_router(oauth.router)  # /api/v1/gmail: connecting Gmail (OAuth 2.0, PKCE)

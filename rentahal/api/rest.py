@@ -441,11 +441,18 @@ async def system_stats(_: SysopDep, broker: BrokerDep) -> events.StatsView:
 
 @router.post("/session", tags=["users"])
 async def open_session(principal: PrincipalDep, broker: BrokerDep, request: Request) -> Response:
-    """Trade an API key (`Authorization: Bearer …`) for a browser session cookie."""
+    """Trade an API key (`Authorization: Bearer …`) for a browser session cookie. Only an
+    unscoped key (`*`): a session may do all its user may, so a narrower key (or a worker
+    token) would otherwise be a way to more than it was given."""
     if principal.via != "api_key":
         raise HTTPException(
             status.HTTP_400_BAD_REQUEST,
             {"code": "invalid", "message": "send the API key as Authorization: Bearer"},
+        )
+    if "*" not in principal.scopes:
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            {"code": "forbidden", "message": "only an unscoped API key opens a session"},
         )
     cookie = await broker.auth.new_session(principal.user)
     response = JSONResponse(user_view(principal.user).model_dump(mode="json"))

@@ -7,7 +7,7 @@ stays usable. Sysop message types are refused centrally for everyone else.
 from __future__ import annotations
 
 import asyncio
-import re
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -17,20 +17,19 @@ from starlette.websockets import WebSocket
 
 from rentahal.api.security import origin_allowed, session_cookie_header
 from rentahal.auth import Principal
+from rentahal.auth.nicknames import TAKEN, check_nickname
 from rentahal.broker import Broker
 from rentahal.bus import events
 from rentahal.bus import messages as m
 from rentahal.bus.errors import ErrorCode, ProtocolError
 from rentahal.bus.hub import Connection
 from rentahal.bus.views import final_event, query_view, user_view
-from rentahal.store import NicknameTaken
+from rentahal.store import NicknameTaken, Role, User
 from rentahal.sysop import BANNED_CLOSE_CODE
 
 log = structlog.get_logger(__name__)
 
 UNAUTHORIZED_CLOSE_CODE = 4401
-NICKNAME = re.compile(r"^[\w.-]+$")
-RESERVED_NICKNAMES = frozenset({"sysop", "admin", "system", "root", "broker", "rentahal"})
 
 Reply = events.Outbound | None
 
@@ -70,6 +69,7 @@ class BusSession:
         self.user = principal.user
         self.principal = principal
         self.connection = Connection(websocket, self.user.id, is_sysop=principal.is_sysop)
+        self.connection.on_user_changed = self._user_changed
         self.last_heard = time.monotonic()
         self._handlers: dict[type[m.Inbound], Callable[[Any], Awaitable[Reply]]] = {
             m.SetNickname: self.on_set_nickname,
@@ -93,6 +93,7 @@ class BusSession:
             m.RemoveHuggingfaceModel: self.on_remove_huggingface_model,
             m.BanUser: self.on_ban_user,
             m.UnbanUser: self.on_unban_user,
+            m.SetRole: self.on_set_role,
             m.TerminateQuery: self.on_terminate_query,
             m.AddPool: self.on_add_pool,
             m.UpdatePool: self.on_update_pool,
@@ -223,21 +224,14 @@ class BusSession:
 
     async def on_set_nickname(self, message: m.SetNickname) -> Reply:
         nickname = message.nickname
-        limit = self.broker.settings.max_nickname_chars
-        if not 3 <= len(nickname) <= limit or not NICKNAME.match(nickname):
-            raise ProtocolError(
-                ErrorCode.INVALID,
-                f"a nickname is 3 to {limit} letters, digits, '_', '.' or '-'",
-            )
-        if nickname.lower() in RESERVED_NICKNAMES:
-            raise ProtocolError(ErrorCode.CONFLICT, "Nickname already taken")
+        check_nickname(nickname, self.broker.settings.max_nickname_chars)
         existing = await self.broker.store.users.get_by_nickname(nickname)
         if existing is not None and existing.id != self.user.id:
-            raise ProtocolError(ErrorCode.CONFLICT, "Nickname already taken")
+            raise ProtocolError(ErrorCode.CONFLICT, TAKEN)
         try:
             await self.broker.store.users.set_nickname(self.user.id, nickname)
         except NicknameTaken:
-            raise ProtocolError(ErrorCode.CONFLICT, "Nickname already taken") from None
+            raise ProtocolError(ErrorCode.CONFLICT, TAKEN) from None
         self.user = await self.broker.store.users.get(self.user.id) or self.user
         return events.UserInfo(data=user_view(self.user))
 
@@ -255,7 +249,26 @@ class BusSession:
         if self.connection.closed.is_set():
             raise ProtocolError(ErrorCode.BANNED, "You are banned from submitting queries")
         query, position = await self.broker.admission.submit(self.principal, spec)
+        if self.connection.closed.is_set() and self.connection.close_code == BANNED_CLOSE_CODE:
+            # Banned while this query was being accepted, after the ban collected the
+            # user's jobs (`Sysop.ban`): it must not run.
+            await self.broker.scheduler.cancel(query.id, reason="user banned", by_sysop=True)
+            raise ProtocolError(ErrorCode.BANNED, "You are banned from submitting queries")
         return events.QueryAccepted(query_id=query.id, position=position)
+
+    def _user_changed(self, user: User) -> None:
+        """The account changed (registered, promoted, demoted): act as it is now, without a
+        reconnect, and tell the client. Called by `Hub.user_changed`."""
+        was_sysop = self.is_sysop
+        self.user = user
+        self.principal = dataclasses.replace(self.principal, user=user)
+        self.connection.is_sysop = self.principal.is_sysop
+        self.send(events.UserInfo(data=user_view(user)))
+        if self.is_sysop != was_sysop:
+            # The worker list with or without addresses; a new sysop's panel also gets health.
+            self.send(self.broker.workers_event(for_sysop=self.is_sysop))
+            if self.is_sysop:
+                self.send(self.broker.sysop.worker_health())
 
     async def on_vision_chunk(self, message: m.VisionChunk) -> Reply:
         self.principal.check_query_scope(message.query_type)
@@ -340,6 +353,12 @@ class BusSession:
     async def on_unban_user(self, message: m.UnbanUser) -> Reply:
         await self.broker.sysop_for(self.user).unban(message.user_guid)
         return events.Ack(message="User unbanned")
+
+    async def on_set_role(self, message: m.SetRole) -> Reply:
+        user = await self.broker.sysop_for(self.user).set_role(
+            message.user_guid, Role(message.role)
+        )
+        return events.Ack(message=f"{user.nickname} is now {user.role}")
 
     async def on_terminate_query(self, message: m.TerminateQuery) -> Reply:
         count = await self.broker.sysop_for(self.user).terminate(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import structlog
@@ -42,6 +42,9 @@ class Connection:
         self._finished: set[str] = set()  # queries whose final event this connection got
         self.close_code = 1000
         self.close_reason = ""
+        # Called with the user's new account row when it changes (a new role, registered),
+        # so the session behind this connection acts on it at once (`Hub.user_changed`).
+        self.on_user_changed: Callable[[Any], None] | None = None
 
     def start(self) -> None:
         self._writer = asyncio.create_task(self._write_loop(), name=f"ws-writer-{self.user_id}")
@@ -182,6 +185,14 @@ class Hub:
         sysop_text, other_text = encode(sysops), encode(others)
         for connection in self.connections():
             connection.send(sysop_text if connection.is_sysop else other_text)
+
+    def user_changed(self, user_id: str, user: Any) -> int:
+        """Hand a user's changed account to each of their connections; returns how many."""
+        connections = list(self._by_user.get(user_id, ()))
+        for connection in connections:
+            if connection.on_user_changed is not None and not connection.closed.is_set():
+                connection.on_user_changed(user)
+        return len(connections)
 
     def close_user(self, user_id: str, code: int, reason: str) -> int:
         """Close every connection of a user (a ban); returns how many were open."""

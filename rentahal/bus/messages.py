@@ -258,6 +258,18 @@ class UnbanUser(SysopInbound):
     user_guid: Guid = Field(validation_alias=AliasChoices("user_guid", "guid"))
 
 
+AssignableRole = Literal["user", "premium", "sysop"]
+
+
+class SetRole(SysopInbound):
+    """Promote or demote a user (`user`, `premium`, `sysop`); a guest gets a role by
+    registering, never becomes a sysop, and the last sysop cannot be demoted."""
+
+    type: Literal["set_role"]
+    user_guid: Guid = Field(validation_alias=AliasChoices("user_guid", "guid"))
+    role: AssignableRole
+
+
 class TerminateQuery(SysopInbound):
     """Terminate one query (`query_id`) or all of a user's queries (`user_guid`)."""
 
@@ -352,6 +364,7 @@ InboundMessage = Annotated[
     | RemoveHuggingfaceModel
     | BanUser
     | UnbanUser
+    | SetRole
     | TerminateQuery
     | AddPool
     | UpdatePool

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import structlog
 
-from rentahal.accounting import query_cost
+from rentahal.accounting import owner_earning, query_cost
 from rentahal.backends import BACKENDS, BackendError, BackendRequest
 from rentahal.bus import events
 from rentahal.bus.errors import ErrorCode, ProtocolError
@@ -44,6 +44,8 @@ from rentahal.scheduler.stages import (
     step_type,
 )
 from rentahal.store import Query, QueryState, Role, Store, User, utcnow
+from rentahal.store.ledger import entry_values, to_micros
+from rentahal.store.models import LedgerKind
 
 log = structlog.get_logger(__name__)
 
@@ -480,11 +482,19 @@ class Scheduler:
         worker.record_latency(processing_time)
         if processing_time > self._settings.slow_job_seconds:
             await self._worker_health(worker, Probe.SLOW)
+        earning = self._earning(query, worker, processing_time)
         if not is_last_step(query):
-            await self._next_step(job, result, processing_time)
+            await self._next_step(job, result, processing_time, earning)
             return True
         total_time = (query.processing_time or 0.0) + processing_time
         cost = query_cost(self._settings, total_time, premium=job.premium).cost
+        charge = entry_values(
+            query.user_id,
+            LedgerKind.QUERY,
+            -to_micros(cost),
+            query_id=query.id,
+            memo=query.query_type,
+        )
         media = result_type in ("audio", "image")
         owner = await self._store.queries.finish_done(
             query,
@@ -496,6 +506,7 @@ class Scheduler:
             queue_wait=queue_wait,
             output=result if media else None,
             delivered=self._reaches_owner(query),
+            ledger=[charge, *earning],
         )
         self._metrics.queries.labels(job.realm, query.query_type, "done").inc()
         self._metrics.processing.labels(job.realm, query.query_type, worker.name).observe(
@@ -508,7 +519,31 @@ class Scheduler:
             self._hub.send_user(owner.id, events.UserInfo(data=user_view(owner)))
         return False
 
-    async def _next_step(self, job: Job, result: str, processing_time: float) -> None:
+    def _earning(
+        self, query: Query, worker: WorkerState, processing_time: float
+    ) -> list[dict[str, object]]:
+        """The ledger row paying the worker's owner for this step (none for a worker nobody
+        owns, such as a cloud API the realm configured)."""
+        amount = to_micros(owner_earning(self._settings, processing_time))
+        if worker.owner_id is None or amount == 0:
+            return []
+        row = entry_values(
+            worker.owner_id,
+            LedgerKind.EARNING,
+            amount,
+            query_id=query.id,
+            worker_name=worker.name,
+            memo=step_type(query),
+        )
+        return [row]
+
+    async def _next_step(
+        self,
+        job: Job,
+        result: str,
+        processing_time: float,
+        earning: list[dict[str, object]],
+    ) -> None:
         """Queue the query's next step at the head of its owner's line."""
         query = job.query
         transcribed = step_type(query) == "stt"
@@ -517,6 +552,7 @@ class Scheduler:
             prompt=result if transcribed else query.prompt,
             result=None if transcribed else result,
             processing_time=processing_time,
+            ledger=earning,
         )
         if transcribed:
             self._to_owner(

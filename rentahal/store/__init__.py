@@ -5,6 +5,7 @@ from __future__ import annotations
 from rentahal.store.audit import AuditRepository
 from rentahal.store.credentials import CredentialRepository
 from rentahal.store.database import Database
+from rentahal.store.ledger import LedgerRepository
 from rentahal.store.models import Query, QueryState, Role, User, Worker, utcnow
 from rentahal.store.oauth_tokens import OAuthTokenRepository
 from rentahal.store.queries import QueryRepository
@@ -43,6 +44,7 @@ class Store:
         self.pools = PoolRepository(self.db)
         self.audit = AuditRepository(self.db)
         self.oauth_tokens = OAuthTokenRepository(self.db)
+        self.ledger = LedgerRepository(self.db)
 
     async def open(self) -> Store:
         await self.db.migrate()

@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Float,
@@ -102,10 +103,19 @@ class User(Base):
     query_count: Mapped[int] = mapped_column(Integer, default=0)
     total_query_time: Mapped[float] = mapped_column(Float, default=0.0)
     total_cost: Mapped[float] = mapped_column(Float, default=0.0)
+    # An argon2id hash (rentahal.auth.passwords); None for guests and key-only accounts.
+    password_hash: Mapped[str | None] = mapped_column(String(256), default=None)
+    # Queries need credit: refused with `insufficient_credit` when the balance runs out.
+    budget_enforced: Mapped[bool] = mapped_column(Boolean, default=False)
 
     @property
     def is_sysop(self) -> bool:
         return self.role == Role.SYSOP.value
+
+    @property
+    def is_registered(self) -> bool:
+        """Has a password: can log in by nickname (a guest has only their cookie)."""
+        return self.password_hash is not None
 
 
 # "HAL" and "hal" are one nickname: nobody may pass for another user by case.
@@ -334,3 +344,27 @@ class OAuthState(Base):
     provider: Mapped[str] = mapped_column(String(32))
     sealed: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class LedgerKind(enum.StrEnum):
+    QUERY = "query"  # a user pays for a finished query (negative)
+    EARNING = "earning"  # a worker's owner is paid for the seconds it served (positive)
+    GRANT = "grant"  # a sysop adds (or takes back) credit
+
+
+class LedgerEntry(Base):
+    """One change of one user's credit. Rows are only ever added; a balance is the sum of a
+    user's rows. Amounts are whole micro-credits (1 credit = 1,000,000), so sums are exact."""
+
+    __tablename__ = "ledger"
+    __table_args__ = (Index("ix_ledger_user", "user_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"))
+    kind: Mapped[str] = mapped_column(String(16))
+    amount: Mapped[int] = mapped_column(BigInteger)
+    query_id: Mapped[str | None] = mapped_column(String(32), default=None, index=True)
+    worker_name: Mapped[str | None] = mapped_column(String(64), default=None)
+    actor_id: Mapped[str | None] = mapped_column(String(32), default=None)  # who granted it
+    memo: Mapped[str] = mapped_column(String(256), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import undefer_group
 
 from rentahal.store.database import Database
 from rentahal.store.group_commit import GroupCommitter
+from rentahal.store.ledger import append as append_to_ledger
 from rentahal.store.models import (
     INTERNAL_MODEL_TYPE,
     Query,
@@ -132,6 +133,21 @@ class QueryRepository:
             ).one()
             return int(row[0]), row[1]
 
+    async def every_query(self, batch: int = 1000) -> AsyncIterator[Query]:
+        """Every query, oldest first, a batch at a time (an export never loads the table)."""
+        after: tuple[datetime, str] | None = None
+        while True:
+            statement = select(Query).order_by(Query.created_at, Query.id).limit(batch)
+            if after is not None:
+                statement = statement.where(tuple_(Query.created_at, Query.id) > after)
+            async with self._db.session() as session:
+                rows = (await session.scalars(statement)).all()
+            for row in rows:
+                yield row
+            if len(rows) < batch:
+                return
+            after = (rows[-1].created_at, rows[-1].id)
+
     async def unfinished(self) -> Sequence[Query]:
         """Jobs a previous broker process accepted and did not finish, oldest first."""
         async with self._db.session() as session:
@@ -171,13 +187,20 @@ class QueryRepository:
         await self._set(query, state=QueryState.QUEUED.value, worker_name=None)
 
     async def advance(
-        self, query: Query, *, prompt: str, result: str | None, processing_time: float
+        self,
+        query: Query,
+        *,
+        prompt: str,
+        result: str | None,
+        processing_time: float,
+        ledger: Sequence[dict[str, object]] = (),
     ) -> None:
         """A step of a multi-step query is done: queue the next one with what it made (the
         transcript becomes the prompt; the chat answer waits to be spoken). Processing time
-        adds up over the steps."""
+        adds up over the steps; `ledger` rows (the step's worker's earning) go in with it."""
         await self._set(
             query,
+            ledger,
             state=QueryState.QUEUED.value,
             worker_name=None,
             stage=query.stage + 1,
@@ -212,10 +235,12 @@ class QueryRepository:
         queue_wait: float,
         output: str | None = None,
         delivered: bool = False,
+        ledger: Sequence[dict[str, object]] = (),
     ) -> User | None:
-        """Store the result and add it to the user's and the system's statistics, in one
-        transaction; returns the owner with their new totals. `delivered` says the owner is
-        connected and is being sent the result now."""
+        """Store the result and add it to the user's and the system's statistics, and the
+        `ledger` rows (the charge, the worker's earning), in one transaction; returns the owner
+        with their new totals. `delivered` says the owner is connected and is being sent the
+        result now."""
         values = {
             "state": QueryState.DONE.value,
             "result": result,
@@ -243,6 +268,7 @@ class QueryRepository:
                 },
             )
             row = owner.mappings().first()
+            await append_to_ledger(conn, ledger)
             return User(**row) if row else None
 
         owner = await self._writes.run(write)
@@ -268,8 +294,15 @@ class QueryRepository:
             delivered=delivered,
         )
 
-    async def _set(self, query: Query, **values: Any) -> None:
+    async def _set(
+        self, query: Query, ledger: Sequence[dict[str, object]] = (), **values: Any
+    ) -> None:
         parameters = {"_id": query.id, **values}
-        await self._writes.run(lambda conn: conn.execute(_UPDATE_QUERY, parameters))
+
+        async def write(conn: AsyncConnection) -> None:
+            await conn.execute(_UPDATE_QUERY, parameters)
+            await append_to_ledger(conn, ledger)
+
+        await self._writes.run(write)
         for name, value in values.items():
             setattr(query, name, value)

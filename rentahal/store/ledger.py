@@ -1,0 +1,138 @@
+"""The credit ledger: append-only rows; a balance is the sum of a user's rows. And whose
+budget is enforced (their queries need credit).
+
+Query charges and worker earnings are written by `QueryRepository` in the same transaction
+that finishes the query (so a query is never done but unbilled); grants come from a sysop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from rentahal.store.database import Database, affected_rows
+from rentahal.store.models import LedgerEntry, LedgerKind, User, utcnow
+
+MICROS = 1_000_000  # micro-credits in a credit
+_INSERT_ENTRY = insert(LedgerEntry)
+
+
+def to_micros(credits: float) -> int:
+    return round(credits * MICROS)
+
+
+def entry_values(
+    user_id: str,
+    kind: LedgerKind,
+    amount: int,
+    *,
+    query_id: str | None = None,
+    worker_name: str | None = None,
+    actor_id: str | None = None,
+    memo: str = "",
+) -> dict[str, object]:
+    """One row, as the parameters of an insert (for a caller's own transaction)."""
+    return {
+        "user_id": user_id,
+        "kind": kind.value,
+        "amount": amount,
+        "query_id": query_id,
+        "worker_name": worker_name,
+        "actor_id": actor_id,
+        "memo": memo[:256],
+        "created_at": utcnow(),
+    }
+
+
+async def append(conn: AsyncConnection, rows: Sequence[dict[str, object]]) -> None:
+    if rows:
+        await conn.execute(_INSERT_ENTRY, list(rows))
+
+
+class LedgerRepository:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def set_enforced(self, user_id: str, enforced: bool) -> bool:
+        """Turn a user's budget enforcement on or off; False if there is no such user."""
+        async with self._db.session() as session:
+            result = await session.execute(
+                update(User).where(User.id == user_id).values(budget_enforced=enforced)
+            )
+            await session.commit()
+            return affected_rows(result) > 0
+
+    async def grant(self, user_id: str, amount: int, *, actor_id: str, memo: str) -> None:
+        """A sysop's credit (or, negative, debit) to a user."""
+        row = entry_values(user_id, LedgerKind.GRANT, amount, actor_id=actor_id, memo=memo)
+        async with self._db.engine.begin() as conn:
+            await append(conn, [row])
+
+    async def balance(self, user_id: str) -> int:
+        async with self._db.session() as session:
+            total = await session.scalar(
+                select(func.coalesce(func.sum(LedgerEntry.amount), 0)).where(
+                    LedgerEntry.user_id == user_id
+                )
+            )
+            return int(total or 0)
+
+    async def enforced_balance(self, user_id: str) -> int | None:
+        """The user's balance if their budget is enforced, else None (one read: the flag is
+        read fresh, so a sysop's change applies to the very next query)."""
+        balance = (
+            select(func.coalesce(func.sum(LedgerEntry.amount), 0))
+            .where(LedgerEntry.user_id == user_id)
+            .scalar_subquery()
+        )
+        async with self._db.session() as session:
+            row = (
+                await session.execute(
+                    select(User.budget_enforced, balance).where(User.id == user_id)
+                )
+            ).first()
+        if row is None or not row[0]:
+            return None
+        return int(row[1])
+
+    async def balances(self) -> dict[str, int]:
+        """Every user's balance who has a row."""
+        async with self._db.session() as session:
+            rows = await session.execute(
+                select(LedgerEntry.user_id, func.sum(LedgerEntry.amount)).group_by(
+                    LedgerEntry.user_id
+                )
+            )
+            return {user_id: int(total) for user_id, total in rows.all()}
+
+    async def entries(self, user_id: str, limit: int = 50) -> Sequence[LedgerEntry]:
+        """A user's newest rows first."""
+        async with self._db.session() as session:
+            rows = await session.scalars(
+                select(LedgerEntry)
+                .where(LedgerEntry.user_id == user_id)
+                .order_by(LedgerEntry.id.desc())
+                .limit(limit)
+            )
+            return rows.all()
+
+    async def every_entry(self, batch: int = 1000) -> AsyncIterator[LedgerEntry]:
+        """All rows, oldest first, a batch at a time (an export never loads the table)."""
+        after = 0
+        while True:
+            async with self._db.session() as session:
+                rows = (
+                    await session.scalars(
+                        select(LedgerEntry)
+                        .where(LedgerEntry.id > after)
+                        .order_by(LedgerEntry.id)
+                        .limit(batch)
+                    )
+                ).all()
+            for row in rows:
+                yield row
+            if len(rows) < batch:
+                return
+            after = rows[-1].id
