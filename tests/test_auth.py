@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from itsdangerous import URLSafeSerializer
 from websockets.exceptions import InvalidStatus
 
@@ -379,7 +380,11 @@ async def test_forged_tampered_and_foreign_credentials_are_refused(tmp_path: Pat
             bearer("not-even-a-key"),
             bearer(fake_key) | as_cookie(valid),
         ):
-            await ws_refused(broker, headers)
+            # 401 at the handshake: a client can tell a bad key from a refused origin (403).
+            with pytest.raises(InvalidStatus) as refused:
+                async with BusClient(broker.ws_url, headers):
+                    pass
+            assert refused.value.response.status_code == 401
             async with httpx.AsyncClient(base_url=broker.url) as http:
                 response = await http.get("/api/v1/me", headers=headers)
             assert response.status_code == 401, (headers, response.status_code)

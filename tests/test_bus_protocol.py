@@ -300,7 +300,8 @@ async def test_cancel_own_running_query(realm: Realm, rentahal_stub: StubServer)
         )
 
         started = time.monotonic()
-        await owner.send({"type": "cancel_query", "query_id": query_id})
+        cancelled = await owner.request({"type": "cancel_query", "query_id": query_id})
+        assert cancelled["type"] == "ok", cancelled  # the direct reply echoes the id
         await owner.expect(
             "query_status", lambda m: m["query_id"] == query_id and m["state"] == "cancelled"
         )

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
+from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket
 
 from rentahal.api.security import origin_allowed, session_cookie_header
@@ -43,7 +44,7 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     accept_headers: list[tuple[bytes, bytes]] = []
     if principal is None:
         if "authorization" in websocket.headers:
-            await websocket.close(code=UNAUTHORIZED_CLOSE_CODE, reason="invalid API key")
+            await refuse(websocket, "invalid API key")
             return
         guest = await broker.auth.new_guest()
         principal = guest.principal
@@ -58,6 +59,16 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         return
     client_ip = websocket.client.host if websocket.client else None
     await BusSession(broker, websocket, principal.seen_at(client_ip)).run()
+
+
+async def refuse(websocket: WebSocket, message: str) -> None:
+    """A credential that is no good: HTTP 401 at the handshake, so a client can tell it from a
+    refused origin (403); close code 4401 where the server cannot answer the handshake."""
+    if "websocket.http.response" in websocket.scope.get("extensions", {}):
+        body = {"code": ErrorCode.UNAUTHORIZED, "message": message}
+        await websocket.send_denial_response(JSONResponse(body, status_code=401))
+    else:
+        await websocket.close(code=UNAUTHORIZED_CLOSE_CODE, reason=message)
 
 
 class BusSession:
@@ -311,7 +322,8 @@ class BusSession:
             raise ProtocolError(ErrorCode.NOT_FOUND, "no such query of yours")
         if not await self.broker.scheduler.cancel(query.id, reason="cancelled by its owner"):
             raise ProtocolError(ErrorCode.CONFLICT, f"the query is already {query.state}")
-        return None  # the cancellation itself is reported as query_status + error(cancelled)
+        # The query's own events follow as usual: query_status, then error(cancelled).
+        return events.Ack(message=f"Cancelled query {query.id}")
 
     async def on_pong(self, message: m.Pong) -> Reply:
         return None
