@@ -56,6 +56,28 @@ async def test_key_lifecycle_and_scopes(realm: Realm, rentahal_stub: StubServer)
         assert again.status_code == 404
 
 
+async def test_the_sysop_lists_and_revokes_anyones_keys(realm: Realm) -> None:
+    async with httpx.AsyncClient(base_url=realm.broker.url) as http:
+        cookie = await realm.broker.guest_cookie()
+        guest = {"Cookie": f"rentahal_session={cookie}", "Origin": realm.broker.url}
+        me = (await http.get("/api/v1/me", headers=guest)).json()
+        made = await http.post("/api/v1/keys", json={"name": "bot"}, headers=guest)
+        assert made.status_code == 201, made.text
+        theirs = await http.get(f"/api/v1/users/{me['guid']}/keys", headers=bearer(realm.sysop_key))
+        assert [k["name"] for k in theirs.json()] == ["bot"]
+        own_only = await http.get(f"/api/v1/users/{me['guid']}/keys", headers=guest)
+        assert own_only.status_code == 403  # not even one's own, by this sysop route
+        revoked = await http.delete(
+            f"/api/v1/keys/{made.json()['id']}", headers=bearer(realm.sysop_key)
+        )
+        assert revoked.status_code == 204
+        assert (await http.get("/api/v1/me", headers=bearer(made.json()["key"]))).status_code == 401
+        missing = await http.get(f"/api/v1/users/{'0' * 32}/keys", headers=bearer(realm.sysop_key))
+        assert missing.status_code == 404
+        audit = (await http.get("/api/v1/audit", headers=bearer(realm.sysop_key))).json()
+        assert audit[0]["action"] == "revoke_api_key" and audit[0]["target"] == made.json()["id"]
+
+
 @pytest.mark.parametrize("scopes", [["chat"], ["vision", "speech"]])
 async def test_bus_honours_key_scopes(realm: Realm, scopes: list[str]) -> None:
     async with httpx.AsyncClient(base_url=realm.broker.url) as http:

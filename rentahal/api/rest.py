@@ -414,6 +414,17 @@ async def list_keys(principal: PrincipalDep, broker: BrokerDep) -> list[KeyView]
     return [KeyView.model_validate(k) for k in keys]
 
 
+@router.get("/users/{user_id}/keys", tags=["users"])
+async def list_user_keys(user_id: str, _: SysopDep, broker: BrokerDep) -> list[KeyView]:
+    """A user's API keys (sysop), to find one to revoke."""
+    if await broker.store.users.get(user_id) is None:
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND, {"code": "not_found", "message": "no such user"}
+        )
+    keys = await broker.store.credentials.list_api_keys(user_id)
+    return [KeyView.model_validate(k) for k in keys]
+
+
 @router.delete("/keys/{key_id}", status_code=status.HTTP_204_NO_CONTENT, tags=["users"])
 async def revoke_key(key_id: str, principal: PrincipalDep, broker: BrokerDep) -> None:
     """Revoke one of your keys (a sysop: anyone's). It stops working at once."""
