@@ -728,6 +728,12 @@ async def test_system_stats_sum_types_and_average_per_type(store: Store) -> None
     assert stats.total_processing_time == pytest.approx(70.0)
     assert stats.total_cost == pytest.approx(3.5)
     assert stats.average_times == pytest.approx({"chat": 2.0, "vision": 6.0, "imagine": 20.0})
+    totals = {t: (x.queries, x.processing_time, x.cost) for t, x in stats.by_type.items()}
+    assert totals == {
+        "chat": (2, pytest.approx(4.0), pytest.approx(0.5)),
+        "vision": (1, pytest.approx(6.0), pytest.approx(1.0)),
+        "imagine": (3, pytest.approx(60.0), pytest.approx(2.0)),
+    }
     assert is_utc_aware(stats.last_updated)
     async with store.db.session() as session:
         newest = max(row.last_updated for row in await session.scalars(select(TypeStats)))

@@ -70,6 +70,12 @@ class WorkerView(BaseModel):
     last_active: datetime | None
 
 
+class TypeStatsView(BaseModel):
+    queries: int
+    processing_time: float  # seconds, all of them
+    cost: float
+
+
 class StatsView(BaseModel):
     total_queries: int
     total_processing_time: float
@@ -78,6 +84,7 @@ class StatsView(BaseModel):
     max_connected_users: int
     connected_users: int
     average_times: dict[str, float]
+    by_type: dict[str, TypeStatsView] = {}  # lifetime totals per query type
 
 
 class UserInfo(Outbound):

@@ -76,6 +76,12 @@ def stats_view(stats: SystemStats, connected_users: int) -> StatsView:
         max_connected_users=max(stats.max_connected_users, connected_users),
         connected_users=connected_users,
         average_times=stats.average_times,
+        by_type={
+            query_type: events.TypeStatsView(
+                queries=t.queries, processing_time=t.processing_time, cost=t.cost
+            )
+            for query_type, t in stats.by_type.items()
+        },
     )
 
 

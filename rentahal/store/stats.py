@@ -14,6 +14,13 @@ from rentahal.store.models import Counter, TypeStats
 MAX_CONNECTED_USERS = "max_connected_users"
 
 
+@dataclass(frozen=True, slots=True)
+class TypeTotals:
+    queries: int
+    processing_time: float
+    cost: float
+
+
 @dataclass(slots=True)
 class SystemStats:
     total_queries: int = 0
@@ -22,6 +29,7 @@ class SystemStats:
     last_updated: datetime | None = None
     max_connected_users: int = 0
     average_times: dict[str, float] = field(default_factory=dict)
+    by_type: dict[str, TypeTotals] = field(default_factory=dict)
 
 
 class StatsRepository:
@@ -41,6 +49,9 @@ class StatsRepository:
                     stats.average_times[row.query_type] = (
                         row.total_processing_time / row.query_count
                     )
+                stats.by_type[row.query_type] = TypeTotals(
+                    row.query_count, row.total_processing_time, row.total_cost
+                )
             counter = await session.get(Counter, MAX_CONNECTED_USERS)
             stats.max_connected_users = counter.value if counter else 0
         return stats
