@@ -72,6 +72,7 @@ async def test_balances_charges_and_earnings_add_up_after_a_mixed_run(tmp_path: 
             guest_id = (await guest.request({"type": "get_previous_queries"}))["data"][0]
         headers = {"Authorization": f"Bearer {ann_key}"}
         async with httpx.AsyncClient(base_url=broker.url, headers=headers) as http:
+            ann_id = (await http.get("/api/v1/me")).json()["guid"]
             rows = (await http.get("/api/v1/export/ledger", params={"format": "json"})).json()
             queries = {
                 q["id"]: q
@@ -100,6 +101,11 @@ async def test_balances_charges_and_earnings_add_up_after_a_mixed_run(tmp_path: 
             query["user_id"],
             pytest.approx(-cost, abs=1e-6),
         )
+        # The energy view: the watt rate (premium for Ann, a sysop) over the seconds served.
+        watts = 1000 if query["user_id"] == ann_id else 500
+        kwh = watts * query["processing_time"] / 3_600_000
+        assert query["energy_kwh"] == pytest.approx(kwh, rel=1e-9)
+        assert query["energy_cost"] == pytest.approx(kwh * 0.25, rel=1e-9)
         earned = [r for r in mine if r["kind"] == "earning"]
         assert sum(r["amount"] for r in earned) == pytest.approx(
             PER_SECOND * query["processing_time"], abs=2e-6

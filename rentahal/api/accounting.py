@@ -155,6 +155,8 @@ QUERY_COLUMNS = (
     "queue_wait",
     "processing_time",
     "cost",
+    "energy_kwh",
+    "energy_cost",
 )
 
 
@@ -163,8 +165,11 @@ def ledger_record(entry: LedgerEntry) -> dict[str, Any]:
     return record | {"amount": entry.amount / MICROS}
 
 
-def query_record(query: QueryRow) -> dict[str, Any]:
-    return {name: getattr(query, name) for name in QUERY_COLUMNS}
+def query_record(query: QueryRow, price_per_kwh: float) -> dict[str, Any]:
+    """A query's accounting; `energy_cost` is its electricity at `electricity_cost_per_kwh`."""
+    record = {name: getattr(query, name, None) for name in QUERY_COLUMNS}
+    energy = query.energy_kwh
+    return record | {"energy_cost": None if energy is None else energy * price_per_kwh}
 
 
 def export(
@@ -215,4 +220,11 @@ async def export_ledger(_: SysopDep, broker: BrokerDep, fmt: Format = "csv") -> 
 @router.get("/export/queries")
 async def export_queries(_: SysopDep, broker: BrokerDep, fmt: Format = "csv") -> StreamingResponse:
     """Every query's accounting: who, what, which worker, how long, what it cost."""
-    return export(broker.store.queries.every_query(), QUERY_COLUMNS, query_record, fmt, "queries")
+    price = broker.settings.electricity_cost_per_kwh
+    return export(
+        broker.store.queries.every_query(),
+        QUERY_COLUMNS,
+        lambda query: query_record(query, price),
+        fmt,
+        "queries",
+    )

@@ -487,7 +487,8 @@ class Scheduler:
             await self._next_step(job, result, processing_time, earning)
             return True
         total_time = (query.processing_time or 0.0) + processing_time
-        cost = query_cost(self._settings, total_time, premium=job.premium).cost
+        priced = query_cost(self._settings, total_time, premium=job.premium)
+        cost = priced.cost
         charge = entry_values(
             query.user_id,
             LedgerKind.QUERY,
@@ -504,6 +505,7 @@ class Scheduler:
             processing_time=total_time,
             cost=cost,
             queue_wait=queue_wait,
+            energy_kwh=priced.energy_kwh,
             output=result if media else None,
             delivered=self._reaches_owner(query),
             ledger=[charge, *earning],

@@ -183,6 +183,8 @@ class Query(Base):
     queue_wait: Mapped[float | None] = mapped_column(Float, default=None)
     processing_time: Mapped[float | None] = mapped_column(Float, default=None)
     cost: Mapped[float | None] = mapped_column(Float, default=None)
+    # The electricity the workers used for it, from the watt rates (the owner's view of cost).
+    energy_kwh: Mapped[float | None] = mapped_column(Float, default=None)
     # False until the owner's connection has been sent the final result.
     delivered: Mapped[bool] = mapped_column(Boolean, default=False)
     # Media in and out, base64 as on the wire: the user's image or recorded speech, and a
