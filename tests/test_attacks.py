@@ -6,6 +6,8 @@ takes one cannot reach outside what they name."""
 from __future__ import annotations
 
 import secrets
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -130,3 +132,62 @@ async def test_ids_and_file_names_cannot_reach_outside_what_they_name(realm: Rea
         assert (await http.get("/static/index.html")).status_code == 200
         missing = await http.get(f"/api/v1/queries/{secrets.token_hex(16)}")
         assert missing.status_code == 404
+
+
+def sysop_routes() -> list[tuple[str, str]]:
+    """(method, path) of every route that needs a sysop, found by walking each route's
+    dependencies, so a route added later is covered without editing this test."""
+    from fastapi.dependencies.models import Dependant
+    from fastapi.routing import APIRoute
+
+    from rentahal.api.app import create_app
+    from rentahal.api.deps import require_sysop
+    from rentahal.config import load_settings
+
+    def needs_sysop(dependant: Dependant) -> bool:
+        return any(d.call is require_sysop or needs_sysop(d) for d in dependant.dependencies)
+
+    app = create_app(load_settings(data_dir=Path(tempfile.mkdtemp())))
+    # Included routers are kept whole (FastAPI resolves them lazily): look inside each.
+    routes = [
+        route
+        for item in app.routes
+        for route in (item.original_router.routes if hasattr(item, "original_router") else [item])
+    ]
+    return [
+        (method, route.path)
+        for route in routes
+        if isinstance(route, APIRoute) and needs_sysop(route.dependant)
+        for method in sorted(route.methods)
+    ]
+
+
+async def test_every_sysop_route_refuses_everyone_else(realm: Realm) -> None:
+    routes = sysop_routes()
+    assert ("GET", "/metrics") in routes and ("GET", "/api/v1/export/ledger") in routes
+    broker = realm.broker
+    sysop = {"Authorization": f"Bearer {realm.sysop_key}"}
+    async with httpx.AsyncClient(base_url=broker.url) as http:
+        made = await http.post("/api/v1/keys", json={"scopes": ["chat"]}, headers=sysop)
+        narrow_sysop_key = made.json()["key"]  # a sysop's key without the admin scope
+        revoked = (await http.post("/api/v1/keys", json={}, headers=sysop)).json()
+        assert (
+            await http.delete(f"/api/v1/keys/{revoked['id']}", headers=sysop)
+        ).status_code == 204
+        cookie = await broker.guest_cookie()
+        guest = {"Cookie": f"rentahal_session={cookie}", "Origin": broker.url}
+        guest_key = (await http.post("/api/v1/keys", json={}, headers=guest)).json()["key"]
+        callers = {
+            "nobody": ({}, 401),
+            "a forged key": ({"Authorization": "Bearer rah_" + secrets.token_urlsafe(32)}, 401),
+            "a revoked key": ({"Authorization": f"Bearer {revoked['key']}"}, 401),
+            "a guest's session": (guest, 403),
+            "a guest's key": ({"Authorization": f"Bearer {guest_key}"}, 403),
+            "a sysop's chat-only key": ({"Authorization": f"Bearer {narrow_sysop_key}"}, 403),
+        }
+        for method, path in routes:
+            url = path.replace("{", "").replace("}", "")  # a name for every path parameter
+            body = {} if method in ("POST", "PUT", "PATCH") else None
+            for who, (headers, expected) in callers.items():
+                response = await http.request(method, url, json=body, headers=headers)
+                assert response.status_code == expected, (who, method, path, response.status_code)
