@@ -8,11 +8,12 @@ from __future__ import annotations
 import secrets
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import httpx
 import pytest
 
+from rentahal.bus import messages as m
 from rentahal.testing.process import StubServer
 from tests.conftest import Realm
 
@@ -74,7 +75,7 @@ async def test_hostile_text_in_every_free_text_field_comes_back_verbatim(
         assert (await http.get("/api/v1/stats")).json()["total_queries"] >= len(HOSTILE)
 
 
-@pytest.mark.parametrize("name", ["<script>", "x' OR '1'='1", "../../etc", "a b", ""])
+@pytest.mark.parametrize("name", ["<script>", "x' OR '1'='1", "../../etc", "a b", "\x00", ""])
 async def test_names_with_a_fixed_shape_refuse_hostile_text(realm: Realm, name: str) -> None:
     async with realm.broker.bus(api_key=realm.sysop_key) as sysop:
         worker = await sysop.request(
@@ -84,6 +85,22 @@ async def test_names_with_a_fixed_shape_refuse_hostile_text(realm: Realm, name: 
         nickname = await sysop.request({"type": "set_nickname", "nickname": name})
     for reply in (worker, pool, nickname):
         assert (reply["type"], reply["code"]) == ("error", "invalid"), reply
+
+
+async def test_a_worker_address_no_request_could_use_is_refused(realm: Realm) -> None:
+    async with realm.broker.bus(api_key=realm.sysop_key) as sysop:
+        for address in ("127.0.0.1:99999", "127.0.0.1:1\x00", "a b:1", "ftp://x:21", "x:y:z"):
+            reply = await sysop.request(
+                {"type": "add_worker", "worker": {"name": "w1", "address": address}}
+            )
+            assert (reply["type"], reply["code"]) == ("error", "invalid"), (address, reply)
+        listed = await sysop.request({"type": "get_stats"})
+        assert listed["type"] == "system_stats"
+    async with httpx.AsyncClient(base_url=realm.broker.url) as http:
+        workers = await http.get(
+            "/api/v1/workers", headers={"Authorization": f"Bearer {realm.sysop_key}"}
+        )
+    assert workers.json() == []  # none of them was stored
 
 
 TRAVERSALS = [
@@ -162,7 +179,7 @@ def sysop_routes() -> list[tuple[str, str]]:
     ]
 
 
-async def test_every_sysop_route_refuses_everyone_else(realm: Realm) -> None:
+async def test_every_sysop_route_and_message_refuses_everyone_else(realm: Realm) -> None:
     routes = sysop_routes()
     assert ("GET", "/metrics") in routes and ("GET", "/api/v1/export/ledger") in routes
     broker = realm.broker
@@ -191,3 +208,14 @@ async def test_every_sysop_route_refuses_everyone_else(realm: Realm) -> None:
             for who, (headers, expected) in callers.items():
                 response = await http.request(method, url, json=body, headers=headers)
                 assert response.status_code == expected, (who, method, path, response.status_code)
+
+    sysop_types = sorted(
+        get_args(cls.model_fields["type"].annotation)[0] for cls in m.SysopInbound.__subclasses__()
+    )
+    assert {"ban_user", "set_role", "add_worker", "get_stats"} <= set(sysop_types)
+    for key in (guest_key, narrow_sysop_key):
+        async with broker.bus(api_key=key) as bus:
+            for kind in sysop_types:
+                reply = await bus.request({"type": kind})
+                assert (reply["type"], reply["code"]) == ("error", "forbidden"), (kind, reply)
+            assert (await bus.request({"type": "ping"}))["type"] == "pong"

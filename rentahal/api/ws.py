@@ -194,12 +194,8 @@ class BusSession:
     async def _handle(self, raw: str | bytes) -> None:
         message_id: str | int | None = None
         try:
-            message = m.parse_message(raw)
+            message = m.parse_message(raw, sysop=self.is_sysop)
             message_id = message.id
-            if m.is_sysop_only(message) and not self.is_sysop:
-                raise ProtocolError(
-                    ErrorCode.FORBIDDEN, "Unauthorized: sysop access required", message_id
-                )
             reply = await self._handlers[type(message)](message)
             if reply is not None:
                 self.send(reply.model_copy(update={"response_to": message_id}))

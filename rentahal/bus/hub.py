@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import structlog
+from pydantic_core import PydanticSerializationError
 from starlette.websockets import WebSocket, WebSocketState
 
 from rentahal.bus.events import Outbound
@@ -24,9 +25,14 @@ OUTBOX_LIMIT = 1000
 
 
 def encode(event: Outbound | dict[str, Any]) -> str:
+    """The event as JSON text. Text with a lone surrogate (a worker may send one, escaped in
+    its JSON) has no UTF-8 form: it goes out escaped, as JSON allows, instead of failing."""
     if isinstance(event, Outbound):
-        return event.wire_json()
-    return json.dumps(event, separators=(",", ":"), ensure_ascii=False)
+        try:
+            return event.wire_json()
+        except PydanticSerializationError:
+            return json.dumps(event.wire(), separators=(",", ":"))
+    return json.dumps(event, separators=(",", ":"))
 
 
 class Connection:

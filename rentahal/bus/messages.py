@@ -8,8 +8,10 @@ which the broker echoes as `response_to` on its direct replies.
 from __future__ import annotations
 
 import json
+import re
 from typing import Annotated, Any, Literal, get_args
 
+import httpx
 from pydantic import (
     AliasChoices,
     BaseModel,
@@ -18,10 +20,12 @@ from pydantic import (
     StringConstraints,
     TypeAdapter,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
 from rentahal.bus.errors import ErrorCode, ProtocolError
+from rentahal.routing.registry import base_url
 from rentahal.routing.strategies import StrategyName
 
 QueryType = Literal["chat", "vision", "imagine", "speech", "tts", "stt"]
@@ -29,6 +33,7 @@ WorkerKind = Literal["rentahal", "ollama", "openai", "a1111", "claude", "hugging
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
 Guid = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
+HOST = re.compile(r"^(?:[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*|[0-9A-Fa-f:.]+)$")  # name, IPv4/6
 MessageId = Annotated[str, StringConstraints(max_length=128)] | int
 ModelName = Annotated[str, StringConstraints(strip_whitespace=True, max_length=128)]
 Prompt = Annotated[str, StringConstraints(max_length=200_000)]
@@ -218,6 +223,21 @@ class WorkerSpec(BaseModel):
     realm: Alias | None = None  # default: the primary realm of its type, as routing changes
     specializations: dict[Keyword, list[Keyword]] = Field(default_factory=dict, max_length=32)
 
+    @field_validator("address")
+    @classmethod
+    def _an_address_requests_can_use(cls, address: str) -> str:
+        """`host:port` or an http(s) URL (`tunnel://name` for outbound workers) that makes
+        a valid request URL: a worker nobody can reach would fail every health check."""
+        try:
+            url = httpx.URL(f"{base_url(address)}/health")
+        except httpx.InvalidURL as exc:
+            raise ValueError(f"not a usable address: {exc}") from None
+        if url.scheme not in ("http", "https", "tunnel") or not HOST.match(url.host):
+            raise ValueError("an address is host:port or an http(s):// URL")
+        if url.port is not None and not 0 < url.port < 65536:
+            raise ValueError(f"port {url.port} is not a port")
+        return address
+
 
 class AddWorker(SysopInbound):
     type: Literal["add_worker"]
@@ -378,6 +398,11 @@ MESSAGE_TYPES: frozenset[str] = frozenset(
     get_args(cls.model_fields["type"].annotation)[0]
     for cls in get_args(get_args(InboundMessage)[0])
 )
+SYSOP_MESSAGE_TYPES: frozenset[str] = frozenset(
+    get_args(cls.model_fields["type"].annotation)[0]
+    for cls in get_args(get_args(InboundMessage)[0])
+    if issubclass(cls, SysopInbound)
+)
 
 
 def _describe(error: ValidationError) -> str:
@@ -388,16 +413,50 @@ def _describe(error: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def parse_message(raw: str | bytes) -> InboundMessage:
-    """Parse one frame, or raise `ProtocolError` with the reply's code and the frame's `id`."""
+MAX_DEPTH = 32  # nesting of a message's JSON; real messages need 4
+
+
+def _check_shape(data: object, *, surrogates: bool) -> None:
+    """Refuse nesting deeper than MAX_DEPTH (validating it would recurse without bound) and,
+    when the frame escapes any, text with lone surrogates (it cannot be stored or echoed)."""
+    stack: list[tuple[object, int]] = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict | list):
+            if depth > MAX_DEPTH:
+                raise ProtocolError(ErrorCode.MALFORMED, f"nested deeper than {MAX_DEPTH} levels")
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            for key, item in items:
+                if surrogates and isinstance(key, str):
+                    stack.append((key, depth))
+                stack.append((item, depth + 1))
+        elif surrogates and isinstance(value, str) and _LONE_SURROGATE.search(value):
+            raise ProtocolError(ErrorCode.MALFORMED, "text holds a lone UTF-16 surrogate")
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")  # a surrogate escaped in the JSON text
+
+
+def parse_message(raw: str | bytes, *, sysop: bool = True) -> InboundMessage:
+    """Parse one frame, or raise `ProtocolError` with the reply's code and the frame's `id`.
+
+    Without `sysop`, a sysop message type is refused as `forbidden` before its fields are
+    looked at: nobody else learns even how to shape one."""
     try:
         data = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise ProtocolError(ErrorCode.MALFORMED, f"not valid JSON: {exc.msg}") from None
     except UnicodeDecodeError:
         raise ProtocolError(ErrorCode.MALFORMED, "not valid UTF-8") from None
+    except json.JSONDecodeError as exc:
+        raise ProtocolError(ErrorCode.MALFORMED, f"not valid JSON: {exc.msg}") from None
+    except ValueError as exc:  # an integer literal of thousands of digits
+        raise ProtocolError(ErrorCode.MALFORMED, f"not valid JSON: {exc}"[:200]) from None
+    except RecursionError:
+        raise ProtocolError(ErrorCode.MALFORMED, "nested too deeply") from None
     if not isinstance(data, dict):
         raise ProtocolError(ErrorCode.MALFORMED, "a message must be a JSON object")
+    text = raw if isinstance(raw, str) else raw.decode("utf-8", "replace")
+    _check_shape(data, surrogates=_SURROGATE_ESCAPE.search(text) is not None)
     message_id = data.get("id")
     if not isinstance(message_id, str | int) or isinstance(message_id, bool):
         message_id = None
@@ -408,6 +467,8 @@ def parse_message(raw: str | bytes) -> InboundMessage:
         raise ProtocolError(
             ErrorCode.UNKNOWN_TYPE, f"unknown message type: {kind[:64]!r}", message_id
         )
+    if kind in SYSOP_MESSAGE_TYPES and not sysop:
+        raise ProtocolError(ErrorCode.FORBIDDEN, "Unauthorized: sysop access required", message_id)
     try:
         return _adapter.validate_python(data)
     except ValidationError as exc:

@@ -87,7 +87,7 @@ class HealthMonitor:
                     worker.models = report.models
                 if report.slots is not None:
                     worker.max_concurrency = report.slots  # the worker knows its capacity
-            except (httpx.HTTPError, OSError) as exc:
+            except (httpx.HTTPError, httpx.InvalidURL, OSError) as exc:
                 log.info("health.unreachable", worker=worker.name, error=str(exc) or type(exc))
         event = worker.apply_health(probe, no_blacklist_imagine=self._settings.no_blacklist_imagine)
         if probe is Probe.OK:
