@@ -14,7 +14,7 @@ import re
 from typing import TYPE_CHECKING
 
 import structlog
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 
 from rentahal.bus.messages import WorkerSpec
 
@@ -53,18 +53,27 @@ class CloudWorkers:
             for name in settings.huggingface_default_models:
                 await models.add(HUGGINGFACE, name, "chat")
         for model in await models.list(HUGGINGFACE):
-            await self.add_huggingface(model.name, model.query_type)
+            try:
+                spec = self.huggingface_spec(model.name, model.query_type)
+            except ValidationError:  # stored before names were checked: never stop a start
+                log.warning("cloud.unusable_model", model=model.name[:80])
+                continue
+            await self._ensure(spec, settings.huggingface_api_key)
 
-    async def add_huggingface(self, model: str, query_type: str) -> None:
+    def huggingface_spec(self, model: str, query_type: str) -> WorkerSpec:
+        """The worker serving a Hugging Face model; `ValidationError` if its id makes no
+        usable URL."""
         settings = self._broker.settings
-        spec = WorkerSpec(
+        return WorkerSpec(
             name=huggingface_worker(model),
             address=f"{settings.huggingface_endpoint.rstrip('/')}/{model}",
             kind="huggingface",
             type=query_type,  # type: ignore[arg-type]
             models=[model],
         )
-        await self._ensure(spec, settings.huggingface_api_key)
+
+    async def add_huggingface(self, spec: WorkerSpec) -> None:
+        await self._ensure(spec, self._broker.settings.huggingface_api_key)
 
     async def remove_huggingface(self, model: str) -> None:
         if self._broker.registry.get(name := huggingface_worker(model)) is not None:

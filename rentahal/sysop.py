@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import structlog
+from pydantic import ValidationError
 
 from rentahal.backends import BACKENDS
 from rentahal.bus import events
@@ -207,12 +208,18 @@ class Sysop:
     # --- cloud models ----------------------------------------------------------------------
 
     async def add_huggingface_model(self, spec: ModelSpec) -> None:
+        try:  # before storing it: a model whose id makes no URL is refused, not kept
+            worker = self._broker.cloud.huggingface_spec(spec.name, spec.type)
+        except ValidationError:
+            raise ProtocolError(
+                ErrorCode.INVALID, f"model id {spec.name[:80]!r} makes no usable URL"
+            ) from None
         try:
             await self._broker.store.models.add(HUGGINGFACE, spec.name, spec.type)
         except AlreadyExists:
             raise ProtocolError(ErrorCode.CONFLICT, f"model {spec.name!r} already added") from None
         await self._audit("add_huggingface_model", spec.name, type=spec.type)
-        await self._broker.cloud.add_huggingface(spec.name, spec.type)
+        await self._broker.cloud.add_huggingface(worker)
         await self._announce_models(f"Added Hugging Face model: {spec.name}")
 
     async def remove_huggingface_model(self, name: str) -> None:

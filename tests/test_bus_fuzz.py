@@ -69,23 +69,23 @@ from functools import cache
 from pathlib import Path
 from typing import Any, get_args
 
+import httpx
 import pytest
 import pytest_asyncio
 from hypothesis import HealthCheck, Phase, assume, given, settings
 from hypothesis import strategies as st
 from PIL import Image
-from pydantic import AliasChoices, BaseModel, ValidationError
+from pydantic import AliasChoices, BaseModel
 from websockets.exceptions import ConnectionClosed
 
 from rentahal.bus.errors import ProtocolError
 from rentahal.bus.messages import (
     MESSAGE_TYPES,
-    AddHuggingfaceModel,
     InboundMessage,
-    WorkerSpec,
     parse_message,
 )
 from rentahal.testing.broker import BrokerProcess, BusClient
+from rentahal.testing.waiting import eventually
 from tests.conftest import create_sysop
 from tests.media import make_wav
 
@@ -116,6 +116,7 @@ REPLY_WITHIN = 15.0  # seconds; an add_worker probe or an intent classification 
 
 # A line of broker output that means an input reached a path nobody handled.
 ALARMS = re.compile(rb"Traceback|ws\.handler_failed|Exception in ASGI application")
+MARK = re.compile(rb"/healthz\?mark=([0-9a-f]{32})")
 
 
 # --- the broker, watched -----------------------------------------------------------------
@@ -128,7 +129,20 @@ class WatchedBroker(BrokerProcess):
     def __init__(self, data_dir: Path, *, env: dict[str, str]) -> None:
         super().__init__(data_dir, env=env)
         self.alarms: list[str] = []
+        self._marks: set[str] = set()
         self._line = b""
+
+    async def settled(self) -> None:
+        """Wait until all the broker logged before now has been read: request a page with a
+        fresh mark and wait for the mark in its access-log line (the broker logs in order)."""
+        mark = uuid.uuid4().hex
+        async with httpx.AsyncClient(base_url=self.url) as http:
+            await http.get("/healthz", params={"mark": mark})
+
+        async def seen() -> bool:
+            return mark in self._marks
+
+        await eventually(seen, within=10, every=0.001)
 
     async def _collect(self, stream: asyncio.StreamReader) -> None:
         await super()._collect(_Tee(stream, self._scan))  # type: ignore[arg-type]
@@ -138,6 +152,7 @@ class WatchedBroker(BrokerProcess):
         if not chunk:  # end of output: the last, unterminated line
             lines, self._line = [*lines, self._line], b""
         self.alarms += [line.decode(errors="replace") for line in lines if ALARMS.search(line)]
+        self._marks.update(m.decode() for line in lines for m in MARK.findall(line))
 
 
 class _Tee:
@@ -607,50 +622,7 @@ NOT_MESSAGES = st.one_of(
 # --- known bugs: kept out of the fuzzing, reproduced (xfail) below ---------------------------
 
 
-def _parsed(raw: str | bytes) -> Any:
-    try:
-        return parse_message(raw)
-    except ProtocolError:
-        return None
-
-
-def _shorthand_refused_late(raw: str | bytes) -> bool:
-    """A shorthand (`chat`, `vision`…) its own schema accepts whose `to_query()` QuerySpec
-    refuses (`chat` options over QuerySpec's 4 KiB bound)."""
-    message = _parsed(raw)
-    if not hasattr(message, "to_query"):
-        return False
-    try:
-        message.to_query()
-    except ValidationError:
-        return True
-    return False
-
-
-def _unusable_huggingface_url(raw: str | bytes) -> bool:
-    """An `add_huggingface_model` whose name makes no usable worker address, as
-    rentahal/cloud.py builds it (the endpoint, `/`, the name)."""
-    message = _parsed(raw)
-    if not isinstance(message, AddHuggingfaceModel):
-        return False
-    address = f"{OUTSIDE_ENDPOINTS['RENTAHAL_HUGGINGFACE_ENDPOINT']}/{message.model.name}"
-    try:
-        WorkerSpec(name="hf", address=address, kind="huggingface")
-    except ValidationError:
-        return True
-    return False
-
-
-KNOWN_BUGS: dict[str, Callable[[str | bytes], bool]] = {
-    # `chat` takes any `options`, and its to_query() builds a QuerySpec, whose validator
-    # bounds options to 4 KiB of JSON: the ValidationError is raised in the handler
-    # (ws.py on_shorthand_query), not at parsing → `internal` + a traceback.
-    "shorthand-refused-late": _shorthand_refused_late,
-    # A Hugging Face model name that makes no usable URL ("a\x13b"): the model is stored,
-    # then cloud.add_huggingface's WorkerSpec refuses the address → `internal`, and the
-    # broker cannot start again (cloud.start re-adds every stored model).
-    "huggingface-model-name-url": _unusable_huggingface_url,
-}
+KNOWN_BUGS: dict[str, Callable[[str | bytes], bool]] = {}  # none open
 
 
 def known_bug(frame: Frame) -> str | None:
@@ -780,7 +752,7 @@ async def exchange(realm: FuzzRealm, session: Session, frame: Frame, *, sysop: b
     window = client.seen[
         start : next(i for i in range(len(client.seen) - 1, -1, -1) if client.seen[i] is pong)
     ]
-    await asyncio.sleep(0.002)  # let the output reader catch up with what was logged
+    await realm.broker.settled()
     new_alarms = realm.broker.alarms[alarms:]
     assert not new_alarms, f"{frame!r} made the broker log:\n" + "\n".join(new_alarms)
     internal = [m for m in window if m.get("type") == "error" and m.get("code") == "internal"]
@@ -952,7 +924,7 @@ async def _refused(broker: WatchedBroker, frame: Frame, **connect: str) -> dict[
         error = await bus.expect("error", within=REPLY_WITHIN)
         assert error["code"] in REFUSALS, error
         assert (await bus.request({"type": "ping"}))["type"] == "pong"
-    await asyncio.sleep(0.05)
+    await broker.settled()
     assert broker.alarms[alarms:] == []
     return error
 
@@ -966,6 +938,10 @@ FIXED = {
         '{"type": "chat", "prompt": "hi", "options": {"k": ' + deep_text(960) + "}}", "text"
     ),
     "lone-surrogate-id": Frame('{"type": "no_such_type", "id": "\\ud800"}', "text"),
+    # `chat` took any options, and its QuerySpec refused them only in the handler.
+    "chat-options-over-the-bound": Frame(
+        json.dumps({"type": "chat", "prompt": "hi", "options": {"k": "x" * 5000}}), "text"
+    ),
 }
 
 
@@ -984,19 +960,13 @@ async def test_an_unusable_worker_address_is_refused(bug_realm: BugRealm) -> Non
     )
     error = await _refused(broker, frame, api_key=bug_realm.sysop_key)
     assert error["code"] == "invalid", error
-    alarms = len(broker.alarms)
-    await asyncio.sleep(1.0)  # five health ticks
-    assert broker.alarms[alarms:] == []
+    headers = {"Authorization": f"Bearer {bug_realm.sysop_key}"}
+    async with httpx.AsyncClient(base_url=broker.url, headers=headers) as http:
+        workers = (await http.get("/api/v1/workers")).json()
+    assert "bad" not in [w["name"] for w in workers]  # not stored: no health tick can fail
 
 
-KNOWN_BUG_FRAMES = {
-    "shorthand-refused-late": Frame(
-        json.dumps({"type": "chat", "prompt": "hi", "options": {"k": "x" * 5000}}), "text"
-    ),
-    "huggingface-model-name-url": Frame(
-        json.dumps({"type": "add_huggingface_model", "model": {"name": "a\x13b"}}), "text"
-    ),
-}
+KNOWN_BUG_FRAMES: dict[str, Frame] = {}
 
 
 def test_known_bugs_have_reproductions() -> None:
@@ -1004,31 +974,18 @@ def test_known_bugs_have_reproductions() -> None:
     assert set(KNOWN_BUG_FRAMES) == set(KNOWN_BUGS)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: `chat` accepts any options, then Chat.to_query() (rentahal/bus/messages.py) "
-    "builds a QuerySpec whose validator bounds options to 4 KiB: the ValidationError escapes "
-    "the handler (rentahal/api/ws.py on_shorthand_query): `internal` + a traceback",
-)
-async def test_chat_options_over_the_bound_are_invalid(bug_realm: BugRealm) -> None:
-    await _refused(bug_realm.broker, KNOWN_BUG_FRAMES["shorthand-refused-late"])
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: add_huggingface_model stores the model (rentahal/sysop.py), then "
-    "cloud.add_huggingface (rentahal/cloud.py) builds a WorkerSpec whose address validator "
-    "refuses endpoint/'a\\x13b': `internal`, and the stored model makes cloud.start fail at "
-    "every later startup: the broker cannot start",
-)
 async def test_an_unusable_huggingface_model_name_is_refused(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
-    """Refused, nothing stored: the broker still starts afterwards."""
+    """Fixed: a model id that makes no URL ("a\\x13b") was stored, then refused as a
+    worker: `internal`, and the broker could not start again. Now refused, nothing stored:
+    the broker still starts afterwards."""
     data_dir = tmp_path_factory.mktemp("hf-name")
     key = await create_sysop(data_dir)
     async with WatchedBroker(data_dir, env=BROKER_ENV) as broker:
-        frame = KNOWN_BUG_FRAMES["huggingface-model-name-url"]
+        frame = Frame(
+            json.dumps({"type": "add_huggingface_model", "model": {"name": "a\x13b"}}), "text"
+        )
         await _refused(broker, frame, api_key=key)
     async with WatchedBroker(data_dir, env=BROKER_ENV) as broker:
         assert broker.running

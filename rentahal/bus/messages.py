@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal, get_args
 
 import httpx
 from pydantic import (
+    AfterValidator,
     AliasChoices,
     BaseModel,
     ConfigDict,
@@ -42,6 +43,16 @@ Keyword = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, 
 Base64 = Annotated[str, StringConstraints(max_length=16 * 1024 * 1024)]
 
 
+def _bounded_options(options: dict[str, Any]) -> dict[str, Any]:
+    if len(json.dumps(options)) > 4096:
+        raise ValueError("options are limited to 4 KiB of JSON")
+    return options
+
+
+# A query's settings (`stream`, `speak`, `temperature`…), checked where a message is parsed.
+Options = Annotated[dict[str, Any], AfterValidator(_bounded_options)]
+
+
 class Inbound(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -63,13 +74,7 @@ class QuerySpec(BaseModel):
     model_name: ModelName = ""
     image: Base64 | None = None
     audio: Base64 | None = None
-    options: dict[str, Any] = Field(default_factory=dict)
-
-    @model_validator(mode="after")
-    def _bounded_options(self) -> QuerySpec:
-        if len(json.dumps(self.options)) > 4096:
-            raise ValueError("options are limited to 4 KiB of JSON")
-        return self
+    options: Options = Field(default_factory=dict)
 
 
 class SetNickname(Inbound):
@@ -88,7 +93,7 @@ class Chat(Inbound):
     type: Literal["chat"]
     prompt: Prompt
     model_name: ModelName = ""
-    options: dict[str, Any] = Field(default_factory=dict)
+    options: Options = Field(default_factory=dict)
 
     def to_query(self) -> QuerySpec:
         return QuerySpec(
@@ -252,7 +257,13 @@ class RemoveWorker(SysopInbound):
 class ModelSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=256)]
+    # A model's id becomes part of its URL: printable text only.
+    name: Annotated[
+        str,
+        StringConstraints(
+            strip_whitespace=True, min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$"
+        ),
+    ]
     type: QueryType = "chat"
 
 
