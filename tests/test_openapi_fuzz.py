@@ -208,29 +208,7 @@ def refusal_body(response: Any) -> bool:
     return isinstance(detail, dict) and {"code", "message"} <= detail.keys()
 
 
-KNOWN_DEFECTS: dict[str, Callable[[schemathesis.Case, Any], bool]] = {
-    # REST refusals answered 422 with `{"detail": {"code", "message"}}`, while the document
-    # declares every 422 as FastAPI's HTTPValidationError (`detail: [ValidationError]`).
-    "refusal-422-shape": lambda case, response: (
-        response.status_code == 422 and refusal_body(response)
-    ),
-    # GET /metrics declares application/json (FastAPI's default) and answers Prometheus text.
-    "metrics-content-type": lambda case, response: (
-        case.operation.label == "GET /metrics" and response.status_code == 200
-    ),
-    # GET /api/v1/gmail/connect declares its 303 with an application/json body; it answers
-    # an empty redirect.
-    "gmail-connect-303": lambda case, response: (
-        case.operation.label == "GET /api/v1/gmail/connect" and response.status_code == 303
-    ),
-    # GET /api/v1/export/{ledger,queries}?format=csv declare application/json only and answer
-    # text/csv (new in rentahal/api/accounting.py).
-    "export-csv-content-type": lambda case, response: (
-        case.operation.label.startswith("GET /api/v1/export/")
-        and response.status_code == 200
-        and response.headers.get("content-type", [""])[0].startswith("text/csv")
-    ),
-}
+KNOWN_DEFECTS: dict[str, Callable[[schemathesis.Case, Any], bool]] = {}  # none open
 
 
 def known_defect(case: schemathesis.Case, response: Any) -> str | None:
@@ -306,7 +284,7 @@ def test_the_broker_logged_no_unhandled_error(broker: ThreadedBroker) -> None:
     assert broker.process.alarms == [], "\n".join(broker.process.alarms)
 
 
-# --- reproductions of KNOWN_DEFECTS -------------------------------------------------------
+# --- defects this fuzzing found, fixed: kept as regressions ----------------------------------
 
 REFUSALS_422 = {
     "pool-name-mismatch": ("/api/v1/pools/{name}", "PUT", {"name": "$X"}, {"name": "$Y"}),
@@ -322,12 +300,6 @@ REFUSALS_422 = {
 
 
 @pytest.mark.parametrize("name", sorted(REFUSALS_422))
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: REST refusals (rentahal/api/rest.py http_error and its HTTPException(422, "
-    "{code, message}) calls) answer 422 with a body unlike the 422 the OpenAPI document "
-    "declares (FastAPI's HTTPValidationError)",
-)
 def test_refusals_match_the_declared_422(
     api: schemathesis.BaseSchema, broker: ThreadedBroker, name: str
 ) -> None:
@@ -338,11 +310,6 @@ def test_refusals_match_the_declared_422(
     case.validate_response(response, checks=[response_schema_conformance])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: GET /metrics (rentahal/api/pages.py) answers text/plain (Prometheus) but "
-    "declares application/json",
-)
 def test_metrics_content_type_is_declared(
     api: schemathesis.BaseSchema, broker: ThreadedBroker
 ) -> None:
@@ -352,11 +319,6 @@ def test_metrics_content_type_is_declared(
     case.validate_response(response, checks=[content_type_conformance])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: GET /api/v1/gmail/connect (rentahal/api/oauth.py) declares its 303 with an "
-    "application/json body and answers an empty redirect",
-)
 def test_gmail_connect_redirect_is_declared(
     api: schemathesis.BaseSchema, broker: ThreadedBroker
 ) -> None:
@@ -369,11 +331,6 @@ def test_gmail_connect_redirect_is_declared(
 
 
 @pytest.mark.parametrize("what", ["ledger", "queries"])
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: GET /api/v1/export/{ledger,queries}?format=csv (rentahal/api/accounting.py) "
-    "answers text/csv but declares only application/json",
-)
 def test_csv_exports_declare_their_content_type(
     api: schemathesis.BaseSchema, broker: ThreadedBroker, what: str
 ) -> None:

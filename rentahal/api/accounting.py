@@ -16,12 +16,13 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from rentahal.api.deps import BrokerDep, PrincipalDep, SysopDep
+from rentahal.api.errors import REFUSED
 from rentahal.broker import Broker
 from rentahal.store.ledger import MICROS, to_micros
 from rentahal.store.models import LedgerEntry
 from rentahal.store.models import Query as QueryRow
 
-router = APIRouter(prefix="/api/v1", tags=["accounting"])
+router = APIRouter(prefix="/api/v1", tags=["accounting"], responses=REFUSED)
 
 MAX_GRANT = 1_000_000.0  # credits in one grant: a typo should not mint a fortune
 
@@ -211,13 +212,18 @@ def export(
     )
 
 
-@router.get("/export/ledger")
+EXPORTED: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/csv": {"schema": {"type": "string"}}, "application/json": {}}}
+}
+
+
+@router.get("/export/ledger", response_class=StreamingResponse, responses=EXPORTED)
 async def export_ledger(_: SysopDep, broker: BrokerDep, fmt: Format = "csv") -> StreamingResponse:
     """Every ledger row, oldest first (amounts in credits)."""
     return export(broker.store.ledger.every_entry(), LEDGER_COLUMNS, ledger_record, fmt, "ledger")
 
 
-@router.get("/export/queries")
+@router.get("/export/queries", response_class=StreamingResponse, responses=EXPORTED)
 async def export_queries(_: SysopDep, broker: BrokerDep, fmt: Format = "csv") -> StreamingResponse:
     """Every query's accounting: who, what, which worker, how long, what it cost."""
     price = broker.settings.electricity_cost_per_kwh

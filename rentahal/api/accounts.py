@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, StringConstraints
 
 from rentahal.api.deps import BrokerDep, SysopDep
+from rentahal.api.errors import REFUSED
 from rentahal.api.rest import http_error
 from rentahal.api.security import csrf_safe, origin_allowed, session_cookie_header
 from rentahal.auth.identity import SESSION_COOKIE
@@ -33,7 +34,7 @@ from rentahal.bus.messages import AssignableRole
 from rentahal.bus.views import user_view
 from rentahal.store import Role, User
 
-router = APIRouter(prefix="/api/v1", tags=["users"])
+router = APIRouter(prefix="/api/v1", tags=["users"], responses=REFUSED)
 
 NicknameField = Annotated[str, StringConstraints(strip_whitespace=True, max_length=256)]
 # Not stripped: spaces are part of a password.

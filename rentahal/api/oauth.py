@@ -70,7 +70,12 @@ def redirect_uri(request: Request, broker: Broker) -> str:
     return f"{base}{CALLBACK_PATH}"
 
 
-@router.get("/connect", status_code=status.HTTP_303_SEE_OTHER)
+@router.get(
+    "/connect",
+    status_code=status.HTTP_303_SEE_OTHER,
+    response_class=RedirectResponse,
+    responses={303: {"description": "To Google's consent page", "content": {}}},
+)
 async def connect(request: Request, principal: PrincipalDep, broker: BrokerDep) -> Response:
     """Start connecting your Gmail (read-only): redirects to Google's consent page."""
     if not configured(broker.settings):

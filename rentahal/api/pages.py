@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi import APIRouter, Request
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from rentahal.api.deps import BrokerDep, SysopDep
@@ -42,7 +42,7 @@ async def readyz(broker: BrokerDep) -> Response:
     return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
 
 
-@router.get("/metrics", tags=["operations"])
+@router.get("/metrics", tags=["operations"], response_class=PlainTextResponse)
 async def metrics(_: SysopDep, broker: BrokerDep) -> Response:
     """Prometheus metrics (sysop API key as a Bearer token: scrape configs support it)."""
     broker.refresh_worker_metrics()

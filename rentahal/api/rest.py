@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from rentahal.api.deps import BrokerDep, PrincipalDep, SysopDep
+from rentahal.api.errors import REFUSED
 from rentahal.api.security import session_cookie_header
 from rentahal.auth import Principal
 from rentahal.auth.identity import SESSION_COOKIE, Scope
@@ -31,7 +32,7 @@ from rentahal.bus.messages import (
 from rentahal.bus.views import final_event, has_output, query_view, user_view, worker_view
 from rentahal.store.queries import UNFINISHED_STATES
 
-router = APIRouter(prefix="/api/v1")
+router = APIRouter(prefix="/api/v1", responses=REFUSED)
 
 HTTP_STATUS = {
     ErrorCode.INVALID: status.HTTP_422_UNPROCESSABLE_CONTENT,
