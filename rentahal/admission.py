@@ -79,7 +79,9 @@ class Admission:
 
     async def _check_credit(self, principal: Principal) -> None:
         """A user whose budget is enforced needs credit for at least a query's base fee."""
-        balance = await self._store.ledger.enforced_balance(principal.user.id)
+        balance = await self._store.ledger.enforced_balance(
+            principal.user.id, everyone=self._settings.enforce_budgets
+        )
         needed = to_micros(self._settings.base_cost_per_query)
         if balance is not None and (balance < needed or balance <= 0):
             raise ProtocolError(

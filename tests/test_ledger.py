@@ -178,3 +178,27 @@ async def test_an_enforced_budget_needs_credit_and_a_grant_gives_it(
         table = list(csv.DictReader(io.StringIO(exported.text)))
         assert [r["kind"] for r in table if r["user_id"] == user_id] == ["grant", "query"]
         assert float(table[0]["amount"]) == pytest.approx(0.015)
+
+
+async def test_a_realm_can_enforce_every_users_budget(tmp_path: Path) -> None:
+    sysop_key = await create_sysop(tmp_path)
+    async with (
+        StubServer("ollama", models=["llama3"]) as stub,
+        BrokerProcess(tmp_path, env=FAST_ENV | {"RENTAHAL_ENFORCE_BUDGETS": "true"}) as broker,
+    ):
+        await Realm(broker, sysop_key).add_worker("llm", stub)
+        async with broker.bus(cookie=await broker.guest_cookie()) as guest:
+            guid = (await guest.expect("user_info"))["data"]["guid"]
+            refused = await guest.request({"type": "submit_query", "query": {"prompt": "hi"}})
+            assert refused["code"] == "insufficient_credit", refused
+            async with httpx.AsyncClient(base_url=broker.url) as http:
+                granted = await http.post(
+                    f"/api/v1/users/{guid}/credits",
+                    json={"amount": 1},
+                    headers={"Authorization": f"Bearer {sysop_key}"},
+                )
+                assert granted.status_code == 201
+            answered = await ask(guest, "now", "")
+            assert answered["result"] == "echo: now"
+        async with broker.bus(api_key=sysop_key) as sysop:  # a sysop is never refused
+            assert (await ask(sysop, "free", ""))["result"] == "echo: free"

@@ -106,6 +106,8 @@ class Settings(BaseSettings):
     queries_per_day_guest: int = Field(default=500, ge=0)
     queries_per_day_user: int = Field(default=0, ge=0)
     queries_per_day_premium: int = Field(default=0, ge=0)
+    # Every user's queries need credit (else only those whose budget a sysop enforced).
+    enforce_budgets: bool = False
     # [HuggingFace] / [Claude] (used by their backends)
     huggingface_default_models: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["gpt2", "gpt2-medium", "gpt2-large"]

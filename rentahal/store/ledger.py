@@ -79,9 +79,9 @@ class LedgerRepository:
             )
             return int(total or 0)
 
-    async def enforced_balance(self, user_id: str) -> int | None:
-        """The user's balance if their budget is enforced, else None (one read: the flag is
-        read fresh, so a sysop's change applies to the very next query)."""
+    async def enforced_balance(self, user_id: str, *, everyone: bool = False) -> int | None:
+        """The user's balance if their budget is enforced (or `everyone`'s is), else None.
+        One read, and the flag is read fresh: a sysop's change applies to the next query."""
         balance = (
             select(func.coalesce(func.sum(LedgerEntry.amount), 0))
             .where(LedgerEntry.user_id == user_id)
@@ -93,7 +93,7 @@ class LedgerRepository:
                     select(User.budget_enforced, balance).where(User.id == user_id)
                 )
             ).first()
-        if row is None or not row[0]:
+        if row is None or not (row[0] or everyone):
             return None
         return int(row[1])
 
