@@ -32,6 +32,7 @@ from rentahal.client import (
     Event,
     Forbidden,
     InvalidRequest,
+    NotFound,
     QueryCancelled,
     QueryExpired,
     QueryFailed,
@@ -162,6 +163,22 @@ async def test_chat_answers_and_streams(sdk_realm: SdkRealm, stub: StubServer) -
         "what is the weather today",
         "tell me about the moon",
     ]
+
+
+async def test_words_go_to_an_intent(sdk_realm: SdkRealm) -> None:
+    async with sdk_realm.client() as client:
+        hello = await client.intent("good morning, computer")  # the test plugin's keyword
+        assert (hello["intent"], hello["via"]) == ("hello", "keyword")
+        assert hello["answer"].endswith("You said: good morning, computer")
+
+        async with client.events("query_result") as results:
+            chat = await client.intent("chat: say hi")
+            assert (chat["intent"], chat["prompt"], chat["answer"]) == ("chat", "say hi", None)
+            answered = await anext(results)
+        assert (answered["query_id"], answered["result"]) == (chat["query_id"], "echo: say hi")
+
+        with pytest.raises(NotFound):
+            await client.intent("hi", intent="teleport")
 
 
 async def test_an_unstreamed_answer_streams_as_one_piece(sdk_realm: SdkRealm) -> None:

@@ -321,6 +321,30 @@ class AsyncClient:
         user: dict[str, Any] = reply["data"]
         return user
 
+    async def intent(
+        self,
+        text: str,
+        *,
+        intent: str | None = None,
+        speak: bool = False,
+        units: str | None = None,
+        location: tuple[float, float] | None = None,
+        image: bytes | None = None,
+    ) -> Event:
+        """Ask in words ("weather in Paris", "read my email"); the broker chooses the intent
+        (docs/intents.md) and returns `intent_result`: `answer` when the intent answered
+        itself, or `query_id` of the query it queued, whose events follow (`events()`)."""
+        message: dict[str, Any] = {"type": "intent", "text": text, "speak": speak}
+        if intent is not None:
+            message["intent"] = intent
+        if units is not None:
+            message["units"] = units
+        if location is not None:
+            message["location"] = {"lat": location[0], "lon": location[1]}
+        if image is not None:
+            message["image"] = base64.b64encode(image).decode()
+        return await self.request(message, expect={"intent_result"})
+
     # --- queries ---------------------------------------------------------------------------
 
     async def submit(
