@@ -1,8 +1,8 @@
 """Whether a caller may queue a query now: one gate for every way in (the bus, REST, the
 OpenAI-compatible API, intents).
 
-In order: the API key's scopes; the role's queries a day; credit, for a user whose budget
-is enforced; rate limits — per user by role, per
+In order: the API key's scopes; a ban (read fresh); credit, for a user whose budget is
+enforced; the role's queries a day; rate limits — per user by role, per
 API key, per client IP, each a token bucket (`rentahal.limits`). A refusal is a
 `ProtocolError` whose `retry_after` says when to try again. Sysops are not limited.
 """
@@ -56,9 +56,9 @@ class Admission:
         if user.role == Role.SYSOP.value:
             return
         settings = self._settings
-        # The quota and the credit first: a request they refuse takes no token.
+        # Standing and quota first: a request they refuse takes no token.
+        await self._check_standing(principal)
         await self._check_quota(principal)
-        await self._check_credit(principal)
         per_minute = for_role(
             user.role,
             settings.queries_per_minute_guest,
@@ -77,11 +77,15 @@ class Admission:
                 retry_after=round(wait, 3),
             )
 
-    async def _check_credit(self, principal: Principal) -> None:
-        """A user whose budget is enforced needs credit for at least a query's base fee."""
-        balance = await self._store.ledger.enforced_balance(
+    async def _check_standing(self, principal: Principal) -> None:
+        """Not banned (read now, not when the caller authenticated), and a user whose
+        budget is enforced has credit for at least a query's base fee."""
+        standing = await self._store.ledger.standing(
             principal.user.id, everyone=self._settings.enforce_budgets
         )
+        if standing.banned:
+            raise ProtocolError(ErrorCode.BANNED, "You are banned from submitting queries")
+        balance = standing.balance
         needed = to_micros(self._settings.base_cost_per_query)
         if balance is not None and (balance < needed or balance <= 0):
             raise ProtocolError(

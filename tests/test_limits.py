@@ -11,6 +11,9 @@ import httpx
 import pytest
 import pytest_asyncio
 
+from rentahal.admission import Admission
+from rentahal.auth import Principal
+from rentahal.bus.errors import ProtocolError
 from rentahal.config import load_settings
 from rentahal.limits import Limit, RateLimiter, TokenBucket
 from rentahal.store import Role, Store
@@ -172,3 +175,19 @@ async def test_the_daily_quota_of_a_role_holds_across_the_ways_in(tmp_path: Path
             rest = await http.post("/api/v1/queries", json={"prompt": "and by REST"})
         assert rest.status_code == 429 and rest.json()["detail"]["code"] == "quota_exceeded"
         assert int(rest.headers["retry-after"]) > 86_000
+
+
+async def test_a_ban_counts_even_for_a_caller_authenticated_before_it(tmp_path: Path) -> None:
+    settings = load_settings(data_dir=tmp_path)
+    store = await Store(settings.resolved_database_url).open()
+    try:
+        user = await store.users.create(role=Role.USER, nickname="mallory")
+        principal = Principal(user, "api_key")  # resolved while the user was in good standing
+        admission = Admission(settings, store, scheduler=None)  # type: ignore[arg-type]
+        await admission.check(principal)
+        await store.users.set_banned(user.id, True)
+        with pytest.raises(ProtocolError) as refused:
+            await admission.check(principal)
+        assert refused.value.code == "banned"
+    finally:
+        await store.close()

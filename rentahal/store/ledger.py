@@ -8,6 +8,7 @@ that finishes the query (so a query is never done but unbilled); grants come fro
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -17,6 +18,12 @@ from rentahal.store.models import LedgerEntry, LedgerKind, User, utcnow
 
 MICROS = 1_000_000  # micro-credits in a credit
 _INSERT_ENTRY = insert(LedgerEntry)
+
+
+@dataclass(frozen=True, slots=True)
+class Standing:
+    banned: bool
+    balance: int | None  # micro-credits, when the user's budget is enforced
 
 
 def to_micros(credits: float) -> int:
@@ -79,23 +86,26 @@ class LedgerRepository:
             )
             return int(total or 0)
 
-    async def enforced_balance(self, user_id: str, *, everyone: bool = False) -> int | None:
-        """The user's balance if their budget is enforced (or `everyone`'s is), else None.
-        One read, and the flag is read fresh: a sysop's change applies to the next query."""
-        balance = (
-            select(func.coalesce(func.sum(LedgerEntry.amount), 0))
-            .where(LedgerEntry.user_id == user_id)
-            .scalar_subquery()
-        )
+    async def standing(self, user_id: str, *, everyone: bool = False) -> Standing:
+        """Read fresh at submit: whether the user is banned (a ban a moment ago counts even
+        for a request authenticated before it), and their balance if their budget is
+        enforced (or `everyone`'s is) — summed only then."""
         async with self._db.session() as session:
             row = (
                 await session.execute(
-                    select(User.budget_enforced, balance).where(User.id == user_id)
+                    select(User.is_banned, User.budget_enforced).where(User.id == user_id)
                 )
             ).first()
-        if row is None or not (row[0] or everyone):
-            return None
-        return int(row[1])
+            if row is None:
+                return Standing(banned=True, balance=None)  # gone: nothing to run for
+            if not (row.budget_enforced or everyone):
+                return Standing(banned=row.is_banned, balance=None)
+            total = await session.scalar(
+                select(func.coalesce(func.sum(LedgerEntry.amount), 0)).where(
+                    LedgerEntry.user_id == user_id
+                )
+            )
+            return Standing(banned=row.is_banned, balance=int(total or 0))
 
     async def balances(self) -> dict[str, int]:
         """Every user's balance who has a row."""
