@@ -63,7 +63,11 @@ class Broker:
         )
         self.secret_key = load_or_create_secret_key(settings)
         self.auth = Authenticator(self.store, self.secret_key, settings.token_expiration)
-        self.accounts = Accounts(self.store, settings.max_nickname_chars)
+        self.accounts = Accounts(
+            self.store,
+            settings.max_nickname_chars,
+            registrations_per_hour=settings.registrations_per_hour_per_ip,
+        )
         self.scheduler = Scheduler(
             settings,
             self.store,

@@ -346,6 +346,23 @@ async def test_password_guessing_is_throttled(realm: Realm) -> None:
     assert (await http.login("dave", "and again", ip="10.2.0.3")).status_code == 429
 
 
+async def test_registrations_from_one_address_are_limited(realm: Realm) -> None:
+    http = Http(realm.broker)
+
+    async def register(nickname: str, ip: str) -> httpx.Response:
+        body = {"nickname": nickname, "password": PASSWORD}
+        return await http.request(
+            "POST", "/api/v1/account", json=body, headers=http.browser(None, ip)
+        )
+
+    for n in range(10):  # registrations_per_hour_per_ip
+        assert (await register(f"maker{n}", "10.9.0.1")).status_code == 201
+    refused = await register("maker10", "10.9.0.1")
+    assert refused.status_code == 429 and refused.json()["detail"]["code"] == "rate_limited"
+    assert 300 <= int(refused.headers["Retry-After"]) <= 360  # one more an hour: 6 min
+    assert (await register("elsewhere", "10.9.0.2")).status_code == 201
+
+
 async def test_an_expired_session_is_refused(realm: Realm) -> None:
     broker, http = realm.broker, Http(realm.broker)
     guid, cookie = await http.new_user("erin")

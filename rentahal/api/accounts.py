@@ -141,7 +141,8 @@ async def register(body: AccountRequest, request: Request, broker: BrokerDep) ->
         )
     caller = principal.user if principal is not None else None
     try:
-        user = await broker.accounts.register(caller, body.nickname, body.password)
+        client_ip = request.client.host if request.client else None
+        user = await broker.accounts.register(caller, body.nickname, body.password, client_ip)
     except ProtocolError as exc:
         raise _refused(exc) from None
     # A new session for the new standing: a cookie planted on the guest before does not

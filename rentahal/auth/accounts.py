@@ -22,6 +22,7 @@ from rentahal.auth.passwords import (
     verify_password_async,
 )
 from rentahal.bus.errors import ErrorCode, ProtocolError
+from rentahal.limits import Limit, RateLimiter
 from rentahal.store import NicknameTaken, Role, Store, User
 
 log = structlog.get_logger(__name__)
@@ -32,17 +33,35 @@ ALREADY_REGISTERED = "this account is registered already: log in instead"
 
 class Accounts:
     def __init__(
-        self, store: Store, max_nickname_chars: int, limiter: LoginLimiter | None = None
+        self,
+        store: Store,
+        max_nickname_chars: int,
+        limiter: LoginLimiter | None = None,
+        *,
+        registrations_per_hour: float = 0,
     ) -> None:
         self._store = store
         self._max_nickname_chars = max_nickname_chars
         self.limiter = limiter or LoginLimiter()
+        # Each registration costs an argon2 hash and makes an account: so many an hour per
+        # client address (0: no limit).
+        self._registrations = RateLimiter()
+        self._registrations_per_hour = registrations_per_hour
 
-    async def register(self, caller: User | None, nickname: str, password: str) -> User:
+    async def register(
+        self, caller: User | None, nickname: str, password: str, client_ip: str | None = None
+    ) -> User:
         """Give `caller` (a guest, or any account without a password) a nickname and a
         password, keeping their id; with no caller, a new `user`. Raises `ProtocolError`."""
         check_nickname(nickname, self._max_nickname_chars)
         check_password(password)
+        limit = Limit(ip_key(client_ip or "unknown"), self._registrations_per_hour, 3600.0)
+        if (wait := self._registrations.acquire([limit])) > 0:
+            raise ProtocolError(
+                ErrorCode.RATE_LIMITED,
+                f"too many registrations from your address: try again in {math.ceil(wait)} s",
+                retry_after=round(wait, 3),
+            )
         if caller is not None and caller.is_registered:
             raise ProtocolError(ErrorCode.CONFLICT, ALREADY_REGISTERED)
         users = self._store.users

@@ -106,6 +106,8 @@ class Settings(BaseSettings):
     queries_per_day_guest: int = Field(default=500, ge=0)
     queries_per_day_user: int = Field(default=0, ge=0)
     queries_per_day_premium: int = Field(default=0, ge=0)
+    # Accounts registered an hour from one client address (each costs an argon2 hash).
+    registrations_per_hour_per_ip: float = Field(default=10, ge=0)
     # Every user's queries need credit (else only those whose budget a sysop enforced).
     enforce_budgets: bool = False
     # [HuggingFace] / [Claude] (used by their backends)
