@@ -18,6 +18,7 @@ from pydantic_core import PydanticSerializationError
 from starlette.websockets import WebSocket, WebSocketState
 
 from rentahal.bus.events import Outbound
+from rentahal.store import User
 
 log = structlog.get_logger(__name__)
 
@@ -50,7 +51,7 @@ class Connection:
         self.close_reason = ""
         # Called with the user's new account row when it changes (a new role, registered),
         # so the session behind this connection acts on it at once (`Hub.user_changed`).
-        self.on_user_changed: Callable[[Any], None] | None = None
+        self.on_user_changed: Callable[[User], None] | None = None
 
     def start(self) -> None:
         self._writer = asyncio.create_task(self._write_loop(), name=f"ws-writer-{self.user_id}")
@@ -192,7 +193,7 @@ class Hub:
         for connection in self.connections():
             connection.send(sysop_text if connection.is_sysop else other_text)
 
-    def user_changed(self, user_id: str, user: Any) -> int:
+    def user_changed(self, user_id: str, user: User) -> int:
         """Hand a user's changed account to each of their connections; returns how many."""
         connections = list(self._by_user.get(user_id, ()))
         for connection in connections:
