@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, StringConstraints
 from rentahal.api.deps import BrokerDep, SysopDep
 from rentahal.api.errors import REFUSED
 from rentahal.api.rest import http_error
-from rentahal.api.security import csrf_safe, origin_allowed, session_cookie_header
+from rentahal.api.security import client_address, csrf_safe, origin_allowed, session_cookie_header
 from rentahal.auth.identity import SESSION_COOKIE
 from rentahal.auth.passwords import MAX_LENGTH, MIN_LENGTH
 from rentahal.broker import Broker
@@ -141,8 +141,9 @@ async def register(body: AccountRequest, request: Request, broker: BrokerDep) ->
         )
     caller = principal.user if principal is not None else None
     try:
-        client_ip = request.client.host if request.client else None
-        user = await broker.accounts.register(caller, body.nickname, body.password, client_ip)
+        user = await broker.accounts.register(
+            caller, body.nickname, body.password, client_address(request)
+        )
     except ProtocolError as exc:
         raise _refused(exc) from None
     # A new session for the new standing: a cookie planted on the guest before does not
@@ -166,9 +167,8 @@ async def login(body: LoginRequest, request: Request, broker: BrokerDep) -> Resp
     """Log in with nickname and password: a fresh session cookie, and the session of the
     cookie sent (if any) ends."""
     _refuse_cross_site(request, broker)
-    client_ip = request.client.host if request.client else None
     try:
-        user = await broker.accounts.login(body.nickname, body.password, client_ip)
+        user = await broker.accounts.login(body.nickname, body.password, client_address(request))
     except ProtocolError as exc:
         raise _refused(exc) from None
     await broker.auth.end_session(request.cookies)

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
 
-from rentahal.api.security import csrf_safe
+from rentahal.api.security import client_address, csrf_safe
 from rentahal.auth import Principal
 from rentahal.broker import Broker
 from rentahal.membership import holds_worker_token
@@ -22,7 +22,7 @@ BrokerDep = Annotated[Broker, Depends(get_broker)]
 async def require_principal(request: Request, broker: BrokerDep) -> Principal:
     principal = await broker.auth.from_headers(request.headers, request.cookies)
     if principal is not None:
-        principal = principal.seen_at(request.client.host if request.client else None)
+        principal = principal.seen_at(client_address(request))
     if principal is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,

@@ -66,6 +66,7 @@ from starlette.types import Receive, Scope, Send
 
 from rentahal.api.deps import BrokerDep
 from rentahal.api.rest import KEEP_ALIVE, is_final
+from rentahal.api.security import client_address
 from rentahal.auth import Principal
 from rentahal.backends.base import IMAGE_BOUNDS
 from rentahal.broker import Broker
@@ -304,7 +305,7 @@ async def api_key_principal(request: Request, broker: BrokerDep) -> Principal:
             type="permission_error",
             code="insufficient_permissions",
         )
-    return principal.seen_at(request.client.host if request.client else None)
+    return principal.seen_at(client_address(request))
 
 
 KeyDep = Annotated[Principal, Depends(api_key_principal)]

@@ -6,6 +6,7 @@ from http.cookies import SimpleCookie
 from urllib.parse import urlsplit
 
 from starlette.datastructures import Headers
+from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rentahal.auth.identity import SESSION_COOKIE
@@ -29,6 +30,11 @@ def _origin_of(url: str) -> str | None:
     if not parts.scheme or not parts.netloc:
         return None
     return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+def client_address(connection: HTTPConnection) -> str | None:
+    """The address a request or WebSocket came from (its own rate limits)."""
+    return connection.client.host if connection.client else None
 
 
 def origin_allowed(headers: Headers, settings: Settings) -> bool:

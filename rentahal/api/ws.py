@@ -16,7 +16,7 @@ import structlog
 from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket
 
-from rentahal.api.security import origin_allowed, session_cookie_header
+from rentahal.api.security import client_address, origin_allowed, session_cookie_header
 from rentahal.auth import Principal
 from rentahal.auth.nicknames import TAKEN, check_nickname
 from rentahal.broker import Broker
@@ -57,8 +57,7 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         )
         await websocket.close(BANNED_CLOSE_CODE, "banned")
         return
-    client_ip = websocket.client.host if websocket.client else None
-    await BusSession(broker, websocket, principal.seen_at(client_ip)).run()
+    await BusSession(broker, websocket, principal.seen_at(client_address(websocket))).run()
 
 
 async def refuse(websocket: WebSocket, message: str) -> None:
