@@ -15,9 +15,10 @@ from fastapi import APIRouter, HTTPException, Query, status
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from rentahal.api.deps import BrokerDep, PrincipalDep, SysopDep
+from rentahal.api.deps import BrokerDep, PrincipalDep, SysopDep, TargetUserDep
 from rentahal.api.errors import REFUSED
 from rentahal.broker import Broker
+from rentahal.store import User
 from rentahal.store.ledger import MICROS, to_micros
 from rentahal.store.models import LedgerEntry
 from rentahal.store.models import Query as QueryRow
@@ -63,12 +64,7 @@ class Budget(BaseModel):
     enforced: bool
 
 
-async def credit_of(broker: Broker, user_id: str, limit: int) -> Credit:
-    user = await broker.store.users.get(user_id)
-    if user is None:
-        raise HTTPException(
-            status.HTTP_404_NOT_FOUND, {"code": "not_found", "message": "no such user"}
-        )
+async def credit_of(broker: Broker, user: User, limit: int) -> Credit:
     ledger = broker.store.ledger
     return Credit(
         user_id=user.id,
@@ -84,17 +80,19 @@ Limit = Annotated[int, Query(ge=0, le=1000, description="how many ledger rows, n
 @router.get("/credits")
 async def my_credit(principal: PrincipalDep, broker: BrokerDep, limit: Limit = 50) -> Credit:
     """Your balance and your newest ledger rows."""
-    return await credit_of(broker, principal.user.id, limit)
+    return await credit_of(broker, principal.user, limit)
 
 
 @router.get("/users/{user_id}/credits")
-async def user_credit(user_id: str, _: SysopDep, broker: BrokerDep, limit: Limit = 50) -> Credit:
-    return await credit_of(broker, user_id, limit)
+async def user_credit(
+    _: SysopDep, user: TargetUserDep, broker: BrokerDep, limit: Limit = 50
+) -> Credit:
+    return await credit_of(broker, user, limit)
 
 
 @router.post("/users/{user_id}/credits", status_code=status.HTTP_201_CREATED)
 async def grant_credit(
-    user_id: str, grant: Grant, principal: SysopDep, broker: BrokerDep
+    principal: SysopDep, user: TargetUserDep, grant: Grant, broker: BrokerDep
 ) -> Credit:
     """Add credit to a user (or, negative, take it back): a ledger row, audited."""
     amount = to_micros(grant.amount)
@@ -102,30 +100,24 @@ async def grant_credit(
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT, {"code": "invalid", "message": "amount is 0"}
         )
-    if await broker.store.users.get(user_id) is None:
-        raise HTTPException(
-            status.HTTP_404_NOT_FOUND, {"code": "not_found", "message": "no such user"}
-        )
-    await broker.store.ledger.grant(user_id, amount, actor_id=principal.user.id, memo=grant.memo)
+    await broker.store.ledger.grant(user.id, amount, actor_id=principal.user.id, memo=grant.memo)
     await broker.store.audit.record(
-        principal.user, "grant_credit", user_id, {"amount": grant.amount, "memo": grant.memo}
+        principal.user, "grant_credit", user.id, {"amount": grant.amount, "memo": grant.memo}
     )
-    return await credit_of(broker, user_id, 10)
+    return await credit_of(broker, user, 10)
 
 
 @router.put("/users/{user_id}/budget")
 async def set_budget(
-    user_id: str, budget: Budget, principal: SysopDep, broker: BrokerDep
+    principal: SysopDep, user: TargetUserDep, budget: Budget, broker: BrokerDep
 ) -> Credit:
     """Whether the user's queries need credit (`insufficient_credit` when it runs out)."""
-    if not await broker.store.ledger.set_enforced(user_id, budget.enforced):
-        raise HTTPException(
-            status.HTTP_404_NOT_FOUND, {"code": "not_found", "message": "no such user"}
-        )
+    await broker.store.ledger.set_enforced(user.id, budget.enforced)
     await broker.store.audit.record(
-        principal.user, "set_budget", user_id, {"enforced": budget.enforced}
+        principal.user, "set_budget", user.id, {"enforced": budget.enforced}
     )
-    return await credit_of(broker, user_id, 10)
+    user.budget_enforced = budget.enforced  # as just stored
+    return await credit_of(broker, user, 10)
 
 
 # --- exports -------------------------------------------------------------------------------

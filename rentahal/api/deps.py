@@ -10,6 +10,7 @@ from rentahal.api.security import client_address, csrf_safe
 from rentahal.auth import Principal
 from rentahal.broker import Broker
 from rentahal.membership import holds_worker_token
+from rentahal.store import User
 
 
 def get_broker(request: Request) -> Broker:
@@ -70,3 +71,17 @@ async def require_worker_token(principal: PrincipalDep) -> Principal:
 
 
 WorkerTokenDep = Annotated[Principal, Depends(require_worker_token)]
+
+
+async def target_user(user_id: str, broker: BrokerDep) -> User:
+    """The user a route names in its path (`/users/{user_id}/…`), or 404. Declare it after
+    the caller's own dependency, so a caller who may not ask learns nothing of who exists."""
+    user = await broker.store.users.get(user_id)
+    if user is None:
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND, detail={"code": "not_found", "message": "no such user"}
+        )
+    return user
+
+
+TargetUserDep = Annotated[User, Depends(target_user)]

@@ -13,7 +13,7 @@ from fastapi import APIRouter, File, Form, HTTPException, Query, Request, Upload
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
-from rentahal.api.deps import BrokerDep, PrincipalDep, SysopDep
+from rentahal.api.deps import BrokerDep, PrincipalDep, SysopDep, TargetUserDep
 from rentahal.api.errors import REFUSED
 from rentahal.api.security import session_cookie_header
 from rentahal.auth import Principal
@@ -416,13 +416,9 @@ async def list_keys(principal: PrincipalDep, broker: BrokerDep) -> list[KeyView]
 
 
 @router.get("/users/{user_id}/keys", tags=["users"])
-async def list_user_keys(user_id: str, _: SysopDep, broker: BrokerDep) -> list[KeyView]:
+async def list_user_keys(_: SysopDep, user: TargetUserDep, broker: BrokerDep) -> list[KeyView]:
     """A user's API keys (sysop), to find one to revoke."""
-    if await broker.store.users.get(user_id) is None:
-        raise HTTPException(
-            status.HTTP_404_NOT_FOUND, {"code": "not_found", "message": "no such user"}
-        )
-    keys = await broker.store.credentials.list_api_keys(user_id)
+    keys = await broker.store.credentials.list_api_keys(user.id)
     return [KeyView.model_validate(k) for k in keys]
 
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import Select, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from rentahal.store.database import Database, affected_rows
+from rentahal.store.database import Database
 from rentahal.store.models import LedgerEntry, LedgerKind, User, utcnow
 
 MICROS = 1_000_000  # micro-credits in a credit
@@ -24,6 +24,13 @@ _INSERT_ENTRY = insert(LedgerEntry)
 class Standing:
     banned: bool
     balance: int | None  # micro-credits, when the user's budget is enforced
+
+
+def _balance_of(user_id: str) -> Select[int]:
+    """The sum of a user's rows: their balance."""
+    return select(func.coalesce(func.sum(LedgerEntry.amount), 0)).where(
+        LedgerEntry.user_id == user_id
+    )
 
 
 def to_micros(credits: float) -> int:
@@ -62,14 +69,13 @@ class LedgerRepository:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def set_enforced(self, user_id: str, enforced: bool) -> bool:
-        """Turn a user's budget enforcement on or off; False if there is no such user."""
+    async def set_enforced(self, user_id: str, enforced: bool) -> None:
+        """Turn a user's budget enforcement on or off."""
         async with self._db.session() as session:
-            result = await session.execute(
+            await session.execute(
                 update(User).where(User.id == user_id).values(budget_enforced=enforced)
             )
             await session.commit()
-            return affected_rows(result) > 0
 
     async def grant(self, user_id: str, amount: int, *, actor_id: str, memo: str) -> None:
         """A sysop's credit (or, negative, debit) to a user."""
@@ -79,12 +85,7 @@ class LedgerRepository:
 
     async def balance(self, user_id: str) -> int:
         async with self._db.session() as session:
-            total = await session.scalar(
-                select(func.coalesce(func.sum(LedgerEntry.amount), 0)).where(
-                    LedgerEntry.user_id == user_id
-                )
-            )
-            return int(total or 0)
+            return int(await session.scalar(_balance_of(user_id)) or 0)
 
     async def standing(self, user_id: str, *, everyone: bool = False) -> Standing:
         """Read fresh at submit: whether the user is banned (a ban a moment ago counts even
@@ -100,22 +101,8 @@ class LedgerRepository:
                 return Standing(banned=True, balance=None)  # gone: nothing to run for
             if not (row.budget_enforced or everyone):
                 return Standing(banned=row.is_banned, balance=None)
-            total = await session.scalar(
-                select(func.coalesce(func.sum(LedgerEntry.amount), 0)).where(
-                    LedgerEntry.user_id == user_id
-                )
-            )
-            return Standing(banned=row.is_banned, balance=int(total or 0))
-
-    async def balances(self) -> dict[str, int]:
-        """Every user's balance who has a row."""
-        async with self._db.session() as session:
-            rows = await session.execute(
-                select(LedgerEntry.user_id, func.sum(LedgerEntry.amount)).group_by(
-                    LedgerEntry.user_id
-                )
-            )
-            return {user_id: int(total) for user_id, total in rows.all()}
+            balance = int(await session.scalar(_balance_of(user_id)) or 0)
+            return Standing(banned=row.is_banned, balance=balance)
 
     async def entries(self, user_id: str, limit: int = 50) -> Sequence[LedgerEntry]:
         """A user's newest rows first."""
