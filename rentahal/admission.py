@@ -50,6 +50,12 @@ class Admission:
         await self.check(principal)
         return await self._scheduler.submit(principal.user, spec)
 
+    async def queue_counted(self, principal: Principal, spec: QuerySpec) -> tuple[Query, int]:
+        """Queue a query for a request whose limits `check` already counted (an intent
+        that goes on to queue one): the key's scopes still apply."""
+        principal.check_query_scope(spec.query_type)
+        return await self._scheduler.submit(principal.user, spec)
+
     async def check(self, principal: Principal) -> None:
         """Count one request against the caller's limits, or refuse it."""
         user = principal.user

@@ -84,7 +84,7 @@ class Intents:
             store=broker.store,
             http=self.http,
             secret_key=broker.secret_key,
-            submit_query=partial(self._submit, principal),
+            submit_query=partial(broker.admission.queue_counted, principal),
         )
         try:
             outcome = await intent.handle(call)
@@ -107,16 +107,12 @@ class Intents:
             update={"answer": outcome.text, "speech_query_id": speech.id if speech else None}
         )
 
-    async def _submit(self, principal: Principal, spec: m.QuerySpec) -> tuple[Query, int]:
-        principal.check_query_scope(spec.query_type)
-        return await self._broker.scheduler.submit(principal.user, spec)
-
     async def _speak(self, principal: Principal, text: str) -> Query | None:
         """Queue the spoken answer; without it (the queue is full, the key may not use
         speech) the user still has the answer in text."""
         limit = self._broker.settings.max_prompt_chars
         try:
-            query, _ = await self._submit(
+            query, _ = await self._broker.admission.queue_counted(
                 principal, m.QuerySpec(prompt=text[:limit], query_type="tts")
             )
         except ProtocolError as exc:
