@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest_asyncio
+from playwright.async_api import Browser, async_playwright
 
 from rentahal.config import load_settings
 from rentahal.store import Role, Store
@@ -88,3 +89,16 @@ async def fresh_pg_url() -> AsyncIterator[str]:
         yield database.store_url
     finally:
         await database.drop()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def browser() -> AsyncIterator[Browser]:
+    """Debian's headless Chromium, shared by a module's page tests."""
+    from tests.browser import launch
+
+    async with async_playwright() as playwright:
+        browser = await launch(playwright)
+        try:
+            yield browser
+        finally:
+            await browser.close()

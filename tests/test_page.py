@@ -10,91 +10,16 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest_asyncio
-from playwright.async_api import (
-    Browser,
-    BrowserContext,
-    ConsoleMessage,
-    Page,
-    Request,
-    WebSocket,
-    async_playwright,
-    expect,
-)
+from playwright.async_api import Browser, Page, expect
 
 from rentahal.testing.process import StubServer
+from tests.browser import ARTIFACTS, PHONE, Recorder, open_page
 from tests.conftest import Realm
 
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-DESKTOP = {"width": 1280, "height": 900}
-PHONE = {"width": 390, "height": 844}
 REPLY = "The quick brown fox jumps over the lazy dog and naps in the warm sun"
 FINAL_META = re.compile(r"^w1 · \d+\.\d{2} s · \$0\.01\d{2}$")  # worker · time · cost
-
-
-@pytest_asyncio.fixture(scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as p:
-        browser = await p.chromium.launch(
-            executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS
-        )
-        try:
-            yield browser
-        finally:
-            await browser.close()
-
-
-@dataclass
-class Recorder:
-    """What a page did on the network (HTTP requests and WebSockets) and in its console."""
-
-    requests: list[str] = field(default_factory=list)
-    console_errors: list[str] = field(default_factory=list)
-    page_errors: list[str] = field(default_factory=list)
-
-    def attach(self, page: Page) -> None:
-        def on_request(request: Request) -> None:
-            self.requests.append(request.url)
-
-        def on_console(message: ConsoleMessage) -> None:
-            if message.type == "error":
-                self.console_errors.append(f"{message.text} @ {message.location}")
-
-        def on_page_error(error: Exception) -> None:
-            self.page_errors.append(str(error))
-
-        def on_websocket(websocket: WebSocket) -> None:
-            self.requests.append(websocket.url)
-
-        page.on("request", on_request)
-        page.on("websocket", on_websocket)
-        page.on("console", on_console)
-        page.on("pageerror", on_page_error)
-
-
-async def open_page(
-    browser: Browser, realm: Realm, viewport: dict[str, int] | None = None, **options: object
-) -> tuple[BrowserContext, Page, Recorder]:
-    """A fresh browser profile (no cookies) showing the page, connected to the bus."""
-    context = await browser.new_context(viewport=viewport or DESKTOP, **options)  # type: ignore[arg-type]
-    context.set_default_timeout(15_000)
-    page = await context.new_page()
-    recorder = Recorder()
-    recorder.attach(page)
-    await page.goto(f"{realm.broker.url}/")
-    await expect(page.locator("#connection")).to_have_text("Connected")
-    return context, page, recorder
 
 
 @pytest_asyncio.fixture
@@ -282,7 +207,7 @@ async def test_user_text_is_rendered_as_text(
 async def test_no_worker_error_is_shown(realm: Realm, desktop: tuple[Page, Recorder]) -> None:
     page, _ = desktop
     # Only "Any chat worker" and the $CHAT realm: no worker's model to pick.
-    await expect(page.locator("#model-select option")).to_have_text(["Any chat worker", "$CHAT"])
+    await expect(page.locator("#model-select option")).to_have_text(["Any chat worker", "$CHAT (realm)"])
 
     await page.locator("#prompt-input").fill("Is anybody out there?")
     await page.get_by_role("button", name="Send").click()

@@ -1,198 +1,175 @@
-// RENT A HAL minimal client: nickname, chat prompt, streamed answers over the /ws bus.
-// Every piece of user or worker text is inserted with textContent, never as HTML.
-"use strict";
+// RENT A HAL in the browser: wires the bus to the composer, the answers, voice mode and (for
+// a sysop) the sysop panel. Every piece of user, worker or broker text is inserted as text.
 
-const $ = (id) => document.getElementById(id);
-const state = {
-  socket: null, backoff: 1000, cards: new Map(), pending: [], nextId: 1, workers: [], targets: [],
-};
+import { Bus } from "./bus.js";
+import { Composer } from "./composer.js";
+import { $, dollars, seconds } from "./dom.js";
+import { Listener } from "./listener.js";
+import { Prefs } from "./prefs.js";
+import { Results, describeError } from "./results.js";
+import { Speaker } from "./speaker.js";
+import { VoiceMode } from "./voice.js";
 
-function el(tag, className, text) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (text !== undefined) node.textContent = text;
-  return node;
+const prefs = new Prefs();
+prefs.apply();
+const quiet = new Set(); // queries the page runs for itself (dictation, voice): no cards
+const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+const bus = new Bus(`${scheme}//${location.host}/ws`);
+const realm = { workers: [], intents: [], me: null, sysop: null };
+
+const offers = (type) => realm.workers.some((w) => w.capabilities.includes(type) && !w.is_blacklisted);
+const speaker = new Speaker({ bus, quiet, canSpeak: () => offers("tts"), browserVoice: () => prefs.get("browserVoice", false) });
+const results = new Results({
+  onAudio: (url) => { if (!voice.active && $("speak-answers").checked) speaker.play(url); },
+});
+const notice = (text, kind) => results.notice(text, kind);
+const composer = new Composer({ bus, results, notice, quiet, prefs });
+const voice = new VoiceMode({
+  bus, speaker, results, quiet, notice,
+  listener: new Listener(),
+  modes: () => realm.intents.filter((i) => i.available).map((i) => i.name),
+  autospeak: () => prefs.get("autospeakVoice", true),
+});
+
+// --- the connection ---------------------------------------------------------------------
+
+bus.addEventListener("state", ({ detail }) => {
+  const node = $("connection");
+  node.dataset.state = detail.state;
+  node.textContent = {
+    connecting: "Connecting…",
+    connected: "Connected",
+    reconnecting: `Reconnecting in ${Math.round((detail.delay || 1000) / 1000)} s…`,
+    banned: "Banned",
+  }[detail.state];
+  if (detail.state === "connected") bus.send({ type: "get_previous_queries" });
+  if (detail.state === "banned") banned();
+});
+
+function banned() {
+  const banner = $("banner");
+  banner.textContent = "You have been banned from this service. Queries are closed to you.";
+  banner.hidden = false;
+  for (const id of ["submit-button", "record-button", "voice-button", "prompt-input"]) $(id).disabled = true;
+  if (voice.active) voice.stop();
 }
 
-function send(message) {
-  message.id = String(state.nextId++);
-  if (state.socket && state.socket.readyState === WebSocket.OPEN) {
-    state.socket.send(JSON.stringify(message));
-  } else {
-    state.pending.push(message); // sent once the connection is back
-  }
-  return message.id;
-}
-
-function notice(text, isError) {
-  const item = el("li", "notice" + (isError ? " error" : ""), text);
-  $("results").prepend(item);
-}
-
-function connect() {
-  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-  const socket = new WebSocket(`${scheme}//${location.host}/ws`);
-  state.socket = socket;
-  socket.onopen = () => {
-    $("connection").textContent = "Connected";
-    state.backoff = 1000;
-    for (const message of state.pending.splice(0)) socket.send(JSON.stringify(message));
-  };
-  socket.onmessage = (event) => handle(JSON.parse(event.data));
-  socket.onclose = (event) => {
-    if (event.code === 4003) {
-      $("connection").textContent = "Banned";
-      $("submit-button").disabled = true;
-      return;
-    }
-    $("connection").textContent = `Reconnecting in ${state.backoff / 1000} s…`;
-    setTimeout(connect, state.backoff);
-    state.backoff = Math.min(state.backoff * 2, 30000);
-  };
-}
-
-function resultCard(queryId, prompt) {
-  let card = state.cards.get(queryId);
-  if (!card) {
-    const item = el("li", "result");
-    item.dataset.queryId = queryId;
-    const promptNode = el("p", "prompt", prompt || "");
-    const answer = el("p", "answer");
-    const meta = el("p", "meta", "queued");
-    item.append(promptNode, answer, meta);
-    $("results").prepend(item);
-    card = { item, answer, meta, promptNode };
-    state.cards.set(queryId, card);
-  }
-  return card;
-}
+const shown = (message) => !(message.query_id && quiet.has(message.query_id));
 
 const handlers = {
-  user_info(message) {
-    const user = message.data;
+  user_info({ data: user }) {
+    realm.me = user;
     $("user-info").textContent = `${user.nickname} (${user.role})`;
-    $("user-costs").replaceChildren(
-      el("span", "nowrap", `Queries: ${user.query_count}`), " · ",
-      el("span", "nowrap", `Total time: ${user.total_query_time.toFixed(2)} s`), " · ",
-      el("span", "nowrap", `Total cost: $${user.total_cost.toFixed(4)}`),
-    );
+    $("user-costs").textContent =
+      `Queries: ${user.query_count} · Total time: ${seconds(user.total_query_time)} · Total cost: ${dollars(user.total_cost)}`;
     $("nickname-input").placeholder = user.nickname;
-  },
-  worker_update(message) {
-    state.workers = message.workers;
-    renderPicker();
-  },
-  pool_update(message) {
-    state.targets = [
-      ...message.pools.filter((pool) => pool.type === "chat").map((pool) => pool.name),
-      ...message.realms.filter((realm) => (message.realm_types[realm] || []).includes("chat")),
-    ];
-    renderPicker();
-  },
-  query_accepted(message) {
-    const prompt = state.prompts?.[message.response_to];
-    const card = resultCard(message.query_id, prompt);
-    card.meta.textContent = `queued, position ${message.position}`;
-  },
-  query_status(message) {
-    const card = resultCard(message.query_id);
-    if (message.state === "dispatched") card.answer.textContent = ""; // a retry starts afresh
-    if (message.worker) card.worker = message.worker;
-    if (!["done", "failed", "cancelled", "expired"].includes(message.state)) {
-      card.meta.textContent = message.state + (message.worker ? ` on ${message.worker}` : "");
+    if (user.is_sysop && !realm.sysop) {
+      realm.sysop = import("./sysop.js").then((sysop) => { sysop.startSysop(bus, sysopUi); return sysop; });
+    } else if (!user.is_sysop && realm.sysop) {
+      realm.sysop.then((sysop) => sysop.stopSysop());
+      realm.sysop = null;
     }
   },
-  query_chunk(message) {
-    resultCard(message.query_id).answer.textContent += message.delta;
+  worker_update({ workers }) { realm.workers = workers; composer.setWorkers(workers); },
+  pool_update(message) { composer.setPools(message); },
+  intents({ intents }) {
+    realm.intents = intents;
+    $("voice-modes").textContent = intents.filter((i) => i.available).map((i) => i.name).join(", ");
   },
+  query_accepted(message) { if (results.prompts.has(String(message.response_to))) results.accepted(message); },
+  query_status(message) { if (shown(message)) results.status(message); },
+  query_chunk(message) { if (shown(message)) results.chunk(message); },
   query_result(message) {
-    const card = resultCard(message.query_id);
-    card.answer.textContent = message.result;
-    card.meta.textContent = (card.worker ? `${card.worker} · ` : "") +
-      `${message.processing_time.toFixed(2)} s · $${message.cost.toFixed(4)}`;
-    send({ type: "get_previous_queries" });
+    if (!shown(message)) return;
+    results.result(message);
+    bus.send({ type: "get_previous_queries" });
   },
-  queue_update(message) {
-    $("queue").textContent = `Queue: ${message.depth} · workers: ${message.total}`;
-  },
-  previous_queries(message) {
-    const list = $("history");
-    list.replaceChildren();
-    for (const query of message.data) {
-      const item = el("li", "result" + (query.state === "done" ? "" : " error"));
-      item.append(el("p", "prompt", query.prompt));
-      if (query.result) item.append(el("p", "answer", query.result));
-      item.append(el("p", "meta", `${query.state} · ${new Date(query.timestamp).toLocaleString()}`));
-      list.append(item);
-    }
-  },
-  sysop_message(message) { notice(`Sysop: ${message.message}`, false); },
-  user_banned() { notice("You have been banned from this service.", true); },
-  ok(message) { notice(message.message, false); },
+  transcription_result(message) { if (shown(message)) results.transcription(message); },
+  speech_result(message) { if (shown(message)) results.speech(message); },
+  queue_update(message) { results.queue(message); },
+  previous_queries({ data }) { results.history(data); },
+  sysop_message({ message }) { notice(`Sysop: ${message}`, "sysop"); },
+  user_banned({ guid }) { if (realm.me && guid === realm.me.guid) banned(); },
+  query_terminated({ guid }) { if (realm.me && guid === realm.me.guid) notice("A sysop terminated your query.", "error"); },
   error(message) {
-    if (message.query_id) {
-      const card = resultCard(message.query_id);
-      card.item.classList.add("error");
-      card.meta.textContent = `${message.code}: ${message.message}`;
-    } else {
-      notice(`Error: ${message.message}`, true);
-    }
+    if (message.code === "banned") { banned(); return; }
+    if (message.awaited || !shown(message)) return; // its sender shows it
+    results.error(message);
   },
-  ping() { send({ type: "pong" }); },
+  ping() { bus.send({ type: "pong" }); },
 };
+for (const [type, handler] of Object.entries(handlers)) bus.on(type, handler);
 
-function renderPicker() {
-  // Any worker, then pools and realms ($NAME), then each worker's models.
-  const select = $("model-select");
-  const chosen = select.value;
-  const option = (value, label) => { const node = el("option", "", label); node.value = value; return node; };
-  select.replaceChildren(option("", "Any chat worker"));
-  for (const target of state.targets) select.append(option(target, target));
-  for (const worker of state.workers) {
-    if (!worker.capabilities.includes("chat")) continue;
-    const down = worker.is_blacklisted ? " (down)" : "";
-    for (const name of worker.models.length ? worker.models : [worker.name]) {
-      select.append(option(name, `${name} — ${worker.name}${down}`));
-    }
-  }
-  select.value = [...select.options].some((o) => o.value === chosen) ? chosen : "";
+// --- what the sysop panel may ask of the page ---------------------------------------------
+
+function confirmed(text) {
+  const dialog = $("confirm-dialog");
+  $("confirm-text").textContent = text;
+  dialog.returnValue = "";
+  dialog.showModal();
+  return new Promise((resolve) => dialog.addEventListener("close", () => resolve(dialog.returnValue === "yes"), { once: true }));
 }
+const sysopUi = { notice, confirm: confirmed, me: () => realm.me };
 
-function handle(message) {
-  const handler = handlers[message.type];
-  if (handler) handler(message);
-}
+// --- the rest of the page -----------------------------------------------------------------
 
-function submitPrompt() {
-  const prompt = $("prompt-input").value.trim();
-  if (!prompt) return;
-  const id = send({
-    type: "submit_query",
-    query: { prompt, query_type: "chat", model_type: "worker_node", model_name: $("model-select").value },
-  });
-  state.prompts = state.prompts || {};
-  state.prompts[id] = prompt;
-  $("prompt-input").value = "";
-}
-
-document.addEventListener("DOMContentLoaded", () => {
-  $("query-form").addEventListener("submit", (event) => { event.preventDefault(); submitPrompt(); });
-  $("prompt-input").addEventListener("keydown", (event) => {
-    if (event.key === "Enter" && event.ctrlKey) { event.preventDefault(); submitPrompt(); }
-  });
-  $("nickname-form").addEventListener("submit", (event) => {
-    event.preventDefault();
-    send({ type: "set_nickname", nickname: $("nickname-input").value.trim() });
-  });
-  $("key-form").addEventListener("submit", async (event) => {
-    event.preventDefault();
-    const response = await fetch("/api/v1/session", {
-      method: "POST",
-      headers: { Authorization: `Bearer ${$("key-input").value.trim()}` },
-    });
-    $("key-input").value = "";
-    if (!response.ok) { notice("That API key was not accepted.", true); return; }
-    state.socket.close(1000); // reconnect with the new session cookie
-  });
-  connect();
+$("results").addEventListener("click", async (event) => {
+  const button = event.target.closest("button.cancel");
+  if (!button) return;
+  button.disabled = true;
+  const reply = await bus.request({ type: "cancel_query", query_id: button.closest("li").dataset.queryId });
+  if (reply.type === "error") { button.disabled = false; notice(`Error: ${describeError(reply)}`, "error"); }
 });
+
+$("nickname-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  bus.send({ type: "set_nickname", nickname: $("nickname-input").value.trim() });
+  $("nickname-input").value = "";
+});
+
+$("key-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const key = $("key-input").value.trim();
+  $("key-input").value = "";
+  const response = await fetch("/api/v1/session", { method: "POST", headers: { Authorization: `Bearer ${key}` } });
+  if (!response.ok) { notice("That API key was not accepted.", "error"); return; }
+  bus.reconnect(); // the session cookie the broker just set now names the user
+});
+
+$("voice-button").addEventListener("click", () => voice.toggle());
+$("shutup-button").addEventListener("click", () => speaker.stop());
+$("shortcuts-button").addEventListener("click", () => $("shortcuts").showModal());
+
+function bindPreference(id, name, fallback, apply) {
+  const input = $(id);
+  const value = prefs.get(name, fallback);
+  if (input.type === "checkbox") input.checked = value; else input.value = value;
+  input.addEventListener("change", () => {
+    prefs.save({ [name]: input.type === "checkbox" ? input.checked : input.value });
+    if (apply) prefs.apply();
+  });
+}
+bindPreference("pref-autospeak-voice", "autospeakVoice", true);
+bindPreference("pref-browser-voice", "browserVoice", false);
+bindPreference("pref-font", "font", "17px", true);
+bindPreference("pref-theme", "theme", "auto", true);
+composer.restore(prefs.values);
+
+// The seed's shortcuts; Ctrl and Cmd alike. Alt+W stands in where the browser keeps
+// Ctrl+Shift+W (close window) for itself.
+document.addEventListener("keydown", (event) => {
+  const ctrl = event.ctrlKey || event.metaKey;
+  const key = event.key.toLowerCase();
+  let action = null;
+  if (ctrl && key === "enter") action = () => composer.submit();
+  else if (ctrl && key === "l") action = () => results.clear();
+  else if (ctrl && event.shiftKey && key === "v") action = () => composer.toggleRecording();
+  else if (ctrl && event.shiftKey && key === "s") action = () => { $("speak-answers").click(); };
+  else if ((ctrl && event.shiftKey && key === "w") || (event.altKey && key === "w")) action = () => voice.toggle();
+  else if (key === "escape" && speaker.speaking) action = () => speaker.stop();
+  if (!action) return;
+  event.preventDefault();
+  action();
+});
+
+bus.connect();

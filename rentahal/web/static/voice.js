@@ -1,0 +1,287 @@
+// Voice mode: the seed's wake-word assistant as an explicit state machine (SPEC §7).
+//
+//   off → listening ("Computer") → menu (a mode word) → dictating (… "Computer" sends)
+//       → working → speaking → listening …            vision: menu → looking → working
+//
+// The microphone is cut into utterances (listener.js) which the realm's STT worker
+// transcribes; the broker spots the wake and command words in each transcript
+// (`speech_to_text {spot: true}` → `transcription_result.spotted`). Speech that began while
+// the page itself was talking counts only for "shut up": the page must not obey its own voice.
+
+import { $, blobUrl, sniffMime } from "./dom.js";
+import { Camera } from "./media.js";
+
+const SILENCE_MS = 15_000; // a state's patience; two silences in a row give up on it
+const NO_DICTATION = new Set(["vision", "weather", "gmail"]); // modes that act at once
+const LABELS = {
+  off: "Off",
+  starting: "Starting…",
+  listening: "Listening for “Computer”",
+  menu: "Say a mode",
+  dictating: "Dictating",
+  looking: "Looking through the camera",
+  working: "Working on it",
+  speaking: "Speaking (say “Shut up” to stop)",
+};
+
+export class VoiceMode {
+  constructor({ bus, listener, speaker, results, quiet, modes, autospeak, notice }) {
+    this.bus = bus;
+    this.listener = listener;
+    this.speaker = speaker;
+    this.results = results;
+    this.quiet = quiet;
+    this.modes = modes; // () → the realm's available intent names: the menu
+    this.autospeak = autospeak; // () → answers are spoken in voice mode
+    this.notice = notice;
+    this.camera = new Camera(document.createElement("video"));
+    this.state = "off";
+    this.mode = null;
+    this.prompt = "";
+    this.silences = 0;
+    this.timer = null;
+    this.chain = Promise.resolve(); // transcripts are handled one at a time, in order
+    listener.addEventListener("speechstart", () => this.speechStarted());
+    listener.addEventListener("utterance", (event) => this.utterance(event.detail.wav));
+    speaker.addEventListener("start", () => this.show());
+    speaker.addEventListener("idle", () => this.show());
+  }
+
+  get active() { return this.state !== "off"; }
+
+  toggle() { return this.active ? this.stop("Voice mode off.") : this.start(); }
+
+  async start() {
+    this.set("starting");
+    try {
+      await this.listener.start();
+    } catch {
+      this.set("off");
+      this.notice("Voice mode needs the microphone. Please allow the page to use it.", "error");
+      return;
+    }
+    this.meter();
+    this.listen();
+    await this.say("Ready. Say Computer.");
+  }
+
+  async stop(farewell) {
+    clearTimeout(this.timer);
+    this.speaker.stop();
+    this.camera.stop();
+    this.listener.stop();
+    this.set("off");
+    if (farewell) this.notice(farewell, "info");
+  }
+
+  // --- states ------------------------------------------------------------------------------
+
+  set(state) {
+    this.state = state;
+    clearTimeout(this.timer);
+    if (["listening", "menu", "dictating"].includes(state)) this.armTimer();
+    this.show();
+  }
+
+  show() {
+    const speaking = this.speaker.speaking && this.active;
+    const shown = speaking ? "speaking" : this.state;
+    let label = LABELS[shown];
+    if (shown === "menu") label = `Say a mode: ${this.menu().join(", ")}`;
+    if (shown === "dictating") label = `Dictating a ${this.mode} prompt (say “Computer” to send)`;
+    for (const node of [$("voice-state"), $("voice-badge")]) {
+      node.dataset.state = shown;
+      node.textContent = node.id === "voice-badge" ? `Voice: ${label}` : label;
+    }
+    $("voice-badge").setAttribute("aria-hidden", String(!this.active));
+    $("voice-button").textContent = this.active ? "Stop voice mode" : "Start voice mode";
+    $("voice-button").setAttribute("aria-pressed", String(this.active));
+    $("voice-prompt").textContent = this.state === "dictating" ? (this.prompt || "…") : "—";
+  }
+
+  listen() { this.silences = 0; this.set("listening"); }
+
+  armTimer() {
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => this.silent(), SILENCE_MS);
+  }
+
+  /** 15 s without a word: ask again, and after a second silence step back. */
+  async silent() {
+    this.silences += 1;
+    const twice = this.silences >= 2;
+    if (this.state === "listening") {
+      if (twice) return this.stop("Voice mode ended after 30 s of silence.");
+      this.armTimer();
+    } else if (this.state === "menu") {
+      if (twice) { this.listen(); return; }
+      this.armTimer();
+      await this.say(`Say a mode: ${this.menu().join(", ")}.`);
+    } else if (this.state === "dictating") {
+      if (twice) { this.silences = 0; this.set("menu"); await this.say("Back to the menu. Say a mode."); return; }
+      this.armTimer();
+      await this.say("Still listening. Say Computer to send.");
+    }
+  }
+
+  menu() { return [...this.modes(), "goodbye"]; }
+
+  // --- hearing -----------------------------------------------------------------------------
+
+  speechStarted() {
+    this.startedWhileSpeaking = this.speaker.speaking;
+    if (["listening", "menu", "dictating"].includes(this.state)) this.armTimer();
+  }
+
+  utterance(wav) {
+    const echo = this.startedWhileSpeaking;
+    this.chain = this.chain.then(() => this.transcribe(wav, echo)).catch((error) => console.warn(error));
+  }
+
+  async transcribe(wav, echo) {
+    if (!this.active) return;
+    const accepted = await this.bus.request({ type: "speech_to_text", audio: wav, spot: true });
+    if (accepted.type !== "query_accepted") {
+      if (accepted.code === "no_worker") await this.stop("Voice mode needs a speech-to-text worker in this realm.");
+      else this.results.error(accepted);
+      return;
+    }
+    this.quiet.add(accepted.query_id);
+    const heard = await this.bus.finished(accepted.query_id);
+    if (heard.type !== "transcription_result" || !this.active) return;
+    const text = heard.text.trim();
+    const spotted = heard.spotted || [];
+    if (!text) return;
+    $("voice-heard").textContent = text;
+    await this.hear(text, spotted, echo);
+  }
+
+  /** One transcript, with the command words the broker spotted in it. */
+  async hear(text, spotted, echo) {
+    const said = (word) => spotted.includes(word);
+    if (said("shut up")) { this.speaker.stop(); if (this.state === "speaking" || this.state === "working") this.listen(); return; }
+    if (echo || this.state === "speaking") return;
+    if (said("goodbye") && this.state !== "dictating") { await this.stop("Goodbye."); return; }
+    this.silences = 0;
+    switch (this.state) {
+      case "listening":
+        if (!said("computer")) return;
+        // "Computer, chat" wakes and picks the mode in one breath.
+        if (!(await this.pick(spotted))) { this.set("menu"); await this.say("What would you like to do? Say a mode."); }
+        return;
+      case "menu":
+        if (!(await this.pick(spotted))) await this.say(`Say a mode: ${this.menu().join(", ")}.`);
+        return;
+      case "dictating":
+        return this.dictate(text, spotted);
+      default:
+        return; // looking, working: nothing to say yet
+    }
+  }
+
+  /** Enter the first mode named in `spotted`; false when none was. */
+  async pick(spotted) {
+    const mode = spotted.find((word) => this.modes().includes(word));
+    if (!mode) return false;
+    this.mode = mode;
+    this.prompt = "";
+    if (mode === "vision") { await this.look(); return true; }
+    if (NO_DICTATION.has(mode)) { await this.ask(mode, mode); return true; }
+    this.set("dictating");
+    await this.say(`${mode[0].toUpperCase()}${mode.slice(1)}. Speak, then say Computer.`);
+    return true;
+  }
+
+  async dictate(text, spotted) {
+    if (spotted.includes("backspace")) {
+      this.prompt = this.prompt.split(" ").slice(0, -1).join(" ");
+      this.show();
+      await this.say(this.prompt ? "Erased the last word." : "The prompt is empty.");
+      return;
+    }
+    if (spotted.includes("cancel")) { this.prompt = ""; this.set("menu"); await this.say("Cancelled. Say a mode."); return; }
+    // Words before "Computer" in the same breath belong to the prompt.
+    const [before] = text.split(/\bcomputer'?s?\b/i);
+    const words = before.replace(/[\s,.!?;:]+$/, "").trim();
+    if (words) this.prompt = `${this.prompt} ${words}`.trim();
+    this.show();
+    if (!spotted.includes("computer")) return;
+    if (!this.prompt) { await this.say("I did not hear a prompt. Speak, then say Computer."); return; }
+    await this.ask(this.mode, this.prompt);
+  }
+
+  // --- acting ------------------------------------------------------------------------------
+
+  async look() {
+    this.set("looking");
+    let image;
+    try {
+      await this.camera.start();
+      image = await this.camera.snap();
+    } catch {
+      this.listen();
+      await this.say("I could not open the camera.");
+      return;
+    } finally {
+      this.camera.stop();
+    }
+    const snapshot = $("voice-snapshot");
+    snapshot.src = `data:image/jpeg;base64,${image}`;
+    snapshot.hidden = false;
+    await this.ask("vision", "Describe this image in detail", { image });
+  }
+
+  /** Send the words to the intent, show the answer, speak it, and listen again. */
+  async ask(intent, text, extra = {}) {
+    this.set("working");
+    const speak = this.autospeak();
+    const reply = await this.bus.request({ type: "intent", intent, text, speak, ...extra });
+    if (reply.type === "error") {
+      this.results.error(reply);
+      this.listen();
+      await this.say("Sorry, that did not work.");
+      return;
+    }
+    let spoken = null;
+    if (reply.query_id) {
+      this.results.setPrompt(reply.query_id, reply.prompt, reply.intent);
+      const answer = await this.bus.finished(reply.query_id);
+      if (!this.active || this.state !== "working") return; // stopped or shut up meanwhile
+      if (answer.type === "error") spoken = { text: "Sorry, that did not work." };
+      else if (answer.audio) spoken = { audio: answer.audio };
+      else if (answer.result_type === "image") spoken = { text: "Here is your picture." };
+      else spoken = { text: answer.result };
+    } else {
+      this.results.answered(reply.intent, reply.prompt, reply.answer);
+      if (reply.speech_query_id) {
+        this.quiet.add(reply.speech_query_id);
+        const audio = await this.bus.finished(reply.speech_query_id);
+        spoken = audio.type === "speech_result" ? { audio: audio.audio } : { text: reply.answer };
+      } else spoken = { text: reply.answer };
+    }
+    if (!this.active || this.state !== "working") return;
+    this.set("speaking");
+    if (spoken.audio) await this.speaker.play(blobUrl(spoken.audio, sniffMime(spoken.audio, "audio/wav")));
+    else if (speak) await this.speaker.say(spoken.text);
+    if (this.state === "speaking") this.listen();
+  }
+
+  async say(text) {
+    await this.speaker.say(text);
+  }
+
+  /** The microphone's level on the little canvas, while voice mode is on. */
+  meter() {
+    const canvas = $("voice-level");
+    const context = canvas.getContext("2d");
+    const draw = () => {
+      if (!this.active) { context.clearRect(0, 0, canvas.width, canvas.height); return; }
+      const level = Math.min(1, this.listener.level * 8);
+      context.clearRect(0, 0, canvas.width, canvas.height);
+      context.fillStyle = getComputedStyle(canvas).color;
+      context.fillRect(0, 0, canvas.width * level, canvas.height);
+      requestAnimationFrame(draw);
+    };
+    requestAnimationFrame(draw);
+  }
+}
