@@ -207,7 +207,9 @@ async def test_user_text_is_rendered_as_text(
 async def test_no_worker_error_is_shown(realm: Realm, desktop: tuple[Page, Recorder]) -> None:
     page, _ = desktop
     # Only "Any chat worker" and the $CHAT realm: no worker's model to pick.
-    await expect(page.locator("#model-select option")).to_have_text(["Any chat worker", "$CHAT (realm)"])
+    await expect(page.locator("#model-select option")).to_have_text(
+        ["Any chat worker", "$CHAT (realm)"]
+    )
 
     await page.locator("#prompt-input").fill("Is anybody out there?")
     await page.get_by_role("button", name="Send").click()

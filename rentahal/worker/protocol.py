@@ -48,6 +48,9 @@ class SttRequest(_Request):
     beam_size: int | None = Field(default=None, ge=1, le=10)
     vad_filter: bool | None = None
     word_timestamps: bool = False
+    # Words the audio is likely to hold ("Computer, chat, …" in voice mode): a small model
+    # hears an isolated "chat" as "jet" unless it is told to expect it.
+    hotwords: str | None = Field(default=None, max_length=1000)
 
 
 class SttSegment(BaseModel):

@@ -27,7 +27,7 @@ const composer = new Composer({ bus, results, notice, quiet, prefs });
 const voice = new VoiceMode({
   bus, speaker, results, quiet, notice,
   listener: new Listener(),
-  modes: () => realm.intents.filter((i) => i.available).map((i) => i.name),
+  intents: () => realm.intents.filter((i) => i.available),
   autospeak: () => prefs.get("autospeakVoice", true),
 });
 

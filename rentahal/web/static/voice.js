@@ -25,13 +25,13 @@ const LABELS = {
 };
 
 export class VoiceMode {
-  constructor({ bus, listener, speaker, results, quiet, modes, autospeak, notice }) {
+  constructor({ bus, listener, speaker, results, quiet, intents, autospeak, notice }) {
     this.bus = bus;
     this.listener = listener;
     this.speaker = speaker;
     this.results = results;
     this.quiet = quiet;
-    this.modes = modes; // () → the realm's available intent names: the menu
+    this.intents = intents; // () → the realm's available intents: the menu
     this.autospeak = autospeak; // () → answers are spoken in voice mode
     this.notice = notice;
     this.camera = new Camera(document.createElement("video"));
@@ -124,7 +124,12 @@ export class VoiceMode {
     }
   }
 
-  menu() { return [...this.modes(), "goodbye"]; }
+  menu() { return [...this.intents().map((intent) => intent.name), "goodbye"]; }
+
+  /** The intent a spotted word names: its name or one of its menu words ("email"). */
+  modeOf(word) {
+    return this.intents().find((intent) => intent.name === word || intent.triggers.includes(word))?.name;
+  }
 
   // --- hearing -----------------------------------------------------------------------------
 
@@ -181,7 +186,7 @@ export class VoiceMode {
 
   /** Enter the first mode named in `spotted`; false when none was. */
   async pick(spotted) {
-    const mode = spotted.find((word) => this.modes().includes(word));
+    const mode = spotted.map((word) => this.modeOf(word)).find(Boolean);
     if (!mode) return false;
     this.mode = mode;
     this.prompt = "";

@@ -96,6 +96,7 @@ class FasterWhisperEngine(Engine):
                 self.settings.vad_filter if request.vad_filter is None else request.vad_filter
             ),
             "word_timestamps": request.word_timestamps,
+            "hotwords": request.hotwords,
         }
         segments, info = self._model.transcribe(samples, **options)
         parts = [
