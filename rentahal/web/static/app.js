@@ -8,6 +8,7 @@ import { Listener } from "./listener.js";
 import { Prefs } from "./prefs.js";
 import { Results, describeError } from "./results.js";
 import { Speaker } from "./speaker.js";
+import { startSysop, stopSysop } from "./sysop.js";
 import { VoiceMode } from "./voice.js";
 
 const prefs = new Prefs();
@@ -15,7 +16,7 @@ prefs.apply();
 const quiet = new Set(); // queries the page runs for itself (dictation, voice): no cards
 const scheme = location.protocol === "https:" ? "wss:" : "ws:";
 const bus = new Bus(`${scheme}//${location.host}/ws`);
-const realm = { workers: [], intents: [], me: null, sysop: null };
+const realm = { workers: [], intents: [], me: null, sysop: false };
 
 const offers = (type) => realm.workers.some((w) => w.capabilities.includes(type) && !w.is_blacklisted);
 const speaker = new Speaker({ bus, quiet, canSpeak: () => offers("tts"), browserVoice: () => prefs.get("browserVoice", false) });
@@ -63,14 +64,17 @@ const handlers = {
     $("user-costs").textContent =
       `Queries: ${user.query_count} · Total time: ${seconds(user.total_query_time)} · Total cost: ${dollars(user.total_cost)}`;
     $("nickname-input").placeholder = user.nickname;
-    if (user.is_sysop && !realm.sysop) {
-      realm.sysop = import("./sysop.js").then((sysop) => { sysop.startSysop(bus, sysopUi); return sysop; });
-    } else if (!user.is_sysop && realm.sysop) {
-      realm.sysop.then((sysop) => sysop.stopSysop());
-      realm.sysop = null;
-    }
+    // Started at once (not lazily loaded): the panel must see the lists the broker sends
+    // right after this message.
+    if (user.is_sysop && !realm.sysop) startSysop(bus, sysopUi);
+    else if (!user.is_sysop && realm.sysop) stopSysop();
+    realm.sysop = user.is_sysop;
   },
-  worker_update({ workers }) { realm.workers = workers; composer.setWorkers(workers); },
+  worker_update({ workers }) {
+    realm.workers = workers;
+    composer.setWorkers(workers);
+    results.queue({ depth: results.depth, total: workers.filter((w) => !w.is_blacklisted).length });
+  },
   pool_update(message) { composer.setPools(message); },
   intents({ intents }) {
     realm.intents = intents;

@@ -51,6 +51,7 @@ export class Results {
     this.prompts = new Map(); // message id → what was asked, until the broker names the query
     this.totals = { count: 0, time: 0, cost: 0 };
     this.answers = 0;
+    this.depth = 0;
     this.onAudio = onAudio; // (url, card) → plays a spoken answer when the user wants it
     $("clear-results").addEventListener("click", () => this.clear());
   }
@@ -212,6 +213,7 @@ export class Results {
   }
 
   queue(message) {
+    this.depth = message.depth;
     const gauge = $("queue-gauge");
     gauge.max = Math.max(1, message.total, message.depth);
     gauge.value = message.depth;
