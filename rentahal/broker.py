@@ -19,6 +19,7 @@ from rentahal.bus.views import worker_view
 from rentahal.cloud import CloudWorkers
 from rentahal.config import Settings
 from rentahal.intents.service import Intents
+from rentahal.intents.spotting import vocabulary_of
 from rentahal.local_workers import LocalWorkers
 from rentahal.membership import Membership
 from rentahal.metrics import Metrics
@@ -87,6 +88,7 @@ class Broker:
         self.cloud = CloudWorkers(self)
         self.admission = Admission(settings, self.store, self.scheduler)
         self.intents = Intents(self)
+        self.scheduler.vocabulary = vocabulary_of(self.intents.registry)
         self.ready = False
 
     async def start(self) -> None:

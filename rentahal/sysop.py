@@ -7,6 +7,7 @@ changes something is written to the audit log under the acting user (`broker.sys
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -17,10 +18,10 @@ from rentahal.backends import BACKENDS
 from rentahal.bus import events
 from rentahal.bus.errors import ErrorCode, ProtocolError
 from rentahal.bus.messages import ModelSpec, PoolSpec, RealmPatch, RealmSpec, WorkerSpec
-from rentahal.bus.views import stats_view, user_view
+from rentahal.bus.views import running_query_view, stats_view, timeline_view, user_view
 from rentahal.cloud import HUGGINGFACE
 from rentahal.routing.registry import WorkerState
-from rentahal.store import AlreadyExists, Role, User, Worker
+from rentahal.store import AlreadyExists, Role, User, Worker, utcnow
 from rentahal.store.models import Pool, Realm
 from rentahal.store.users import LastSysop, NotRegistered
 
@@ -30,6 +31,13 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 BANNED_CLOSE_CODE = 4003
+
+RUNNING_QUERIES_SHOWN = 200  # the oldest; a longer list is more than a panel can show
+PROMPT_CHARS_SHOWN = 200
+# The statistics timeline: an hour by the minute unless asked otherwise (REST).
+TIMELINE_WINDOW = 3600  # seconds
+TIMELINE_BUCKET = 60  # seconds
+TIMELINE_MAX_BUCKETS = 500
 
 
 def validate_worker_spec(spec: WorkerSpec) -> None:
@@ -328,6 +336,30 @@ class Sysop:
     async def user_stats(self) -> events.UserStats:
         users = await self._broker.store.users.list()
         return events.UserStats(data=[user_view(u) for u in users])
+
+    async def running_queries(self) -> events.RunningQueries:
+        queries = await self._broker.store.queries.running(
+            limit=RUNNING_QUERIES_SHOWN, prompt_chars=PROMPT_CHARS_SHOWN
+        )
+        now = utcnow()
+        return events.RunningQueries(data=[running_query_view(q, now) for q in queries])
+
+    async def stats_timeline(
+        self, window: int = TIMELINE_WINDOW, bucket: int = TIMELINE_BUCKET
+    ) -> events.StatsTimeline:
+        """The last `window` seconds in buckets of `bucket` seconds (enough of them to cover
+        the window), the last ending now."""
+        buckets = math.ceil(window / bucket)
+        if buckets > TIMELINE_MAX_BUCKETS:
+            raise ProtocolError(
+                ErrorCode.INVALID,
+                f"{window} s in buckets of {bucket} s is {buckets} buckets; "
+                f"at most {TIMELINE_MAX_BUCKETS}",
+            )
+        timeline = await self._broker.store.stats.timeline(
+            end=utcnow(), bucket_seconds=bucket, buckets=buckets
+        )
+        return events.StatsTimeline(data=timeline_view(timeline))
 
     def worker_health(self) -> events.WorkerHealth:
         return events.WorkerHealth(data=self._broker.worker_views())

@@ -6,15 +6,19 @@ import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest_asyncio
-from playwright.async_api import Browser, async_playwright
+from playwright.async_api import Browser, Page, async_playwright
 
 from rentahal.config import load_settings
 from rentahal.store import Role, Store
 from rentahal.testing.broker import BrokerProcess
 from rentahal.testing.process import StubServer
 from tests.postgres import PgDatabase, pg_admin_url
+
+if TYPE_CHECKING:
+    from tests.browser import Recorder
 
 # Health checks every 0.2 s so health tests run in a second, not minutes.
 FAST_ENV = {"RENTAHAL_HEALTH_CHECK_INTERVAL": "0.2"}
@@ -102,3 +106,15 @@ async def browser() -> AsyncIterator[Browser]:
             yield browser
         finally:
             await browser.close()
+
+
+@pytest_asyncio.fixture
+async def desktop(browser: Browser, realm: Realm) -> AsyncIterator[tuple[Page, Recorder]]:
+    """The page in a fresh desktop-sized browser profile, connected to `realm`'s broker."""
+    from tests.browser import open_page
+
+    context, page, recorder = await open_page(browser, realm)
+    try:
+        yield page, recorder
+    finally:
+        await context.close()

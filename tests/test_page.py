@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import AsyncIterator
 
 import pytest_asyncio
 from playwright.async_api import Browser, Page, expect
@@ -20,15 +19,6 @@ from tests.conftest import Realm
 
 REPLY = "The quick brown fox jumps over the lazy dog and naps in the warm sun"
 FINAL_META = re.compile(r"^w1 · \d+\.\d{2} s · \$0\.01\d{2}$")  # worker · time · cost
-
-
-@pytest_asyncio.fixture
-async def desktop(browser: Browser, realm: Realm) -> AsyncIterator[tuple[Page, Recorder]]:
-    context, page, recorder = await open_page(browser, realm)
-    try:
-        yield page, recorder
-    finally:
-        await context.close()
 
 
 @pytest_asyncio.fixture
@@ -308,3 +298,37 @@ async def test_a_long_unbroken_prompt_does_not_widen_the_phone_page(
         ARTIFACTS.mkdir(exist_ok=True)
         await page.screenshot(path=ARTIFACTS / "page-phone-long-url.png", full_page=True)
         await context.close()
+
+
+# --- accessibility ---------------------------------------------------------------------------
+
+
+async def test_every_control_has_a_name_and_the_keyboard_reaches_them(
+    desktop: tuple[Page, Recorder],
+) -> None:
+    page, _ = desktop
+    unnamed = await page.evaluate(
+        """() => [...document.querySelectorAll("input, select, textarea, button, [role=button]")]
+            .filter((node) => node.type !== "file" && node.offsetParent !== null)
+            .filter((node) => {
+                const labelled = node.labels && [...node.labels].some((l) => l.textContent.trim());
+                const named = node.ariaLabel || node.getAttribute("aria-labelledby");
+                return !(labelled || named || node.textContent.trim());
+            })
+            .map((node) => node.outerHTML.slice(0, 80))"""
+    )
+    assert unnamed == []
+    # Tab order: from the skip link, the first stops are the composer's controls in reading order.
+    await page.keyboard.press("Tab")
+    await expect(page.get_by_role("link", name="Skip to the prompt")).to_be_focused()
+    order = []
+    for _ in range(5):
+        await page.keyboard.press("Tab")
+        order.append(await page.evaluate("document.activeElement.id"))
+    assert order == [
+        "query-type",
+        "model-select",
+        "prompt-input",
+        "shortcuts-button",
+        "submit-button",
+    ]

@@ -39,15 +39,6 @@ async def sd_stub() -> AsyncIterator[StubServer]:
         yield stub
 
 
-@pytest_asyncio.fixture
-async def desktop(browser: Browser, realm: Realm) -> AsyncIterator[tuple[Page, Recorder]]:
-    context, page, recorder = await open_page(browser, realm)
-    try:
-        yield page, recorder
-    finally:
-        await context.close()
-
-
 async def last_chat_images(stub: StubServer) -> list[str]:
     chats = [r["json"] for r in await stub.requests() if r["path"] == "/api/chat"]
     return chats[-1]["messages"][-1].get("images", []) if chats else []

@@ -96,6 +96,22 @@ async def test_the_broker_speaks_and_hears_with_its_local_workers(
         assert heard["final"] is True
 
 
+async def test_the_broker_spots_the_voice_modes_words_in_what_it_hears(
+    speech_realm: SpeechRealm,
+) -> None:
+    """The voice mode's path (SPEC §7): the page sends a recording, whisper transcribes it,
+    the broker names the wake and menu words it holds."""
+    async with speech_realm.bus() as bus:
+        spoken = await speak(bus, "Computer, chat.")
+        accepted = await bus.request(
+            {"type": "speech_to_text", "audio": spoken["audio"], "spot": True}
+        )
+        heard = await bus.expect(
+            "transcription_result", lambda m: m["query_id"] == accepted["query_id"], within=60
+        )
+    assert {"computer", "chat"} <= set(heard["spotted"]), heard
+
+
 async def test_a_speech_query_is_transcribed_answered_and_spoken(
     speech_realm: SpeechRealm,
 ) -> None:

@@ -388,6 +388,22 @@ async def test_stt_takes_a_browser_language_tag(
     assert plain_words(ESPEAK_SENTENCE) in plain_words(response.json()["text"])
 
 
+async def test_stt_hears_an_expected_word_that_it_would_mishear_alone(
+    tts: WorkerProcess, stt: WorkerProcess, client: httpx.AsyncClient
+) -> None:
+    """Voice mode's "Chat." spoken alone: told the words to expect (`hotwords`) and held to
+    one decoding pass (`temperature`), Whisper tiny writes "chat"."""
+    spoken = await predict(client, tts, {"prompt": "Chat."})
+    assert spoken.status_code == 200, spoken.text
+    clip = spoken.json()["audio_base64"]
+    expecting = {"hotwords": "computer, chat, vision, imagine, shut up", "temperature": 0.0}
+    heard = await predict(client, stt, {"audio": clip, **expecting})
+    assert heard.status_code == 200, heard.text
+    assert plain_words(heard.json()["text"]) == "chat"
+    too_hot = await predict(client, stt, {"audio": clip, "temperature": 1.5})
+    assert too_hot.status_code == 422
+
+
 @pytest.mark.parametrize("case", TTS_BAD, ids=lambda case: case.name)
 async def test_tts_answers_bad_input_with_a_clear_4xx(
     tts: WorkerProcess, client: httpx.AsyncClient, case: BadCase

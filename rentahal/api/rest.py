@@ -31,6 +31,7 @@ from rentahal.bus.messages import (
 )
 from rentahal.bus.views import final_event, has_output, query_view, user_view, worker_view
 from rentahal.store.queries import UNFINISHED_STATES
+from rentahal.sysop import TIMELINE_BUCKET, TIMELINE_WINDOW
 
 router = APIRouter(prefix="/api/v1", responses=REFUSED)
 
@@ -153,6 +154,14 @@ async def list_queries(
     return [query_view(q) for q in await broker.store.queries.history(principal.user.id, limit)]
 
 
+# Declared before `/queries/{query_id}`, which would take the word `running` for an id.
+@router.get("/queries/running", tags=["stats"])
+async def running_queries(_: SysopDep, broker: BrokerDep) -> list[events.RunningQueryView]:
+    """Every unfinished query of the users (queued, dispatched, running), oldest first, at
+    most 200, each prompt cut to 200 characters."""
+    return (await broker.sysop.running_queries()).data
+
+
 @router.get("/queries/{query_id}", tags=["queries"])
 async def get_query(
     query_id: str, principal: PrincipalDep, broker: BrokerDep, wait: Wait = 0
@@ -203,7 +212,8 @@ async def query_events(query_id: str, principal: PrincipalDep, broker: BrokerDep
         with broker.hub.watch(query_id) as events:
             current = await broker.store.queries.get(query_id, with_media=True)
             if current is not None and current.state not in UNFINISHED_STATES:
-                yield server_sent(final_event(current).wire_json())
+                event = final_event(current, broker.scheduler.vocabulary)
+                yield server_sent(event.wire_json())
                 return
             while True:
                 try:
@@ -445,6 +455,25 @@ async def audit_log(
 @router.get("/stats", tags=["stats"])
 async def system_stats(_: SysopDep, broker: BrokerDep) -> events.StatsView:
     return (await broker.sysop.system_stats()).data
+
+
+TimelineWindow = Annotated[int, Query(ge=60, le=86400, description="Seconds back from now.")]
+TimelineBucket = Annotated[int, Query(ge=10, le=3600, description="Seconds per bucket.")]
+
+
+@router.get("/stats/timeline", tags=["stats"])
+async def stats_timeline(
+    _: SysopDep,
+    broker: BrokerDep,
+    window: TimelineWindow = TIMELINE_WINDOW,
+    bucket: TimelineBucket = TIMELINE_BUCKET,
+) -> events.TimelineView:
+    """Queries that ended, counted per bucket by type and by worker, with the mean
+    processing time of those done; at most 500 buckets."""
+    try:
+        return (await broker.sysop.stats_timeline(window, bucket)).data
+    except ProtocolError as exc:
+        raise http_error(exc) from None
 
 
 @router.post("/session", tags=["users"])

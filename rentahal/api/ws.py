@@ -156,8 +156,9 @@ class BusSession:
     async def _deliver_missed_results(self) -> None:
         """Results that finished while the user was away (SPEC §3: nothing is lost)."""
         missed = await self.broker.store.queries.undelivered(self.user.id)
+        vocabulary = self.broker.scheduler.vocabulary
         for query in missed:
-            self.connection.send_final(query.id, final_event(query))
+            self.connection.send_final(query.id, final_event(query, vocabulary))
         await self.broker.store.queries.mark_delivered([q.id for q in missed])
 
     async def _read_loop(self) -> None:
@@ -333,6 +334,8 @@ class BusSession:
         self.send(await sysop.user_stats())
         self.send(sysop.worker_health())
         self.send(sysop.active_users())
+        self.send(await sysop.running_queries())
+        self.send(await sysop.stats_timeline())
         return await sysop.system_stats()
 
     async def on_add_worker(self, message: m.AddWorker) -> Reply:

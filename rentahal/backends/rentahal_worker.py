@@ -26,7 +26,15 @@ ANSWER_FIELD = {
 RESULT_TYPE = {"tts": "audio", "imagine": "image"}
 # Per-request settings a user may pass through `options`, by query type.
 PASSED_OPTIONS = {
-    "stt": ("language", "task", "beam_size", "vad_filter", "word_timestamps", "hotwords"),
+    "stt": (
+        "language",
+        "task",
+        "beam_size",
+        "vad_filter",
+        "word_timestamps",
+        "hotwords",
+        "temperature",
+    ),
     "tts": ("speaker", "text_temp", "waveform_temp"),
     "imagine": ("negative_prompt", "steps", "cfg_scale", "width", "height", "seed"),
 }

@@ -164,6 +164,9 @@ class TranscriptionResult(Outbound):
     processing_time: float = 0.0
     cost: float = 0.0
     final: bool = True  # False: a speech query goes on to answer it
+    # The voice mode's words said in `text`, when `speech_to_text` asked (`spot`); see
+    # `rentahal.intents.spotting`.
+    spotted: list[str] = []
 
 
 class SpeechResult(Outbound):
@@ -244,6 +247,49 @@ class UserStats(Outbound):
 class WorkerHealth(Outbound):
     type: Literal["worker_health"] = "worker_health"
     data: list[WorkerView]
+
+
+class RunningQueryView(BaseModel):
+    """A query not finished yet, as the sysop's list of running queries shows it."""
+
+    query_id: str
+    user_guid: str
+    nickname: str
+    query_type: str
+    model_name: str
+    state: str  # queued, dispatched or running
+    worker: str | None
+    realm: str
+    prompt: str  # its first 200 characters
+    created_at: datetime
+    waited: float  # seconds since it was submitted
+
+
+class RunningQueries(Outbound):
+    """Every unfinished query of the users (not the broker's own), oldest first."""
+
+    type: Literal["running_queries"] = "running_queries"
+    data: list[RunningQueryView]
+
+
+class TimelineView(BaseModel):
+    """Finished queries over time, for the sysop's charts: `buckets` buckets of
+    `bucket_seconds` from `start`, the last ending now. Counts are of every query that ended
+    in the bucket (done, failed, cancelled, expired); latencies are the mean processing time
+    of those done, in seconds, or null where none was."""
+
+    bucket_seconds: int
+    start: datetime
+    buckets: int
+    by_type: dict[str, list[int]]
+    latency_by_type: dict[str, list[float | None]]
+    by_worker: dict[str, list[int]]
+    latency_by_worker: dict[str, list[float | None]]
+
+
+class StatsTimeline(Outbound):
+    type: Literal["stats_timeline"] = "stats_timeline"
+    data: TimelineView
 
 
 class UserBanned(Outbound):

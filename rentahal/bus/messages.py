@@ -121,9 +121,13 @@ class SpeechToText(Inbound):
     type: Literal["speech_to_text"]
     audio: Base64
     language: Annotated[str, StringConstraints(pattern=r"^[a-z]{2,3}$")] | None = None
+    # Voice mode: list the wake and command words said in `transcription_result.spotted`.
+    spot: bool = False
 
     def to_query(self) -> QuerySpec:
-        options = {"language": self.language} if self.language else {}
+        options: dict[str, Any] = {"language": self.language} if self.language else {}
+        if self.spot:
+            options["spot"] = True
         return QuerySpec(query_type="stt", audio=self.audio, options=options)
 
 

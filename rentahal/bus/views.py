@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from datetime import datetime
+
 from rentahal.bus import events
 from rentahal.bus.errors import ErrorCode
 from rentahal.bus.events import QueryView, StatsView, UserView, WorkerView
+from rentahal.intents.spotting import spot
 from rentahal.routing.registry import WorkerState
 from rentahal.scheduler.stages import speaks
 from rentahal.store import Query, QueryState, SystemStats, User
+from rentahal.store.queries import UnfinishedQuery
+from rentahal.store.stats import Timeline
 
 
 def user_view(user: User) -> UserView:
@@ -85,11 +91,42 @@ def stats_view(stats: SystemStats, connected_users: int) -> StatsView:
     )
 
 
-def final_event(query: Query) -> events.Outbound:
+def running_query_view(query: UnfinishedQuery, now: datetime) -> events.RunningQueryView:
+    return events.RunningQueryView(
+        query_id=query.id,
+        user_guid=query.user_id,
+        nickname=query.nickname,
+        query_type=query.query_type,
+        model_name=query.model_name,
+        state=query.state,
+        worker=query.worker_name,
+        realm=query.realm,
+        prompt=query.prompt,
+        created_at=query.created_at,
+        waited=round(max(0.0, (now - query.created_at).total_seconds()), 3),
+    )
+
+
+def timeline_view(timeline: Timeline) -> events.TimelineView:
+    """The store's series split as the charts draw them: counts, and latencies apart."""
+    return events.TimelineView(
+        bucket_seconds=timeline.bucket_seconds,
+        start=timeline.start,
+        buckets=timeline.buckets,
+        by_type={name: line.counts for name, line in timeline.by_type.items()},
+        latency_by_type={name: line.latencies for name, line in timeline.by_type.items()},
+        by_worker={name: line.counts for name, line in timeline.by_worker.items()},
+        latency_by_worker={name: line.latencies for name, line in timeline.by_worker.items()},
+    )
+
+
+def final_event(query: Query, vocabulary: Iterable[str]) -> events.Outbound:
     """The event that ends a query for its owner: its result, or why there is none.
 
     Speech-to-text ends in `transcription_result` and text-to-speech in `speech_result`, as
-    the seed's client expects; media results travel base64 in `result`, as in the seed."""
+    the seed's client expects; media results travel base64 in `result`, as in the seed. A
+    transcript asked to be spotted (`speech_to_text {spot}`) lists the words of `vocabulary`
+    it holds (the broker's is `Scheduler.vocabulary`)."""
     if query.state != QueryState.DONE:
         return events.Error(
             code=query.error_code or ErrorCode.INTERNAL,
@@ -98,8 +135,13 @@ def final_event(query: Query) -> events.Outbound:
         )
     time, cost = round(query.processing_time or 0.0, 4), round(query.cost or 0.0, 6)
     if query.query_type == "stt":
+        text = query.result or ""
         return events.TranscriptionResult(
-            query_id=query.id, text=query.result or "", processing_time=time, cost=cost
+            query_id=query.id,
+            text=text,
+            processing_time=time,
+            cost=cost,
+            spotted=spot(text, vocabulary) if query.options.get("spot") else [],
         )
     if query.query_type == "tts":
         return events.SpeechResult(

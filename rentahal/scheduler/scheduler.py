@@ -28,6 +28,7 @@ from rentahal.bus.hub import Hub
 from rentahal.bus.messages import QuerySpec
 from rentahal.bus.views import final_event, user_view
 from rentahal.config import Settings
+from rentahal.intents.spotting import COMMANDS
 from rentahal.media import BadMedia
 from rentahal.media.audio import normalize_for_speech
 from rentahal.media.images import normalize_for_vision
@@ -140,6 +141,10 @@ class Scheduler:
         self._background: list[asyncio.Task[None]] = []
         self._finished: dict[str, asyncio.Event] = {}
         self._wake: asyncio.TimerHandle | None = None
+        # The words a transcript is searched for when its query asks (`speech_to_text
+        # {spot}`): the voice mode's commands, and the broker's intents' words once it has
+        # loaded them (`Broker`).
+        self.vocabulary: tuple[str, ...] = COMMANDS
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -416,6 +421,15 @@ class Scheduler:
                 self._signal_finished(query.id)
             self.pump()
 
+    def _step_options(self, query: Query, step: str) -> dict[str, Any]:
+        """The query's options for this step. A transcript that will be searched for the
+        voice mode's words tells the transcriber to expect them (a small model hears an
+        isolated "chat" as "jet" otherwise), and to answer at once rather than retry a
+        garbled clip for seconds: the person can say it again."""
+        if step == "stt" and query.options.get("spot"):
+            return {**query.options, "hotwords": ", ".join(self.vocabulary), "temperature": 0.0}
+        return query.options
+
     async def _attempt(
         self, job: Job, worker: WorkerState, writes: list[asyncio.Task[Any]]
     ) -> tuple[str, str]:
@@ -431,7 +445,7 @@ class Scheduler:
             model_type=query.model_type,
             model_name=step_model(query),
             stream=stream,
-            options=query.options,
+            options=self._step_options(query, step),
             image=query.image,
             audio=query.audio,
         )
@@ -646,10 +660,11 @@ class Scheduler:
         """Send the final event. The store already marked it delivered if the owner was
         connected when it finished; if they connected just after, mark it now, or it would
         be sent again at their next reconnect. Otherwise it goes out when they reconnect."""
+        event = final_event(query, self.vocabulary)
         if query.is_internal:
-            self._hub.send_watchers(final_event(query))
+            self._hub.send_watchers(event)
             return
-        sent = self._hub.send_final(query.user_id, query.id, final_event(query))
+        sent = self._hub.send_final(query.user_id, query.id, event)
         if sent and not query.delivered:
             await self._store.queries.mark_delivered([query.id])
             query.delivered = True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -25,6 +26,24 @@ from rentahal.store.models import (
 )
 
 UNFINISHED_STATES = (QueryState.QUEUED, QueryState.DISPATCHED, QueryState.RUNNING)
+
+
+@dataclass(frozen=True, slots=True)
+class UnfinishedQuery:
+    """A job still queued or running, as a list of them shows it: its owner's nickname, the
+    head of its prompt, and none of its media."""
+
+    id: str
+    user_id: str
+    nickname: str
+    query_type: str
+    model_name: str
+    state: str
+    worker_name: str | None
+    realm: str
+    prompt: str
+    created_at: datetime
+
 
 # The hot path's statements are built once, with bound parameters, so each execution reuses
 # SQLAlchemy's compiled form instead of building and hashing a new expression tree.
@@ -158,6 +177,35 @@ class QueryRepository:
                 .order_by(Query.created_at)
             )
             return rows.all()
+
+    async def running(self, *, limit: int, prompt_chars: int) -> list[UnfinishedQuery]:
+        """The users' unfinished jobs (not the broker's internal ones), oldest first, at most
+        `limit`; each prompt is cut to `prompt_chars` by the database, so a page of long
+        prompts is never read whole."""
+        statement = (
+            select(
+                Query.id,
+                Query.user_id,
+                User.nickname,
+                Query.query_type,
+                Query.model_name,
+                Query.state,
+                Query.worker_name,
+                Query.realm,
+                func.substr(Query.prompt, 1, prompt_chars),
+                Query.created_at,
+            )
+            .join(User, User.id == Query.user_id)
+            .where(
+                Query.state.in_([s.value for s in UNFINISHED_STATES]),
+                Query.model_type != INTERNAL_MODEL_TYPE,
+            )
+            .order_by(Query.created_at, Query.id)
+            .limit(limit)
+        )
+        async with self._db.session() as session:
+            rows = await session.execute(statement)
+            return [UnfinishedQuery(*row) for row in rows]
 
     async def undelivered(self, user_id: str) -> Sequence[Query]:
         """Finished jobs whose result never reached the owner (they were away)."""

@@ -51,6 +51,9 @@ class SttRequest(_Request):
     # Words the audio is likely to hold ("Computer, chat, …" in voice mode): a small model
     # hears an isolated "chat" as "jet" unless it is told to expect it.
     hotwords: str | None = Field(default=None, max_length=1000)
+    # One decoding temperature, without the retries at higher ones that a hard clip gets
+    # otherwise (seconds each): voice commands want a quick answer more than a perfect one.
+    temperature: float | None = Field(default=None, ge=0, le=1)
 
 
 class SttSegment(BaseModel):

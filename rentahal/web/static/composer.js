@@ -151,11 +151,15 @@ export class Composer {
         this.notice("The microphone could not be opened. Please allow the page to use it.", "error");
         return;
       }
-      button.textContent = "Stop recording";
       button.setAttribute("aria-pressed", "true");
       button.classList.add("recording");
+      const started = Date.now();
+      const tick = () => { button.textContent = `Stop recording (${Math.floor((Date.now() - started) / 1000)} s)`; };
+      tick();
+      this.ticker = setInterval(tick, 250);
       return;
     }
+    clearInterval(this.ticker);
     const clip = await this.recorder.stop();
     button.setAttribute("aria-pressed", "false");
     button.classList.remove("recording");

@@ -158,61 +158,68 @@ export class VoiceMode {
     const spotted = heard.spotted || [];
     if (!text) return;
     $("voice-heard").textContent = text;
-    await this.hear(text, spotted, echo);
+    this.hear(text, spotted, echo);
   }
 
-  /** One transcript, with the command words the broker spotted in it. */
-  async hear(text, spotted, echo) {
+  /** One transcript, with the command words the broker spotted in it. Decisions (the state)
+   * are made here, in order; what follows from them (speaking, asking) runs on by itself, so
+   * that "shut up" is heard while an answer is being spoken. */
+  hear(text, spotted, echo) {
     const said = (word) => spotted.includes(word);
-    if (said("shut up")) { this.speaker.stop(); if (this.state === "speaking" || this.state === "working") this.listen(); return; }
-    if (echo || this.state === "speaking") return;
-    if (said("goodbye") && this.state !== "dictating") { await this.stop("Goodbye."); return; }
-    this.silences = 0;
-    switch (this.state) {
-      case "listening":
-        if (!said("computer")) return;
-        // "Computer, chat" wakes and picks the mode in one breath.
-        if (!(await this.pick(spotted))) { this.set("menu"); await this.say("What would you like to do? Say a mode."); }
-        return;
-      case "menu":
-        if (!(await this.pick(spotted))) await this.say(`Say a mode: ${this.menu().join(", ")}.`);
-        return;
-      case "dictating":
-        return this.dictate(text, spotted);
-      default:
-        return; // looking, working: nothing to say yet
+    if (said("shut up")) {
+      this.speaker.stop();
+      if (this.state === "speaking" || this.state === "working") this.listen();
+      return;
     }
+    if (echo || this.state === "speaking") return;
+    if (said("goodbye") && this.state !== "dictating") { this.act(this.stop("Goodbye.")); return; }
+    this.silences = 0;
+    if (this.state === "listening" && said("computer")) {
+      // "Computer, chat" wakes and picks the mode in one breath.
+      if (!this.pick(spotted)) { this.set("menu"); this.act(this.say(`Yes? Say a mode: ${this.menu().join(", ")}.`)); }
+    } else if (this.state === "menu") {
+      if (!this.pick(spotted)) this.act(this.say(`Say a mode: ${this.menu().join(", ")}.`));
+    } else if (this.state === "dictating") {
+      this.dictate(text, spotted);
+    } // looking, working: nothing to say yet
   }
 
   /** Enter the first mode named in `spotted`; false when none was. */
-  async pick(spotted) {
+  pick(spotted) {
     const mode = spotted.map((word) => this.modeOf(word)).find(Boolean);
     if (!mode) return false;
     this.mode = mode;
     this.prompt = "";
-    if (mode === "vision") { await this.look(); return true; }
-    if (NO_DICTATION.has(mode)) { await this.ask(mode, mode); return true; }
-    this.set("dictating");
-    await this.say(`${mode[0].toUpperCase()}${mode.slice(1)}. Speak, then say Computer.`);
+    if (mode === "vision") this.act(this.look());
+    else if (NO_DICTATION.has(mode)) this.act(this.ask(mode, mode));
+    else {
+      this.set("dictating");
+      this.act(this.say(`${mode[0].toUpperCase()}${mode.slice(1)}. Speak, then say Computer.`));
+    }
     return true;
   }
 
-  async dictate(text, spotted) {
+  dictate(text, spotted) {
     if (spotted.includes("backspace")) {
       this.prompt = this.prompt.split(" ").slice(0, -1).join(" ");
       this.show();
-      await this.say(this.prompt ? "Erased the last word." : "The prompt is empty.");
+      this.act(this.say(this.prompt ? "Erased the last word." : "The prompt is empty."));
       return;
     }
-    if (spotted.includes("cancel")) { this.prompt = ""; this.set("menu"); await this.say("Cancelled. Say a mode."); return; }
+    if (spotted.includes("cancel")) { this.prompt = ""; this.set("menu"); this.act(this.say("Cancelled. Say a mode.")); return; }
     // Words before "Computer" in the same breath belong to the prompt.
     const [before] = text.split(/\bcomputer'?s?\b/i);
     const words = before.replace(/[\s,.!?;:]+$/, "").trim();
     if (words) this.prompt = `${this.prompt} ${words}`.trim();
     this.show();
     if (!spotted.includes("computer")) return;
-    if (!this.prompt) { await this.say("I did not hear a prompt. Speak, then say Computer."); return; }
-    await this.ask(this.mode, this.prompt);
+    if (!this.prompt) { this.act(this.say("I did not hear a prompt. Speak, then say Computer.")); return; }
+    this.act(this.ask(this.mode, this.prompt));
+  }
+
+  /** Let an action run on; its failure is logged, never left unhandled. */
+  act(promise) {
+    promise.catch((error) => console.warn("voice mode:", error));
   }
 
   // --- acting ------------------------------------------------------------------------------
@@ -244,7 +251,7 @@ export class VoiceMode {
     if (reply.type === "error") {
       this.results.error(reply);
       this.listen();
-      await this.say("Sorry, that did not work.");
+      await this.say(reply.message); // the broker's words say what to do ("connect Gmail first")
       return;
     }
     let spoken = null;
@@ -252,7 +259,7 @@ export class VoiceMode {
       this.results.setPrompt(reply.query_id, reply.prompt, reply.intent);
       const answer = await this.bus.finished(reply.query_id);
       if (!this.active || this.state !== "working") return; // stopped or shut up meanwhile
-      if (answer.type === "error") spoken = { text: "Sorry, that did not work." };
+      if (answer.type === "error") spoken = { text: `Sorry: ${answer.message}` };
       else if (answer.audio) spoken = { audio: answer.audio };
       else if (answer.result_type === "image") spoken = { text: "Here is your picture." };
       else spoken = { text: answer.result };

@@ -98,6 +98,8 @@ class FasterWhisperEngine(Engine):
             "word_timestamps": request.word_timestamps,
             "hotwords": request.hotwords,
         }
+        if request.temperature is not None:
+            options["temperature"] = request.temperature
         segments, info = self._model.transcribe(samples, **options)
         parts = [
             SttSegment(id=i, start=round(s.start, 3), end=round(s.end, 3), text=s.text.strip())
