@@ -272,7 +272,7 @@ async def test_a_recording_is_transcribed_into_the_prompt(
         try:
             record = page.get_by_role("button", name="Record")
             await record.click()
-            await expect(record).to_have_attribute("aria-pressed", "true")
+            await expect(record).to_have_class(re.compile(r"\brecording\b"))
             # The phrase has been played once the recording is four seconds long.
             await expect(record).to_have_text("Stop recording (4 s)", timeout=10_000)
             await record.click()
@@ -281,5 +281,62 @@ async def test_a_recording_is_transcribed_into_the_prompt(
             )
             await expect(record).to_have_text("Record")
             await expect(page.locator("#results li")).to_have_count(0)  # dictation, no card
+        finally:
+            await browser.close()
+
+
+async def test_backspace_erases_a_word_and_goodbye_ends_voice_mode(
+    voice_realm: Realm, tmp_path: Path
+) -> None:
+    wav = await spoken_script(
+        voice_realm,
+        [
+            ("", 4.0),
+            ("Computer, chat.", 6.0),
+            ("Say hello to the moon", 1.5),
+            ("Backspace.", 5.0),
+            ("Computer.", 14.0),
+            ("Goodbye.", 30.0),
+        ],
+        tmp_path / "backspace.wav",
+    )
+    async with async_playwright() as playwright:
+        browser, page, _ = await voice_page(playwright, voice_realm, wav)
+        try:
+            await page.get_by_role("button", name="Start voice mode").click()
+            card = page.locator("#results li.result").first
+            # "moon" was erased before the prompt went: the chat worker echoes the rest.
+            await expect(card.locator(".answer")).to_have_text(
+                re.compile(r"^echo: say hello to the\W*$", re.IGNORECASE), timeout=60_000
+            )
+            await expect(page.locator("#voice-state")).to_have_text("Off", timeout=60_000)
+            await expect(page.get_by_role("button", name="Start voice mode")).to_be_visible()
+            await expect(page.locator("#results li.notice").first).to_have_text("Goodbye.")
+        finally:
+            await browser.close()
+
+
+async def test_the_camera_takes_a_picture_for_a_vision_query(
+    voice_realm: Realm, ollama_stub: StubServer, tmp_path: Path
+) -> None:
+    await voice_realm.add_worker("eyes2", ollama_stub, type="vision", models=["llava"])
+    wav = await spoken_script(voice_realm, [("Hello.", 1.0)], tmp_path / "hello.wav")
+    async with async_playwright() as playwright:
+        browser, page, recorder = await voice_page(playwright, voice_realm, wav)
+        try:
+            await page.get_by_label("Query type").select_option("vision")
+            await page.get_by_role("button", name="Use the camera").click()
+            snap = page.get_by_role("button", name="Take picture")
+            await expect(snap).to_be_enabled()
+            await expect(snap).to_be_focused()
+            await snap.click()
+            await expect(page.locator("#image-preview")).to_be_visible()
+            await expect(page.locator("#camera")).to_be_hidden()
+            await page.get_by_role("button", name="Send", exact=True).click()
+            card = page.locator("#results li.result").first
+            await expect(card.locator(".answer")).to_have_text(
+                re.compile(r"^echo: Describe this image in detail\.?$")
+            )
+            assert recorder.page_errors == []
         finally:
             await browser.close()

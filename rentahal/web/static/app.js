@@ -13,20 +13,19 @@ import { VoiceMode } from "./voice.js";
 
 const prefs = new Prefs();
 prefs.apply();
-const quiet = new Set(); // queries the page runs for itself (dictation, voice): no cards
 const scheme = location.protocol === "https:" ? "wss:" : "ws:";
 const bus = new Bus(`${scheme}//${location.host}/ws`);
 const realm = { workers: [], intents: [], me: null, sysop: false };
 
 const offers = (type) => realm.workers.some((w) => w.capabilities.includes(type) && !w.is_blacklisted);
-const speaker = new Speaker({ bus, quiet, canSpeak: () => offers("tts"), browserVoice: () => prefs.get("browserVoice", false) });
+const speaker = new Speaker({ bus, canSpeak: () => offers("tts"), browserVoice: () => prefs.get("browserVoice", false) });
 const results = new Results({
   onAudio: (url) => { if (!voice.active && $("speak-answers").checked) speaker.play(url); },
 });
 const notice = (text, kind) => results.notice(text, kind);
-const composer = new Composer({ bus, results, notice, quiet, prefs });
+const composer = new Composer({ bus, results, notice, prefs });
 const voice = new VoiceMode({
-  bus, speaker, results, quiet, notice,
+  bus, speaker, results, notice,
   listener: new Listener(),
   intents: () => realm.intents.filter((i) => i.available),
   autospeak: () => prefs.get("autospeakVoice", true),
@@ -43,7 +42,6 @@ bus.addEventListener("state", ({ detail }) => {
     reconnecting: `Reconnecting in ${Math.round((detail.delay || 1000) / 1000)} s…`,
     banned: "Banned",
   }[detail.state];
-  if (detail.state === "connected") bus.send({ type: "get_previous_queries" });
   if (detail.state === "banned") banned();
 });
 
@@ -55,7 +53,11 @@ function banned() {
   if (voice.active) voice.stop();
 }
 
-const shown = (message) => !(message.query_id && quiet.has(message.query_id));
+// Events of a query the page runs for itself have no card; nor have another tab's helper
+// queries (its transcripts and spoken feedback reach every connection of the user): a
+// status or a transcript/speech result only shows on a card that already exists.
+const shown = (message) => !(message.query_id && bus.own.has(message.query_id));
+const onCard = (message) => shown(message) && results.cards.has(message.query_id);
 
 const handlers = {
   user_info({ data: user }) {
@@ -81,15 +83,15 @@ const handlers = {
     $("voice-modes").textContent = intents.filter((i) => i.available).map((i) => i.name).join(", ");
   },
   query_accepted(message) { if (results.prompts.has(String(message.response_to))) results.accepted(message); },
-  query_status(message) { if (shown(message)) results.status(message); },
+  query_status(message) { if (onCard(message)) results.status(message); },
   query_chunk(message) { if (shown(message)) results.chunk(message); },
   query_result(message) {
     if (!shown(message)) return;
     results.result(message);
     bus.send({ type: "get_previous_queries" });
   },
-  transcription_result(message) { if (shown(message)) results.transcription(message); },
-  speech_result(message) { if (shown(message)) results.speech(message); },
+  transcription_result(message) { if (onCard(message)) results.transcription(message); },
+  speech_result(message) { if (onCard(message)) results.speech(message); },
   queue_update(message) { results.queue(message); },
   previous_queries({ data }) { results.history(data); },
   sysop_message({ message }) { notice(`Sysop: ${message}`, "sysop"); },
@@ -164,14 +166,17 @@ composer.restore(prefs.values);
 document.addEventListener("keydown", (event) => {
   const ctrl = event.ctrlKey || event.metaKey;
   const key = event.key.toLowerCase();
+  // A shortcut does what its button does, and nothing when that button is disabled (a
+  // banned user) or a dialog is open.
+  const press = (id) => () => { if (!$(id).disabled) $(id).click(); };
   let action = null;
-  if (ctrl && key === "enter") action = () => composer.submit();
-  else if (ctrl && key === "l") action = () => results.clear();
-  else if (ctrl && event.shiftKey && key === "v") action = () => composer.toggleRecording();
-  else if (ctrl && event.shiftKey && key === "s") action = () => { $("speak-answers").click(); };
-  else if ((ctrl && event.shiftKey && key === "w") || (event.altKey && key === "w")) action = () => voice.toggle();
+  if (ctrl && key === "enter") action = press("submit-button");
+  else if (ctrl && key === "l") action = press("clear-results");
+  else if (ctrl && event.shiftKey && key === "v") action = press("record-button");
+  else if (ctrl && event.shiftKey && key === "s") action = press("speak-answers");
+  else if ((ctrl && event.shiftKey && key === "w") || (event.altKey && key === "w")) action = press("voice-button");
   else if (key === "escape" && speaker.speaking) action = () => speaker.stop();
-  if (!action) return;
+  if (!action || document.querySelector("dialog[open]")) return;
   event.preventDefault();
   action();
 });

@@ -8,11 +8,10 @@ import { describeError } from "./results.js";
 const ANY = { chat: "Any chat worker", vision: "Any vision worker", imagine: "Any image worker", speech: "Any chat worker" };
 
 export class Composer {
-  constructor({ bus, results, notice, quiet, prefs }) {
+  constructor({ bus, results, notice, prefs }) {
     this.bus = bus;
     this.results = results;
     this.notice = notice;
-    this.quiet = quiet; // query ids the page asked for itself (dictation), kept off the answers
     this.prefs = prefs;
     this.workers = [];
     this.pools = { pools: [], realms: [], realm_types: {} };
@@ -28,7 +27,10 @@ export class Composer {
   wire() {
     $("query-form").addEventListener("submit", (event) => { event.preventDefault(); this.submit(); });
     $("query-type").addEventListener("change", () => { this.typeChanged(); this.prefs.save({ queryType: this.type }); });
-    $("model-select").addEventListener("change", () => this.prefs.save({ model: $("model-select").value }));
+    $("model-select").addEventListener("change", () => {
+      this.wanted = $("model-select").value;
+      this.prefs.save({ model: this.wanted });
+    });
     $("speak-answers").addEventListener("change", () => this.prefs.save({ speak: $("speak-answers").checked }));
     $("record-button").addEventListener("click", () => this.toggleRecording());
 
@@ -56,19 +58,28 @@ export class Composer {
     });
     $("image-clear").addEventListener("click", () => this.setImage(null));
     $("camera-button").addEventListener("click", () => this.openCamera());
-    $("camera-snap").addEventListener("click", async () => { this.setImage(await this.camera.snap()); this.closeCamera(); });
+    $("camera-snap").addEventListener("click", async () => {
+      try {
+        this.setImage(await this.camera.snap());
+      } catch {
+        this.notice("The camera gave no picture; please try again.", "error");
+      } finally {
+        this.closeCamera();
+      }
+    });
     $("camera-close").addEventListener("click", () => this.closeCamera());
   }
 
   restore(prefs) {
     if (prefs.queryType) $("query-type").value = prefs.queryType;
     $("speak-answers").checked = Boolean(prefs.speak);
+    this.wanted = prefs.model || ""; // chosen once the broker lists it
     this.typeChanged();
-    if (prefs.model) this.renderPicker(prefs.model);
   }
 
   typeChanged() {
     const type = this.type;
+    if (type !== "vision") this.closeCamera();
     $("image-field").hidden = type !== "vision";
     $("prompt-input").placeholder = {
       chat: "Ask anything…",
@@ -84,9 +95,9 @@ export class Composer {
   setPools(pools) { this.pools = pools; this.renderPicker(); }
 
   /** Any worker of the type, then pools and realms (`$NAME`) for it, then each model. */
-  renderPicker(wanted) {
+  renderPicker() {
     const select = $("model-select");
-    const chosen = wanted ?? select.value;
+    const chosen = this.wanted ?? select.value;
     const type = this.type === "speech" ? "chat" : this.type;
     select.replaceChildren(option("", ANY[this.type]));
     for (const pool of this.pools.pools.filter((p) => p.type === type)) {
@@ -126,24 +137,30 @@ export class Composer {
 
   async openCamera() {
     $("camera").hidden = false;
+    $("camera-snap").disabled = true; // until there is a picture to take
     try {
       await this.camera.start();
+      $("camera-snap").disabled = false;
       $("camera-snap").focus();
     } catch {
-      $("camera").hidden = true;
+      if ($("camera").hidden) return; // closed while the browser asked
+      this.closeCamera();
       this.notice("The camera could not be opened. Please allow the page to use it.", "error");
     }
   }
 
   closeCamera() {
+    const wasOpen = !$("camera").hidden;
     this.camera.stop();
     $("camera").hidden = true;
+    if (wasOpen) $("camera-button").focus();
   }
 
   /** Record from the microphone; a speech query sends the recording, otherwise the words
    * are transcribed by the realm's STT worker into the prompt. */
   async toggleRecording() {
     const button = $("record-button");
+    if (this.recorder.starting) return; // the browser is still asking for the microphone
     if (!this.recorder.recording) {
       try {
         await this.recorder.start();
@@ -151,7 +168,6 @@ export class Composer {
         this.notice("The microphone could not be opened. Please allow the page to use it.", "error");
         return;
       }
-      button.setAttribute("aria-pressed", "true");
       button.classList.add("recording");
       const started = Date.now();
       const tick = () => { button.textContent = `Stop recording (${Math.floor((Date.now() - started) / 1000)} s)`; };
@@ -161,7 +177,6 @@ export class Composer {
     }
     clearInterval(this.ticker);
     const clip = await this.recorder.stop();
-    button.setAttribute("aria-pressed", "false");
     button.classList.remove("recording");
     this.typeChanged();
     const audio = await toBase64(clip);
@@ -169,10 +184,8 @@ export class Composer {
       this.send({ prompt: "(spoken question)", query_type: "speech", audio });
       return;
     }
-    const accepted = await this.bus.request({ type: "speech_to_text", audio });
-    if (accepted.type !== "query_accepted") { this.notice(`Error: ${describeError(accepted)}`, "error"); return; }
-    this.quiet.add(accepted.query_id);
-    const heard = await this.bus.finished(accepted.query_id);
+    const heard = await this.bus.run({ type: "speech_to_text", audio });
+    if (heard.type === "error") { this.notice(`Error: ${describeError(heard)}`, "error"); return; }
     if (heard.type === "transcription_result") {
       const input = $("prompt-input");
       input.value = [input.value.trim(), heard.text.trim()].filter(Boolean).join(" ");

@@ -34,10 +34,11 @@ export function when(timestamp) {
   return Number.isNaN(date.getTime()) ? "" : date.toLocaleString();
 }
 
-/** base64 (no data: prefix) → an object URL the page can show, play or download. */
-export function blobUrl(base64, mime) {
+/** base64 media (no data: prefix) → an object URL the page can show, play or download; its
+ * type is read from its first bytes, else `fallback`. */
+export function blobUrl(base64, fallback) {
   const bytes = Uint8Array.from(atob(base64), (c) => c.charCodeAt(0));
-  return URL.createObjectURL(new Blob([bytes], { type: mime }));
+  return URL.createObjectURL(new Blob([bytes], { type: sniffMime(base64, fallback) }));
 }
 
 /** A Blob or File → base64 without the data: prefix. */
@@ -50,8 +51,8 @@ export function toBase64(blob) {
   });
 }
 
-/** Sniff the MIME type of base64 media from its first bytes (PNG, JPEG, WAV, MP3, OGG, WebP). */
-export function sniffMime(base64, fallback) {
+/** The MIME type of base64 media from its first bytes (PNG, JPEG, WebP, WAV, OGG, MP3). */
+function sniffMime(base64, fallback) {
   const head = atob(base64.slice(0, 24));
   if (head.startsWith("\x89PNG")) return "image/png";
   if (head.startsWith("\xff\xd8")) return "image/jpeg";

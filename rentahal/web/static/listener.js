@@ -31,17 +31,24 @@ export class Listener extends EventTarget {
   get active() { return this.context !== null; }
 
   async start() {
+    if (this.stream) return;
+    // Echo cancellation keeps the page's own voice out of what it hears.
     this.stream = await navigator.mediaDevices.getUserMedia({
       audio: { channelCount: 1, echoCancellation: true, noiseSuppression: true, autoGainControl: true },
     });
-    this.context = new AudioContext();
-    await this.context.resume();
-    await this.context.audioWorklet.addModule("/static/capture-worklet.js");
-    const source = this.context.createMediaStreamSource(this.stream);
-    const capture = new AudioWorkletNode(this.context, "capture");
-    capture.port.onmessage = (event) => this.take(event.data);
-    source.connect(capture);
-    this.reset();
+    try {
+      this.context = new AudioContext();
+      await this.context.resume();
+      await this.context.audioWorklet.addModule("/static/capture-worklet.js");
+      const source = this.context.createMediaStreamSource(this.stream);
+      const capture = new AudioWorkletNode(this.context, "capture");
+      capture.port.onmessage = (event) => this.take(event.data);
+      source.connect(capture);
+      this.reset();
+    } catch (error) {
+      this.stop(); // the microphone is not left on for nothing
+      throw error;
+    }
   }
 
   stop() {

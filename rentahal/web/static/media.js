@@ -3,19 +3,28 @@
 
 const MAX_SIDE = 1600; // workers fit images into far less; bigger only costs upload time
 
-/** An image file or blob → base64 JPEG no larger than MAX_SIDE on its long side. */
+const MAX_BASE64 = 700_000; // well inside the bus's 1 MiB frame, with the rest of the message
+
+/** An image file or blob → base64 JPEG no larger than MAX_SIDE on its long side, made
+ * smaller until it fits in one bus message. */
 export async function fittedImage(blob) {
   const bitmap = await createImageBitmap(blob);
-  const scale = Math.min(1, MAX_SIDE / Math.max(bitmap.width, bitmap.height));
-  const canvas = document.createElement("canvas");
-  canvas.width = Math.round(bitmap.width * scale);
-  canvas.height = Math.round(bitmap.height * scale);
-  const context = canvas.getContext("2d");
-  context.fillStyle = "#fff"; // transparent pixels become white, not black, in a JPEG
-  context.fillRect(0, 0, canvas.width, canvas.height);
-  context.drawImage(bitmap, 0, 0, canvas.width, canvas.height);
-  bitmap.close();
-  return canvas.toDataURL("image/jpeg", 0.9).split(",", 2)[1];
+  try {
+    for (let side = MAX_SIDE; ; side = Math.round(side * 0.75)) {
+      const scale = Math.min(1, side / Math.max(bitmap.width, bitmap.height));
+      const canvas = document.createElement("canvas");
+      canvas.width = Math.max(1, Math.round(bitmap.width * scale));
+      canvas.height = Math.max(1, Math.round(bitmap.height * scale));
+      const context = canvas.getContext("2d");
+      context.fillStyle = "#fff"; // transparent pixels become white, not black, in a JPEG
+      context.fillRect(0, 0, canvas.width, canvas.height);
+      context.drawImage(bitmap, 0, 0, canvas.width, canvas.height);
+      const base64 = canvas.toDataURL("image/jpeg", 0.85).split(",", 2)[1];
+      if (base64.length <= MAX_BASE64 || side < 256) return base64;
+    }
+  } finally {
+    bitmap.close();
+  }
 }
 
 /** The camera, shown in `video`, until `stop()`. */
@@ -26,15 +35,24 @@ export class Camera {
   }
 
   async start() {
-    this.stream = await navigator.mediaDevices.getUserMedia({ video: { width: 1280, height: 720 }, audio: false });
-    this.video.srcObject = this.stream;
-    await this.video.play();
-    // The first frames of a camera are often dark while it adjusts its exposure.
-    await new Promise((resolve) => setTimeout(resolve, 500));
+    const stream = await navigator.mediaDevices.getUserMedia({ video: { width: 1280, height: 720 }, audio: false });
+    this.stop();
+    this.stream = stream;
+    try {
+      this.video.srcObject = stream;
+      await this.video.play();
+      // The first frames of a camera are often dark while it adjusts its exposure.
+      await new Promise((resolve) => setTimeout(resolve, 500));
+    } catch (error) {
+      this.stop();
+      throw error;
+    }
+    if (this.stream !== stream) throw new Error("the camera was closed"); // closed meanwhile
   }
 
   /** The current frame as base64 JPEG. */
   async snap() {
+    if (!this.video.videoWidth) throw new Error("the camera shows no picture yet");
     const canvas = document.createElement("canvas");
     canvas.width = this.video.videoWidth;
     canvas.height = this.video.videoHeight;
@@ -54,17 +72,29 @@ export class Camera {
 export class Recorder {
   constructor() {
     this.recorder = null;
+    this.starting = false;
     this.chunks = [];
   }
 
   get recording() { return this.recorder !== null; }
 
   async start() {
-    const stream = await navigator.mediaDevices.getUserMedia({ audio: { echoCancellation: true, noiseSuppression: true } });
-    this.chunks = [];
-    this.recorder = new MediaRecorder(stream);
-    this.recorder.ondataavailable = (event) => { if (event.data.size) this.chunks.push(event.data); };
-    this.recorder.start();
+    if (this.starting || this.recorder) return; // a second press while the browser asks
+    this.starting = true;
+    let stream = null;
+    try {
+      stream = await navigator.mediaDevices.getUserMedia({ audio: { echoCancellation: true, noiseSuppression: true } });
+      this.chunks = [];
+      const recorder = new MediaRecorder(stream);
+      recorder.ondataavailable = (event) => { if (event.data.size) this.chunks.push(event.data); };
+      recorder.start();
+      this.recorder = recorder;
+    } catch (error) {
+      for (const track of stream?.getTracks() || []) track.stop();
+      throw error;
+    } finally {
+      this.starting = false;
+    }
   }
 
   /** Stop, release the microphone, and resolve with what was said. */

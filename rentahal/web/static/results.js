@@ -2,7 +2,7 @@
 // time and cost; the image gallery; the session's running totals; the user's previous
 // queries; the queue gauge; and a notice for every error or message the broker sends.
 
-import { $, blobUrl, dollars, el, seconds, sniffMime, when } from "./dom.js";
+import { $, blobUrl, dollars, el, seconds, when } from "./dom.js";
 import { renderAnswer } from "./highlight.js";
 
 const ENDED = new Set(["done", "failed", "cancelled", "expired"]);
@@ -51,6 +51,7 @@ export class Results {
     this.prompts = new Map(); // message id → what was asked, until the broker names the query
     this.totals = { count: 0, time: 0, cost: 0 };
     this.answers = 0;
+    this.gallery = new Set(); // cards whose image is in the gallery: their URLs stay alive
     this.depth = 0;
     this.onAudio = onAudio; // (url, card) → plays a spoken answer when the user wants it
     $("clear-results").addEventListener("click", () => this.clear());
@@ -74,11 +75,14 @@ export class Results {
     const answer = el("div", { class: "answer" });
     const media = el("div", { class: "media" });
     const meta = el("p", { class: "meta", text: "queued" });
-    const cancel = el("button", { class: "secondary small cancel", text: "Cancel", attrs: { type: "button" } });
+    const cancel = el("button", {
+      class: "secondary small cancel", text: "Cancel",
+      attrs: { type: "button", "aria-label": `Cancel: ${(asked.prompt || "this query").slice(0, 60)}` },
+    });
     item.append(head, answer, media, el("div", { class: "result-foot" }, meta, cancel));
     $("results").prepend(item);
-    while ($("results").children.length > MAX_CARDS) $("results").lastElementChild.remove();
-    card = { item, promptNode, kind, answer, media, meta, cancel, text: "", worker: null };
+    while ($("results").children.length > MAX_CARDS) this.drop($("results").lastElementChild);
+    card = { item, promptNode, kind, answer, media, meta, cancel, text: "", worker: null, urls: [] };
     this.cards.set(queryId, card);
     return card;
   }
@@ -155,6 +159,14 @@ export class Results {
     this.finish(card, message);
   }
 
+  /** Take a card off the page, and free what it held (its media's object URLs). */
+  drop(item) {
+    const card = this.cards.get(item.dataset.queryId);
+    if (card && !this.gallery.has(card)) for (const url of card.urls) URL.revokeObjectURL(url);
+    this.cards.delete(item.dataset.queryId);
+    item.remove();
+  }
+
   finish(card, message) {
     card.meta.textContent = (card.worker ? `${card.worker} · ` : "") +
       `${seconds(message.processing_time)} · ${dollars(message.cost)}`;
@@ -164,10 +176,13 @@ export class Results {
     const { count, time, cost } = this.totals;
     $("cumulative").textContent =
       `This window: ${count} answer${count === 1 ? "" : "s"} · ${seconds(time)} · ${dollars(cost)}`;
+    this.announce(`Answer ready: ${card.promptNode.textContent.slice(0, 80)}`);
   }
 
   image(card, base64, queryId) {
-    const url = blobUrl(base64, sniffMime(base64, "image/png"));
+    const url = blobUrl(base64, "image/png");
+    card.urls.push(url);
+    this.gallery.add(card); // the gallery keeps showing it after the card goes
     const prompt = card.promptNode.textContent || "generated image";
     card.media.append(el("img", { attrs: { src: url, alt: `Image for: ${prompt}` } }));
     const name = `rentahal-${queryId.slice(0, 8)}.png`;
@@ -182,7 +197,8 @@ export class Results {
   }
 
   audio(card, base64) {
-    const url = blobUrl(base64, sniffMime(base64, "audio/wav"));
+    const url = blobUrl(base64, "audio/wav");
+    card.urls.push(url);
     const player = el("audio", { attrs: { controls: true, src: url, preload: "auto" } });
     player.setAttribute("aria-label", "Spoken answer");
     card.media.append(player);
@@ -196,20 +212,24 @@ export class Results {
       card.item.classList.add("error");
       card.cancel.remove();
       card.meta.textContent = describeError(message);
+      this.announce(`Failed: ${describeError(message)}`);
       return;
     }
     this.notice(`Error: ${describeError(message)}`, "error");
   }
 
   notice(text, kind = "info") {
-    const item = el("li", { class: `notice ${kind}`, text });
-    if (kind === "error") item.setAttribute("role", "alert");
-    $("results").prepend(item);
+    $("results").prepend(el("li", { class: `notice ${kind}`, text }));
+    this.announce(text);
+  }
+
+  /** Tell a screen reader what happened, once (the streaming answers are not announced). */
+  announce(text) {
+    $("announcer").textContent = text;
   }
 
   clear() {
-    $("results").replaceChildren();
-    this.cards.clear();
+    for (const item of [...$("results").children]) this.drop(item);
   }
 
   queue(message) {

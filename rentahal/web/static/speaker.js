@@ -2,19 +2,18 @@
 // broker already made), one clip at a time, stopped at once by `stop()` ("shut up"). Where
 // the realm has no TTS worker, the browser's own speech synthesis may stand in (a preference).
 
-import { blobUrl, sniffMime } from "./dom.js";
+import { blobUrl } from "./dom.js";
 
 export class Speaker extends EventTarget {
-  constructor({ bus, quiet, canSpeak, browserVoice }) {
+  constructor({ bus, canSpeak, browserVoice }) {
     super();
     this.bus = bus;
-    this.quiet = quiet;
     this.canSpeak = canSpeak; // () → the realm has a TTS worker
     this.browserVoice = browserVoice; // () → the person allows the browser's voice
     this.audio = new Audio();
     this.cache = new Map(); // phrase → object URL: the voice menu's lines are said often
-    this.queue = [];
-    this.current = null; // {resolve} of what is playing
+    this.queue = []; // {url} or {text}, each with the `resolve` of the promise that waits on it
+    this.current = null;
     this.generation = 0; // bumped by stop(): speech asked for before it is dropped
   }
 
@@ -25,52 +24,46 @@ export class Speaker extends EventTarget {
     const generation = this.generation;
     const url = await this.synthesise(text);
     if (generation !== this.generation) return;
-    if (url) return this.play(url);
-    if (this.browserVoice() && "speechSynthesis" in window) return this.utter(text);
+    if (url) return this.enqueue({ url });
+    if (this.browserVoice() && "speechSynthesis" in window) return this.enqueue({ text });
   }
 
   async synthesise(text) {
     if (this.cache.has(text)) return this.cache.get(text);
     if (!this.canSpeak()) return null;
-    const accepted = await this.bus.request({ type: "text_to_speech", text });
-    if (accepted.type !== "query_accepted") return null;
-    this.quiet.add(accepted.query_id);
-    const spoken = await this.bus.finished(accepted.query_id);
+    const spoken = await this.bus.run({ type: "text_to_speech", text });
     if (spoken.type !== "speech_result") return null;
-    const url = blobUrl(spoken.audio, sniffMime(spoken.audio, "audio/wav"));
+    const url = blobUrl(spoken.audio, "audio/wav");
     if (text.length < 120) this.cache.set(text, url);
     return url;
   }
 
   /** Play the audio at `url`, after whatever is playing. */
-  play(url) {
+  play(url) { return this.enqueue({ url }); }
+
+  enqueue(item) {
     return new Promise((resolve) => {
-      this.queue.push({ url, resolve });
+      this.queue.push({ ...item, resolve });
       if (!this.current) this.next();
     });
   }
 
   next() {
-    const item = this.queue.shift();
-    this.current = item || null;
+    const item = this.queue.shift() || null;
+    this.current = item;
     this.dispatchEvent(new Event(item ? "start" : "idle"));
     if (!item) return;
     const done = () => { if (this.current === item) { item.resolve(); this.next(); } };
+    if (item.text) {
+      const utterance = new SpeechSynthesisUtterance(item.text);
+      utterance.onend = utterance.onerror = done;
+      speechSynthesis.speak(utterance);
+      return;
+    }
     this.audio.onended = done;
     this.audio.onerror = done;
     this.audio.src = item.url;
     this.audio.play().catch(done); // a browser that refuses to play must not stall the voice flow
-  }
-
-  utter(text) {
-    return new Promise((resolve) => {
-      const utterance = new SpeechSynthesisUtterance(text);
-      const item = { resolve, utterance };
-      utterance.onend = utterance.onerror = () => { if (this.current === item) { resolve(); this.current = null; this.dispatchEvent(new Event("idle")); } };
-      this.current = item;
-      this.dispatchEvent(new Event("start"));
-      speechSynthesis.speak(utterance);
-    });
   }
 
   /** Stop speaking at once and forget what was queued. */

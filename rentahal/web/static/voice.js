@@ -8,11 +8,12 @@
 // (`speech_to_text {spot: true}` → `transcription_result.spotted`). Speech that began while
 // the page itself was talking counts only for "shut up": the page must not obey its own voice.
 
-import { $, blobUrl, sniffMime } from "./dom.js";
+import { $, blobUrl } from "./dom.js";
 import { Camera } from "./media.js";
 
 const SILENCE_MS = 15_000; // a state's patience; two silences in a row give up on it
 const NO_DICTATION = new Set(["vision", "weather", "gmail"]); // modes that act at once
+const WAITING = new Set(["listening", "menu", "dictating"]); // states with a silence timer
 const LABELS = {
   off: "Off",
   starting: "Starting…",
@@ -25,12 +26,11 @@ const LABELS = {
 };
 
 export class VoiceMode {
-  constructor({ bus, listener, speaker, results, quiet, intents, autospeak, notice }) {
+  constructor({ bus, listener, speaker, results, intents, autospeak, notice }) {
     this.bus = bus;
     this.listener = listener;
     this.speaker = speaker;
     this.results = results;
-    this.quiet = quiet;
     this.intents = intents; // () → the realm's available intents: the menu
     this.autospeak = autospeak; // () → answers are spoken in voice mode
     this.notice = notice;
@@ -41,7 +41,9 @@ export class VoiceMode {
     this.silences = 0;
     this.timer = null;
     this.chain = Promise.resolve(); // transcripts are handled one at a time, in order
+    this.session = 0; // bumped by start and stop: work begun before is dropped after an await
     listener.addEventListener("speechstart", () => this.speechStarted());
+    listener.addEventListener("speechend", () => { if (WAITING.has(this.state)) this.armTimer(); });
     listener.addEventListener("utterance", (event) => this.utterance(event.detail.wav));
     speaker.addEventListener("start", () => this.show());
     speaker.addEventListener("idle", () => this.show());
@@ -52,20 +54,24 @@ export class VoiceMode {
   toggle() { return this.active ? this.stop("Voice mode off.") : this.start(); }
 
   async start() {
+    const session = ++this.session;
     this.set("starting");
     try {
       await this.listener.start();
     } catch {
+      if (session !== this.session) return;
       this.set("off");
       this.notice("Voice mode needs the microphone. Please allow the page to use it.", "error");
       return;
     }
+    if (session !== this.session) { this.listener.stop(); return; } // stopped while asking
     this.meter();
     this.listen();
-    await this.say("Ready. Say Computer.");
+    await this.speaker.say("Ready. Say Computer.");
   }
 
   async stop(farewell) {
+    this.session += 1;
     clearTimeout(this.timer);
     this.speaker.stop();
     this.camera.stop();
@@ -79,7 +85,7 @@ export class VoiceMode {
   set(state) {
     this.state = state;
     clearTimeout(this.timer);
-    if (["listening", "menu", "dictating"].includes(state)) this.armTimer();
+    if (WAITING.has(state)) this.armTimer();
     this.show();
   }
 
@@ -87,15 +93,14 @@ export class VoiceMode {
     const speaking = this.speaker.speaking && this.active;
     const shown = speaking ? "speaking" : this.state;
     let label = LABELS[shown];
-    if (shown === "menu") label = `Say a mode: ${this.menu().join(", ")}`;
+    if (shown === "menu") label = this.menuLine();
     if (shown === "dictating") label = `Dictating a ${this.mode} prompt (say “Computer” to send)`;
-    for (const node of [$("voice-state"), $("voice-badge")]) {
-      node.dataset.state = shown;
-      node.textContent = node.id === "voice-badge" ? `Voice: ${label}` : label;
-    }
+    $("voice-state").dataset.state = $("voice-badge").dataset.state = shown;
+    $("voice-state").textContent = label;
+    $("voice-badge").textContent = `Voice: ${LABELS[shown]}`; // short: it must fit a phone's header
     $("voice-badge").setAttribute("aria-hidden", String(!this.active));
     $("voice-button").textContent = this.active ? "Stop voice mode" : "Start voice mode";
-    $("voice-button").setAttribute("aria-pressed", String(this.active));
+    $("voice-button").classList.toggle("active", this.active);
     $("voice-prompt").textContent = this.state === "dictating" ? (this.prompt || "…") : "—";
   }
 
@@ -116,15 +121,15 @@ export class VoiceMode {
     } else if (this.state === "menu") {
       if (twice) { this.listen(); return; }
       this.armTimer();
-      await this.say(`Say a mode: ${this.menu().join(", ")}.`);
+      await this.speaker.say(this.menuLine());
     } else if (this.state === "dictating") {
-      if (twice) { this.silences = 0; this.set("menu"); await this.say("Back to the menu. Say a mode."); return; }
+      if (twice) { this.silences = 0; this.set("menu"); await this.speaker.say(`Back to the menu. ${this.menuLine()}`); return; }
       this.armTimer();
-      await this.say("Still listening. Say Computer to send.");
+      await this.speaker.say("Still listening. Say Computer to send.");
     }
   }
 
-  menu() { return [...this.intents().map((intent) => intent.name), "goodbye"]; }
+  menuLine() { return `Say a mode: ${[...this.intents().map((intent) => intent.name), "goodbye"].join(", ")}.`; }
 
   /** The intent a spotted word names: its name or one of its menu words ("email"). */
   modeOf(word) {
@@ -135,7 +140,7 @@ export class VoiceMode {
 
   speechStarted() {
     this.startedWhileSpeaking = this.speaker.speaking;
-    if (["listening", "menu", "dictating"].includes(this.state)) this.armTimer();
+    clearTimeout(this.timer); // no silence while the person talks; speechend re-arms it
   }
 
   utterance(wav) {
@@ -145,14 +150,9 @@ export class VoiceMode {
 
   async transcribe(wav, echo) {
     if (!this.active) return;
-    const accepted = await this.bus.request({ type: "speech_to_text", audio: wav, spot: true });
-    if (accepted.type !== "query_accepted") {
-      if (accepted.code === "no_worker") await this.stop("Voice mode needs a speech-to-text worker in this realm.");
-      else this.results.error(accepted);
-      return;
-    }
-    this.quiet.add(accepted.query_id);
-    const heard = await this.bus.finished(accepted.query_id);
+    const heard = await this.bus.run({ type: "speech_to_text", audio: wav, spot: true });
+    if (heard.code === "no_worker") { await this.stop("Voice mode needs a speech-to-text worker in this realm."); return; }
+    if (heard.type === "error") { this.results.error(heard); return; }
     if (heard.type !== "transcription_result" || !this.active) return;
     const text = heard.text.trim();
     const spotted = heard.spotted || [];
@@ -175,10 +175,12 @@ export class VoiceMode {
     if (said("goodbye") && this.state !== "dictating") { this.act(this.stop("Goodbye.")); return; }
     this.silences = 0;
     if (this.state === "listening" && said("computer")) {
-      // "Computer, chat" wakes and picks the mode in one breath.
-      if (!this.pick(spotted)) { this.set("menu"); this.act(this.say(`Yes? Say a mode: ${this.menu().join(", ")}.`)); }
+      // "Computer, chat" wakes and picks the mode in one breath. The answer to a bare
+      // "Computer" is short: speech that starts while the page talks is not obeyed, so a
+      // long menu would swallow the mode of a person who knows it; hesitating says it all.
+      if (!this.pick(spotted)) { this.set("menu"); this.act(this.speaker.say("Yes? Say a mode.")); }
     } else if (this.state === "menu") {
-      if (!this.pick(spotted)) this.act(this.say(`Say a mode: ${this.menu().join(", ")}.`));
+      if (!this.pick(spotted)) this.act(this.speaker.say(this.menuLine()));
     } else if (this.state === "dictating") {
       this.dictate(text, spotted);
     } // looking, working: nothing to say yet
@@ -194,7 +196,7 @@ export class VoiceMode {
     else if (NO_DICTATION.has(mode)) this.act(this.ask(mode, mode));
     else {
       this.set("dictating");
-      this.act(this.say(`${mode[0].toUpperCase()}${mode.slice(1)}. Speak, then say Computer.`));
+      this.act(this.speaker.say(`${mode[0].toUpperCase()}${mode.slice(1)}. Speak, then say Computer.`));
     }
     return true;
   }
@@ -203,17 +205,17 @@ export class VoiceMode {
     if (spotted.includes("backspace")) {
       this.prompt = this.prompt.split(" ").slice(0, -1).join(" ");
       this.show();
-      this.act(this.say(this.prompt ? "Erased the last word." : "The prompt is empty."));
+      this.act(this.speaker.say(this.prompt ? "Erased the last word." : "The prompt is empty."));
       return;
     }
-    if (spotted.includes("cancel")) { this.prompt = ""; this.set("menu"); this.act(this.say("Cancelled. Say a mode.")); return; }
+    if (spotted.includes("cancel")) { this.prompt = ""; this.set("menu"); this.act(this.speaker.say("Cancelled. Say a mode.")); return; }
     // Words before "Computer" in the same breath belong to the prompt.
     const [before] = text.split(/\bcomputer'?s?\b/i);
     const words = before.replace(/[\s,.!?;:]+$/, "").trim();
     if (words) this.prompt = `${this.prompt} ${words}`.trim();
     this.show();
     if (!spotted.includes("computer")) return;
-    if (!this.prompt) { this.act(this.say("I did not hear a prompt. Speak, then say Computer.")); return; }
+    if (!this.prompt) { this.act(this.speaker.say("I did not hear a prompt. Speak, then say Computer.")); return; }
     this.act(this.ask(this.mode, this.prompt));
   }
 
@@ -231,12 +233,14 @@ export class VoiceMode {
       await this.camera.start();
       image = await this.camera.snap();
     } catch {
+      if (this.state !== "looking") return;
       this.listen();
-      await this.say("I could not open the camera.");
+      await this.speaker.say("I could not open the camera.");
       return;
     } finally {
       this.camera.stop();
     }
+    if (this.state !== "looking") return; // stopped or shut up meanwhile
     const snapshot = $("voice-snapshot");
     snapshot.src = `data:image/jpeg;base64,${image}`;
     snapshot.hidden = false;
@@ -247,11 +251,12 @@ export class VoiceMode {
   async ask(intent, text, extra = {}) {
     this.set("working");
     const speak = this.autospeak();
-    const reply = await this.bus.request({ type: "intent", intent, text, speak, ...extra });
+    const reply = await this.bus.request({ type: "intent", intent, text: text.slice(0, 4000), speak, ...extra });
+    if (!this.active || this.state !== "working") return; // stopped or shut up meanwhile
     if (reply.type === "error") {
       this.results.error(reply);
       this.listen();
-      await this.say(reply.message); // the broker's words say what to do ("connect Gmail first")
+      await this.speaker.say(reply.message); // the broker's words say what to do ("connect Gmail first")
       return;
     }
     let spoken = null;
@@ -266,20 +271,17 @@ export class VoiceMode {
     } else {
       this.results.answered(reply.intent, reply.prompt, reply.answer);
       if (reply.speech_query_id) {
-        this.quiet.add(reply.speech_query_id);
+        this.bus.own.add(reply.speech_query_id);
         const audio = await this.bus.finished(reply.speech_query_id);
+        this.bus.own.delete(reply.speech_query_id);
         spoken = audio.type === "speech_result" ? { audio: audio.audio } : { text: reply.answer };
       } else spoken = { text: reply.answer };
     }
     if (!this.active || this.state !== "working") return;
     this.set("speaking");
-    if (spoken.audio) await this.speaker.play(blobUrl(spoken.audio, sniffMime(spoken.audio, "audio/wav")));
+    if (spoken.audio) await this.speaker.play(blobUrl(spoken.audio, "audio/wav"));
     else if (speak) await this.speaker.say(spoken.text);
     if (this.state === "speaking") this.listen();
-  }
-
-  async say(text) {
-    await this.speaker.say(text);
   }
 
   /** The microphone's level on the little canvas, while voice mode is on. */
