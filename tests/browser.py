@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from playwright.async_api import (
     Browser,
@@ -13,6 +14,7 @@ from playwright.async_api import (
     Page,
     Playwright,
     Request,
+    ViewportSize,
     WebSocket,
     expect,
 )
@@ -29,8 +31,8 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-DESKTOP = {"width": 1280, "height": 900}
-PHONE = {"width": 390, "height": 844}
+DESKTOP: ViewportSize = {"width": 1280, "height": 900}
+PHONE: ViewportSize = {"width": 390, "height": 844}
 
 
 async def launch(playwright: Playwright, *extra_args: str) -> Browser:
@@ -68,10 +70,10 @@ class Recorder:
 
 
 async def open_page(
-    browser: Browser, realm: Realm, viewport: dict[str, int] | None = None, **options: object
+    browser: Browser, realm: Realm, viewport: ViewportSize | None = None, **options: Any
 ) -> tuple[BrowserContext, Page, Recorder]:
     """A fresh browser profile (no cookies) showing the page, connected to the bus."""
-    context = await browser.new_context(viewport=viewport or DESKTOP, **options)  # type: ignore[arg-type]
+    context = await browser.new_context(viewport=viewport or DESKTOP, **options)
     context.set_default_timeout(15_000)
     page = await context.new_page()
     recorder = Recorder()

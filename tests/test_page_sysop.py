@@ -11,7 +11,7 @@ import re
 from collections.abc import AsyncIterator
 
 import pytest_asyncio
-from playwright.async_api import Browser, BrowserContext, Locator, Page, expect
+from playwright.async_api import Browser, BrowserContext, Locator, Page, ViewportSize, expect
 
 from rentahal.testing.process import StubServer
 from tests.browser import PHONE, Recorder, open_page, screenshot, sign_in
@@ -31,7 +31,7 @@ LONG_REPLY = " ".join(f"word{i}" for i in range(40))  # 40 chunks, 0.5 s apart: 
 
 
 async def open_sysop(
-    browser: Browser, realm: Realm, viewport: dict[str, int] | None = None
+    browser: Browser, realm: Realm, viewport: ViewportSize | None = None
 ) -> tuple[BrowserContext, Page, Recorder]:
     context, page, recorder = await open_page(browser, realm, viewport)
     await sign_in(page, realm.sysop_key)

@@ -190,10 +190,12 @@ function cell(text, className) {
 
 /** Send a sysop command and say how it went; a success refreshes the numbers. */
 async function act(message, status) {
+  let timer;
   const timeout = new Promise((resolve) => {
-    setTimeout(() => resolve({ type: "error", message: "No answer from the broker; try again." }), REPLY_TIMEOUT);
+    timer = setTimeout(() => resolve({ type: "error", message: "No answer from the broker; try again." }), REPLY_TIMEOUT);
   });
   const reply = await Promise.race([state.bus.request(message), timeout]);
+  clearTimeout(timer);
   const ok = reply.type !== "error";
   say(status, ok ? reply.message || "Done." : reply.message || "Refused.", ok);
   if (ok) refresh();
