@@ -14,9 +14,9 @@ from datetime import timedelta
 from typing import TypeVar
 
 from rentahal.auth import Principal
-from rentahal.bus.errors import ErrorCode, ProtocolError
-from rentahal.bus.messages import QuerySpec
 from rentahal.config import Settings
+from rentahal.core.errors import ErrorCode, ProtocolError
+from rentahal.core.specs import QuerySpec
 from rentahal.limits import Limit, RateLimiter
 from rentahal.scheduler.scheduler import Scheduler
 from rentahal.store import Query, Role, Store, utcnow

@@ -7,22 +7,35 @@ from dataclasses import asdict
 
 import httpx
 import structlog
+from httpx_aiohttp import AiohttpTransport
 
+from rentahal import request_ids
+from rentahal.admin.audit import AuditTrail
+from rentahal.admin.broadcast import Broadcaster
+from rentahal.admin.catalog import WorkerCatalog
+from rentahal.admin.dashboard import Dashboard
+from rentahal.admin.models import HuggingFaceModels
+from rentahal.admin.queue import QueueAdmin
+from rentahal.admin.routing import RoutingAdmin
+from rentahal.admin.users import UserAdmin
 from rentahal.admission import Admission
 from rentahal.auth import Authenticator
 from rentahal.auth.accounts import Accounts
+from rentahal.auth.guests import GuestSweep
 from rentahal.auth.secret_key import load_or_create_secret_key
 from rentahal.bus import events
 from rentahal.bus.hub import Hub
+from rentahal.bus.notifier import BusNotifier
 from rentahal.bus.uploads import ChunkedUploads
 from rentahal.bus.views import worker_view
 from rentahal.cloud import CloudWorkers
 from rentahal.config import Settings
+from rentahal.core.spotting import vocabulary_of
 from rentahal.intents.service import Intents
-from rentahal.intents.spotting import vocabulary_of
 from rentahal.local_workers import LocalWorkers
 from rentahal.membership import Membership
 from rentahal.metrics import Metrics
+from rentahal.queries import Queries
 from rentahal.routing.circuit import CircuitBreaker
 from rentahal.routing.monitor import HealthMonitor
 from rentahal.routing.pools import PoolState
@@ -31,9 +44,10 @@ from rentahal.routing.registry import Registry, WorkerState
 from rentahal.routing.router import Router
 from rentahal.routing.tunnel import SCHEME as TUNNEL_SCHEME
 from rentahal.routing.tunnel import Tunnels, TunnelTransport
+from rentahal.scheduler.queues import RealmQueues
 from rentahal.scheduler.scheduler import Scheduler
-from rentahal.store import Store, User
-from rentahal.sysop import Sysop
+from rentahal.scheduler.slots import RegistrySlots
+from rentahal.store import Store
 
 log = structlog.get_logger(__name__)
 
@@ -51,11 +65,16 @@ class Broker:
         self.router = Router(self.registry, RealmTable())
         self.tunnels = Tunnels()
         # One pooled client for all worker traffic; per-request timeouts come from the adapters.
-        # Outbound workers (`tunnel://name`) are reached through their sockets.
+        # Its transport is aiohttp's: httpcore's pool scans every connection on each request,
+        # which was a third of the broker's work per query at 16 in flight (docs/benchmarks.md,
+        # `bench overhead`). Outbound workers (`tunnel://name`) are reached through their sockets.
         self.http = httpx.AsyncClient(
             timeout=httpx.Timeout(settings.query_timeout, connect=5.0),
-            limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),
+            transport=AiohttpTransport(
+                limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200)
+            ),
             follow_redirects=False,
+            event_hooks={"request": [request_ids.send_to_workers]},
             mounts={
                 f"{TUNNEL_SCHEME}://": TunnelTransport(
                     self.tunnels, settings.tunnel_reconnect_grace
@@ -64,6 +83,7 @@ class Broker:
         )
         self.secret_key = load_or_create_secret_key(settings)
         self.auth = Authenticator(self.store, self.secret_key, settings.token_expiration)
+        self.guest_sweep = GuestSweep(self.store, settings.guest_expiry_days)
         self.accounts = Accounts(
             self.store,
             settings.max_nickname_chars,
@@ -73,21 +93,53 @@ class Broker:
             settings,
             self.store,
             self.router,
-            self.hub,
             self.http,
             self.metrics,
             self._on_health_events,
+            notifier=BusNotifier(self.hub, lambda: self.scheduler.vocabulary),
+            queue=RealmQueues(self.router.realms, settings.max_queue_size),
+            slots=RegistrySlots(),
         )
         self.monitor = HealthMonitor(
             settings, self.store, self.registry, self.http, self._on_health_events
         )
-        self.sysop = Sysop(self)
-        self.membership = Membership(self)
+        # What a sysop can do (`rentahal.admin`), each handed only what it uses.
+        self.audit = AuditTrail(self.store.audit)
+        self.catalog = WorkerCatalog(
+            self.store.workers,
+            self.registry,
+            self.router,
+            self.monitor,
+            self.audit,
+            self.announce_workers,
+            self.scheduler.pump,
+        )
+        self.routing_admin = RoutingAdmin(
+            self.store.pools,
+            self.store.realms,
+            self.router,
+            self.registry,
+            self.audit,
+            self._routing_changed,
+        )
+        self.user_admin = UserAdmin(self.store.users, self.hub, self.scheduler, self.audit)
+        self.queue_admin = QueueAdmin(self.hub, self.scheduler, self.audit)
+        self.broadcaster = Broadcaster(self.hub, self.audit)
+        self.dashboard = Dashboard(self.store, self.hub, self.worker_views)
+        self.membership = Membership(self.registry, self.catalog)
         self.uploads = ChunkedUploads()
-        self.local_workers = LocalWorkers(self)
-        self.cloud = CloudWorkers(self)
+        self.local_workers = LocalWorkers(settings, self.registry, self.catalog)
+        self.cloud = CloudWorkers(settings, self.store.models, self.registry, self.catalog)
+        self.huggingface = HuggingFaceModels(self.store.models, self.cloud, self.hub, self.audit)
         self.admission = Admission(settings, self.store, self.scheduler)
-        self.intents = Intents(self)
+        self.queries = Queries(self.admission, self.scheduler, self.store, self.hub)
+        self.intents = Intents(
+            settings,
+            self.queries,
+            could_serve=self.router.could_serve,
+            store=self.store,
+            secret_key=self.secret_key,
+        )
         self.scheduler.vocabulary = vocabulary_of(self.intents.registry)
         self.ready = False
 
@@ -99,6 +151,7 @@ class Broker:
         await self.scheduler.start()
         await self.cloud.start()
         self.monitor.start()
+        self.guest_sweep.start()
         await self.local_workers.start()
         self.ready = True
         log.info("broker.started", database=self.store.db.engine.url.render_as_string())
@@ -106,6 +159,7 @@ class Broker:
     async def stop(self) -> None:
         self.ready = False
         await self.monitor.stop()
+        await self.guest_sweep.stop()
         await self.scheduler.stop()
         await self.local_workers.stop()  # after the monitor, which would mark them down
         for connection in self.hub.connections():
@@ -115,15 +169,19 @@ class Broker:
         await self.store.close()
         log.info("broker.stopped")
 
-    def sysop_for(self, actor: User) -> Sysop:
-        """Sysop actions performed by `actor` (recorded under their name in the audit log)."""
-        return Sysop(self, actor)
-
     async def reload_routing(self) -> None:
         """Re-read realms and pools from the store after a sysop changed them."""
         self.router.realms.load(await self.store.realms.list())
         self.router.pools = {p.name: PoolState.from_row(p) for p in await self.store.pools.list()}
         self.scheduler.resize_queues()
+
+    async def _routing_changed(self, note: str) -> None:
+        """After a sysop changed pools or realms (`RoutingAdmin`): route by the new ones and
+        tell the sockets."""
+        await self.reload_routing()
+        self.hub.broadcast(self.pools_event())
+        self.announce_workers(note)
+        self.scheduler.pump()
 
     # --- views and fan-out -----------------------------------------------------------------
 
@@ -170,7 +228,7 @@ class Broker:
         self.hub.broadcast_by_role(
             sysops=self.workers_event(for_sysop=True), others=self.workers_event(for_sysop=False)
         )
-        self.hub.broadcast(self.sysop.worker_health(), sysops_only=True)
+        self.hub.broadcast(self.dashboard.worker_health(), sysops_only=True)
         if sysop_note:
             self.hub.broadcast(events.SysopBroadcast(message=sysop_note), sysops_only=True)
 
@@ -182,7 +240,7 @@ class Broker:
     async def _on_health_events(self, changes: list[tuple[WorkerState, str]]) -> None:
         """After a health check, or a real job that changed a worker's standing."""
         self.refresh_worker_metrics()
-        self.hub.broadcast(self.sysop.worker_health(), sysops_only=True)
+        self.hub.broadcast(self.dashboard.worker_health(), sysops_only=True)
         for worker, event in changes:
             note = (
                 f"Worker {worker.name} blacklisted due to health score 0"

@@ -3,30 +3,80 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, TypeVar
 
 import typer
 import uvicorn
 from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperCommand, TyperGroup
 
-from rentahal.bench.cli import bench_app
-from rentahal.bus.errors import ProtocolError
-from rentahal.bus.messages import WorkerSpec
+from rentahal.admin.catalog import worker_row
 from rentahal.config import ConfigFileError, Settings, load_settings
+from rentahal.core.errors import ProtocolError
+from rentahal.core.specs import WorkerSpec
 from rentahal.store import NicknameTaken, Role, Store
 from rentahal.store.workers import AlreadyExists
-from rentahal.sysop import worker_row
-from rentahal.worker.cli import worker
 
-app = typer.Typer(help="RENT A HAL: a self-hosted multi-user AI orchestration broker.")
+if TYPE_CHECKING:
+    from typer import _click as click  # the copy of click that Typer's classes are built on
+
+
+class _LazyCommands(TyperGroup):
+    """`bench` and `worker` are imported only when they run: their modules pull in the
+    benchmarks and the worker engines, which `serve` (every broker start) has no use for."""
+
+    # name → (module, attribute: a Typer app or a command function, the one-line help)
+    LAZY: ClassVar[dict[str, tuple[str, str, str]]] = {
+        "bench": (
+            "rentahal.bench.cli",
+            "bench_app",
+            "Benchmarks of the broker and the speech engines (figures, not pass/fail tests).",
+        ),
+        "worker": (
+            "rentahal.worker.cli",
+            "worker",
+            "Serve a model with the worker protocol (GET /health, POST /predict).",
+        ),
+    }
+    _listing = False
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [*super().list_commands(ctx), *self.LAZY]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.LAZY:
+            return super().get_command(ctx, cmd_name)
+        module, attribute, summary = self.LAZY[cmd_name]
+        if self._listing:  # `rentahal --help` shows the one-line help and nothing more
+            return TyperCommand(cmd_name, help=summary)
+        loaded = getattr(importlib.import_module(module), attribute)
+        if isinstance(loaded, typer.Typer):
+            command: click.Command = typer.main.get_group(loaded)
+        else:
+            single = typer.Typer(add_completion=False)
+            single.command(cmd_name)(loaded)
+            command = typer.main.get_command(single)
+        command.name = cmd_name
+        return command
+
+    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        self._listing = True
+        try:
+            super().format_help(ctx, formatter)
+        finally:
+            self._listing = False
+
+
+app = typer.Typer(
+    cls=_LazyCommands, help="RENT A HAL: a self-hosted multi-user AI orchestration broker."
+)
 admin = typer.Typer(help="Sysop chores that work on the store directly (broker running or not).")
 app.add_typer(admin, name="admin")
-app.add_typer(bench_app, name="bench")
-app.command()(worker)
 console = Console(stderr=True)
 T = TypeVar("T")
 
@@ -71,6 +121,8 @@ def serve(
 ) -> None:
     """Run the broker."""
     from rentahal.api.app import create_app
+    from rentahal.api.connections import ConnectionLimits, http_concurrency_limit
+    from rentahal.api.slow_clients import BodyTimeout, header_timeout_protocol
     from rentahal.logging import configure_logging
 
     settings = _settings(
@@ -81,12 +133,17 @@ def serve(
         config_file=config,
     )
     configure_logging(settings)
+    # Counted sockets per room, and bodies that must arrive in time, around the whole app.
+    app = ConnectionLimits(BodyTimeout(create_app(settings), settings.body_timeout), settings)
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(settings),
+            app,
             host=settings.host,
             port=settings.port,
             log_config=None,
+            # Headers that must arrive in time; HTTP refused with 503 over the connection limit.
+            http=header_timeout_protocol(settings.header_timeout),
+            limit_concurrency=http_concurrency_limit(settings),
             # Frames a little over max_message_size still get a polite `error` from the bus;
             # only far larger ones are cut off by the server itself.
             ws_max_size=max(16 * 1024 * 1024, 4 * settings.max_message_size),

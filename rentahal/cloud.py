@@ -11,15 +11,16 @@ worker is not routed to until the broker has handed it its key again.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
 
 import structlog
 from pydantic import SecretStr, ValidationError
 
-from rentahal.bus.messages import WorkerSpec
-
-if TYPE_CHECKING:
-    from rentahal.broker import Broker
+from rentahal.admin.catalog import WorkerCatalog
+from rentahal.config import Settings
+from rentahal.core.specs import WorkerSpec
+from rentahal.core.vocabulary import QueryType, WorkerKind
+from rentahal.routing.registry import Registry
+from rentahal.store.workers import ModelRepository
 
 log = structlog.get_logger(__name__)
 
@@ -33,22 +34,33 @@ def huggingface_worker(model: str) -> str:
 
 
 class CloudWorkers:
-    def __init__(self, broker: Broker) -> None:
-        self._broker = broker
+    """Adds and removes its workers through the catalog, as the broker itself (no actor)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        models: ModelRepository,
+        registry: Registry,
+        catalog: WorkerCatalog,
+    ) -> None:
+        self._settings = settings
+        self._models = models
+        self._registry = registry
+        self._catalog = catalog
 
     async def start(self) -> None:
-        settings = self._broker.settings
+        settings = self._settings
         await self._ensure(
             WorkerSpec(
                 name=CLAUDE_WORKER,
                 address=settings.claude_endpoint,
-                kind="claude",
-                type="chat",
+                kind=WorkerKind.CLAUDE,
+                type=QueryType.CHAT,
                 models=[settings.claude_model_name],
             ),
             settings.claude_api_key,
         )
-        models = self._broker.store.models
+        models = self._models
         if not await models.list(HUGGINGFACE):  # a new store: the seed's default models
             for name in settings.huggingface_default_models:
                 await models.add(HUGGINGFACE, name, "chat")
@@ -63,26 +75,26 @@ class CloudWorkers:
     def huggingface_spec(self, model: str, query_type: str) -> WorkerSpec:
         """The worker serving a Hugging Face model; `ValidationError` if its id makes no
         usable URL."""
-        settings = self._broker.settings
+        settings = self._settings
         return WorkerSpec(
             name=huggingface_worker(model),
             address=f"{settings.huggingface_endpoint.rstrip('/')}/{model}",
-            kind="huggingface",
+            kind=WorkerKind.HUGGINGFACE,
             type=query_type,  # type: ignore[arg-type]
             models=[model],
         )
 
     async def add_huggingface(self, spec: WorkerSpec) -> None:
-        await self._ensure(spec, self._broker.settings.huggingface_api_key)
+        await self._ensure(spec, self._settings.huggingface_api_key)
 
     async def remove_huggingface(self, model: str) -> None:
-        if self._broker.registry.get(name := huggingface_worker(model)) is not None:
-            await self._broker.sysop.remove_worker(name)
+        if self._registry.get(name := huggingface_worker(model)) is not None:
+            await self._catalog.remove_worker(None, name)
 
     async def _ensure(self, spec: WorkerSpec, key: SecretStr | None) -> None:
         """Give the worker its key; add it (or replace an outdated one); without a key,
         take it out of the realm."""
-        existing = self._broker.registry.get(spec.name)
+        existing = self._registry.get(spec.name)
         if existing is not None:
             same = (existing.address, existing.kind, existing.configured_models) == (
                 spec.address,
@@ -95,6 +107,6 @@ class CloudWorkers:
             if not existing.joined:
                 log.warning("cloud.name_taken", worker=spec.name)  # a sysop's own worker
                 return
-            await self._broker.sysop.remove_worker(spec.name)
+            await self._catalog.remove_worker(None, spec.name)
         if key is not None:
-            await self._broker.sysop.add_worker(spec, key=key.get_secret_value())
+            await self._catalog.add_worker(None, spec, key=key.get_secret_value())

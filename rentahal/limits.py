@@ -1,10 +1,13 @@
-"""Token buckets: how many requests a caller may make now, and how long to wait if none.
+"""Token buckets: how many requests a caller may make now, and how long to wait if none; and
+connection slots: how many connections a room holds open, in all and per client address.
 
 A bucket holds up to `capacity` tokens and gains `capacity` per `period` seconds, evenly; a
 request takes one. So a caller may burst up to the capacity, then goes at the refill rate —
-the shape people expect of "60 a minute". Buckets live in memory, by key; the least recently
-used are forgotten beyond `max_keys`, so a flood of new keys cannot grow the broker's memory
-(a forgotten bucket comes back full, which only ever errs towards letting a request in).
+the shape people expect of "60 a minute". Buckets live in memory, by key. A forgotten bucket
+comes back full, so a bucket that has had time to refill carries nothing worth keeping: those
+are forgotten as they go (least recently used first), and beyond `max_keys` the least recently
+used are forgotten anyway, so neither a flood of new keys nor a long uptime grows the broker's
+memory (forgetting only ever errs towards letting a request in).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 
 @dataclass(slots=True)
@@ -21,6 +25,10 @@ class TokenBucket:
     period: float  # seconds to refill from empty
     tokens: float
     updated: float
+
+    def full_by(self, now: float) -> bool:
+        """Whether it has refilled by `now` (then it is as good as forgotten)."""
+        return now - self.updated >= self.period
 
     def refill(self, now: float) -> None:
         elapsed = max(0.0, now - self.updated)
@@ -59,7 +67,11 @@ class RateLimiter:
                 bucket.tokens -= 1.0
         return wait
 
+    def __len__(self) -> int:
+        return len(self._buckets)
+
     def _bucket(self, limit: Limit, now: float) -> TokenBucket:
+        self._forget_refilled(now)
         bucket = self._buckets.get(limit.key)
         if bucket is None or (bucket.capacity, bucket.period) != (limit.capacity, limit.period):
             bucket = TokenBucket(limit.capacity, limit.period, limit.capacity, now)
@@ -70,3 +82,61 @@ class RateLimiter:
             bucket.refill(now)
         self._buckets.move_to_end(limit.key)
         return bucket
+
+    def _forget_refilled(self, now: float, at_most: int = 8) -> None:
+        """Forget a few of the least recently used buckets that have refilled by now: a few
+        per request keeps up with any rate of new keys, at a bounded cost per request."""
+        for _ in range(at_most):
+            oldest = next(iter(self._buckets.values()), None)
+            if oldest is None or not oldest.full_by(now):
+                return
+            self._buckets.popitem(last=False)
+
+
+# Which limit a connection went over: its room's, or its client address's share of it.
+Over = Literal["room", "key"]
+
+
+class ConnectionSlots:
+    """The connections one room holds open: at most `limit` in all and `per_key` from one key
+    (a client address; 0: no such limit).
+
+    `take` always counts the connection and says whether it was one too many, so the caller
+    may refuse it, or let it in regardless (a sysop), and gives it back with `release` either
+    way. Counts live only while their connections do: an address with none open is forgotten.
+    """
+
+    def __init__(self, limit: int, *, per_key: int = 0) -> None:
+        self.limit = limit
+        self.per_key = per_key
+        self.open = 0
+        self._by_key: dict[str, int] = {}
+
+    def take(self, key: str | None) -> Over | None:
+        """Count one more connection from `key`; None if it is within the limits, else which
+        limit it went over."""
+        held = self._by_key.get(key, 0) if key is not None else 0
+        self.open += 1
+        if key is not None:
+            self._by_key[key] = held + 1
+        if self.open > self.limit:
+            return "room"
+        if self.per_key and held >= self.per_key:
+            return "key"
+        return None
+
+    def release(self, key: str | None) -> None:
+        """A connection counted by `take` ended."""
+        self.open -= 1
+        if key is not None:
+            held = self._by_key.pop(key, 0) - 1
+            if held > 0:
+                self._by_key[key] = held
+
+    def held_by(self, key: str) -> int:
+        return self._by_key.get(key, 0)
+
+    @property
+    def keys(self) -> int:
+        """How many addresses have connections open."""
+        return len(self._by_key)

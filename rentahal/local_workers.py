@@ -13,17 +13,16 @@ import contextlib
 import os
 import secrets
 import sys
-from typing import TYPE_CHECKING
 
 import httpx
 import structlog
 
-from rentahal.bus.messages import WorkerSpec
+from rentahal.admin.catalog import WorkerCatalog
+from rentahal.config import Settings
+from rentahal.core.specs import WorkerSpec
 from rentahal.net import free_port
+from rentahal.routing.registry import Registry
 from rentahal.worker.engines import EngineOptions, EngineUnavailable, pick
-
-if TYPE_CHECKING:
-    from rentahal.broker import Broker
 
 log = structlog.get_logger(__name__)
 
@@ -34,18 +33,22 @@ STOP_WITHIN = 5.0
 
 
 class LocalWorkers:
-    def __init__(self, broker: Broker) -> None:
-        self._broker = broker
+    """Admitted and removed through the catalog, as the broker itself (no actor)."""
+
+    def __init__(self, settings: Settings, registry: Registry, catalog: WorkerCatalog) -> None:
+        self._settings = settings
+        self._registry = registry
+        self._catalog = catalog
         self._processes: list[asyncio.subprocess.Process] = []
         self._admissions: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
         """Spawn the configured roles; each joins the registry when it has loaded."""
-        settings = self._broker.settings
+        settings = self._settings
         # Last run's local workers wait for keys they will never get: start clean.
-        for worker in self._broker.registry:
+        for worker in self._registry:
             if worker.name.startswith(NAME_PREFIX) and worker.joined:
-                await self._broker.sysop.remove_worker(worker.name)
+                await self._catalog.remove_worker(None, worker.name)
         for offset, role in enumerate(settings.local_workers):
             try:
                 engine = pick(role, None, EngineOptions())
@@ -103,7 +106,7 @@ class LocalWorkers:
             models=[str(m) for m in models] if isinstance(models, list) else [],
             max_concurrency=1,
         )
-        await self._broker.sysop.add_worker(spec, key=key)
+        await self._catalog.add_worker(None, spec, key=key)
         log.info("local_worker.ready", role=role, port=port, engine=health.get("engine"))
 
     async def stop(self) -> None:

@@ -94,5 +94,15 @@ def configure(secrets: Iterable[str], *, debug: bool = False, json_logs: bool = 
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("httpx", "httpcore", "aiosqlite", "asyncio"):
+    # Client libraries log a line per request at info: one per query, and no news.
+    for noisy in (
+        "httpx",
+        "httpcore",
+        "httpx2",
+        "httpcore2",
+        "openai",
+        "anthropic",
+        "aiosqlite",
+        "asyncio",
+    ):
         logging.getLogger(noisy).setLevel(logging.WARNING)

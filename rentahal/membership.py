@@ -8,18 +8,17 @@ owned by the token's user, health-checked like any other; only its address diffe
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from rentahal.admin.catalog import WorkerCatalog
 from rentahal.auth import Principal
-from rentahal.bus.errors import ErrorCode, ProtocolError
-from rentahal.bus.messages import ModelName, WorkerKind, WorkerSpec
-from rentahal.routing.registry import WorkerState
+from rentahal.core.errors import ErrorCode, ProtocolError
+from rentahal.core.specs import ModelName, WorkerSpec
+from rentahal.core.vocabulary import WorkerKind
+from rentahal.routing.registry import Registry, WorkerState
 from rentahal.routing.tunnel import tunnel_address
-
-if TYPE_CHECKING:
-    from rentahal.broker import Broker
 
 WorkerRole = Annotated[str, StringConstraints(pattern=r"^(chat|vision|imagine|stt|tts)$")]
 
@@ -35,7 +34,7 @@ class WorkerRegistration(BaseModel):
     slots: int = Field(default=1, ge=1, le=1024)
     key: Annotated[str, StringConstraints(min_length=16, max_length=256)]
     address: Annotated[str, StringConstraints(max_length=512, pattern=r"^(https?://\S+)?$")] = ""
-    kind: WorkerKind = "rentahal"  # a proxy speaks its upstream's protocol
+    kind: WorkerKind = WorkerKind.RENTAHAL  # a proxy speaks its upstream's protocol
 
 
 class WorkerLoad(BaseModel):
@@ -55,11 +54,14 @@ def require_worker_token(principal: Principal) -> None:
 
 
 class Membership:
-    def __init__(self, broker: Broker) -> None:
-        self._broker = broker
+    """Joins and leaves go through the catalog, audited under the token's user."""
+
+    def __init__(self, registry: Registry, catalog: WorkerCatalog) -> None:
+        self._registry = registry
+        self._catalog = catalog
 
     def _own(self, principal: Principal, name: str) -> WorkerState:
-        worker = self._broker.registry.get(name)
+        worker = self._registry.get(name)
         if worker is None or not worker.joined or worker.owner_id != principal.user.id:
             raise ProtocolError(ErrorCode.NOT_FOUND, f"no worker {name!r} registered by you")
         return worker
@@ -75,13 +77,12 @@ class Membership:
             address = registration.address
         else:
             raise ProtocolError(ErrorCode.INVALID, "a worker that is not outbound needs an address")
-        sysop = self._broker.sysop_for(principal.user)
-        if (existing := self._broker.registry.get(registration.name)) is not None:
+        if (existing := self._registry.get(registration.name)) is not None:
             if not existing.joined or existing.owner_id != principal.user.id:
                 raise ProtocolError(
                     ErrorCode.CONFLICT, f"the worker name {registration.name!r} is taken"
                 )
-            await sysop.remove_worker(registration.name)
+            await self._catalog.remove_worker(principal.user, registration.name)
         spec = WorkerSpec(
             name=registration.name,
             address=address,
@@ -90,7 +91,9 @@ class Membership:
             models=registration.models,
             max_concurrency=registration.slots,
         )
-        return await sysop.add_worker(spec, owner_id=principal.user.id, key=registration.key)
+        return await self._catalog.add_worker(
+            principal.user, spec, owner_id=principal.user.id, key=registration.key
+        )
 
     def heartbeat(self, principal: Principal, name: str, load: WorkerLoad) -> None:
         """`NOT_FOUND` tells the worker to register again (the broker restarted, say)."""
@@ -103,4 +106,4 @@ class Membership:
     async def deregister(self, principal: Principal, name: str) -> None:
         require_worker_token(principal)
         self._own(principal, name)
-        await self._broker.sysop_for(principal.user).remove_worker(name)
+        await self._catalog.remove_worker(principal.user, name)

@@ -437,7 +437,8 @@ async def test_promote_and_demote_over_rest_and_the_bus(realm: Realm) -> None:
         assert reply["type"] == "ok", reply
         await dave_bus.expect("user_info", lambda m: m["data"]["role"] == "premium")
         assert not await may_get_stats(dave_bus)
-        assert not any(m["type"] == "user_info" for m in guest_bus.seen[1:])
+        # The guest's only user_info is its greeting's: nobody else's change reached it.
+        assert [m["type"] for m in guest_bus.seen].count("user_info") == 1
 
         # A guest (no password) never becomes a sysop, by either way.
         assert (await put_role(guest, "sysop", bearer(sysop_key))).status_code == 409
@@ -567,6 +568,58 @@ async def test_a_ban_cuts_every_credential_at_once_and_unban_restores_them(
         result = await back.expect("query_result", lambda m: m["query_id"] == reply["query_id"])
         assert result["result"] == "echo: I am back"
     assert (await http.login("eve")).status_code == 200
+
+
+async def test_sysop_actions_over_rest_as_on_the_bus(realm: Realm, ollama_stub: StubServer) -> None:
+    """Ban, unban, terminate a user's queries and broadcast, by REST: the same effects as
+    the bus's messages (whose own tests are above and in test_sysop_views.py)."""
+    await ollama_stub.reset()
+    await ollama_stub.configure(latency=30)
+    await realm.add_worker("slow", ollama_stub, max_concurrency=1)
+    broker, http = realm.broker, Http(realm.broker)
+    sysop = bearer(realm.sysop_key)
+    mallory, cookie = await http.new_user("mallory")
+    async with broker.bus(cookie=cookie) as tab, broker.bus(cookie=None) as onlooker:
+        await greeted(tab)
+        await greeted(onlooker)
+        ids = [(await tab.request({"type": "chat", "prompt": p}))["query_id"] for p in "ab"]
+        stopped = await http.request("DELETE", f"/api/v1/users/{mallory}/queries", headers=sysop)
+        assert (stopped.status_code, stopped.json()) == (200, {"terminated": 2})
+        for query_id in ids:
+            view = await http.request("GET", f"/api/v1/queries/{query_id}", headers=sysop)
+            assert view.json()["state"] == "cancelled", view.json()
+
+        said = await http.request(
+            "POST", "/api/v1/broadcast", json={"message": "back in 5"}, headers=sysop
+        )
+        assert said.status_code == 204, said.text
+        for bus in (tab, onlooker):
+            assert (await bus.expect("sysop_message"))["message"] == "back in 5"
+
+        banned = await http.request("PUT", f"/api/v1/users/{mallory}/ban", headers=sysop)
+        assert banned.status_code == 204, banned.text
+        await asyncio.wait_for(tab.closed.wait(), 3)
+        assert tab.close_code == 4003
+        assert (await http.me(cookie)).status_code == 403
+
+    unbanned = await http.request("DELETE", f"/api/v1/users/{mallory}/ban", headers=sysop)
+    assert unbanned.status_code == 204, unbanned.text
+    assert (await http.me(cookie)).status_code == 200
+    me = (await http.me(key=realm.sysop_key)).json()["guid"]
+    itself = await http.request("PUT", f"/api/v1/users/{me}/ban", headers=sysop)
+    assert (itself.status_code, itself.json()["detail"]["code"]) == (422, "invalid")
+    nobody = await http.request("PUT", f"/api/v1/users/{'0' * 32}/ban", headers=sysop)
+    assert nobody.status_code == 404
+    # Sysops only: the user may not ban, broadcast or stop anyone's queries.
+    for method, path in (
+        ("PUT", f"/api/v1/users/{me}/ban"),
+        ("DELETE", f"/api/v1/users/{me}/queries"),
+        ("POST", "/api/v1/broadcast"),
+    ):
+        refused = await http.request(
+            method, path, json={"message": "hi"}, headers=http.browser(cookie)
+        )
+        assert refused.status_code == 403, (path, refused.text)
 
 
 # --- sessions from API keys ----------------------------------------------------------------

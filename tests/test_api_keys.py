@@ -56,6 +56,7 @@ async def test_key_lifecycle_and_scopes(realm: Realm, rentahal_stub: StubServer)
         assert again.status_code == 404
 
 
+@pytest.mark.shared_realm
 async def test_the_sysop_lists_and_revokes_anyones_keys(realm: Realm) -> None:
     async with httpx.AsyncClient(base_url=realm.broker.url) as http:
         cookie = await realm.broker.guest_cookie()
@@ -78,6 +79,7 @@ async def test_the_sysop_lists_and_revokes_anyones_keys(realm: Realm) -> None:
         assert audit[0]["action"] == "revoke_api_key" and audit[0]["target"] == made.json()["id"]
 
 
+@pytest.mark.shared_realm  # keys and a guest of its own; no vision worker anywhere
 @pytest.mark.parametrize("scopes", [["chat"], ["vision", "speech"]])
 async def test_bus_honours_key_scopes(realm: Realm, scopes: list[str]) -> None:
     async with httpx.AsyncClient(base_url=realm.broker.url) as http:

@@ -75,6 +75,9 @@ async def test_hostile_text_in_every_free_text_field_comes_back_verbatim(
         assert (await http.get("/api/v1/stats")).json()["total_queries"] >= len(HOSTILE)
 
 
+# The tests below share a broker (`shared_realm`): everything they try is refused or reads,
+# so none of them stores a worker (the worker address test counts on that).
+@pytest.mark.shared_realm
 @pytest.mark.parametrize("name", ["<script>", "x' OR '1'='1", "../../etc", "a b", "\x00", ""])
 async def test_names_with_a_fixed_shape_refuse_hostile_text(realm: Realm, name: str) -> None:
     async with realm.broker.bus(api_key=realm.sysop_key) as sysop:
@@ -87,6 +90,7 @@ async def test_names_with_a_fixed_shape_refuse_hostile_text(realm: Realm, name: 
         assert (reply["type"], reply["code"]) == ("error", "invalid"), reply
 
 
+@pytest.mark.shared_realm
 async def test_a_worker_address_no_request_could_use_is_refused(realm: Realm) -> None:
     async with realm.broker.bus(api_key=realm.sysop_key) as sysop:
         for address in ("127.0.0.1:99999", "127.0.0.1:1\x00", "a b:1", "ftp://x:21", "x:y:z"):
@@ -129,6 +133,7 @@ ID_ROUTES = [
 ]
 
 
+@pytest.mark.shared_realm
 async def test_ids_and_file_names_cannot_reach_outside_what_they_name(realm: Realm) -> None:
     headers = {"Authorization": f"Bearer {realm.sysop_key}"}
     async with httpx.AsyncClient(base_url=realm.broker.url, headers=headers) as http:
@@ -179,6 +184,7 @@ def sysop_routes() -> list[tuple[str, str]]:
     ]
 
 
+@pytest.mark.shared_realm
 async def test_every_sysop_route_and_message_refuses_everyone_else(realm: Realm) -> None:
     routes = sysop_routes()
     assert ("GET", "/metrics") in routes and ("GET", "/api/v1/export/ledger") in routes

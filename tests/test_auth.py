@@ -214,6 +214,7 @@ def concrete(path: str, guid: str) -> str:
     return re.sub(r"\{([^}]+)\}", lambda m: guid if "id" in m.group(1) else "w1", path)
 
 
+@pytest.mark.shared_realm  # guests of its own; registers nothing, adds no worker
 async def test_no_route_makes_a_guest_a_sysop(realm: Realm) -> None:
     broker = realm.broker
     escalate = {
@@ -390,6 +391,7 @@ async def test_forged_tampered_and_foreign_credentials_are_refused(tmp_path: Pat
             assert response.status_code == 401, (headers, response.status_code)
 
 
+@pytest.mark.shared_realm  # guests of its own; registers nothing, adds no worker
 async def test_session_cookie_and_page_security_headers(realm: Realm) -> None:
     broker = realm.broker
     async with httpx.AsyncClient(base_url=broker.url) as http:
@@ -434,6 +436,7 @@ async def test_session_cookie_and_page_security_headers(realm: Realm) -> None:
 # --- origins and CSRF ----------------------------------------------------------------------
 
 
+@pytest.mark.shared_realm  # guests of its own; registers nothing, adds no worker
 async def test_cross_site_websocket_and_csrf_are_refused(realm: Realm) -> None:
     broker = realm.broker
     cookie = await broker.guest_cookie()

@@ -16,8 +16,7 @@ import pytest_asyncio
 from PIL import Image
 
 from rentahal.backends.a1111 import A1111Backend
-from rentahal.backends.base import BackendError, BackendRequest
-from rentahal.routing.registry import WorkerState
+from rentahal.backends.base import BackendError, BackendRequest, Endpoint
 from rentahal.testing.broker import BrokerProcess, BusClient
 from rentahal.testing.process import StubServer
 from rentahal.testing.waiting import eventually
@@ -254,19 +253,14 @@ async def test_the_key_from_api_key_env_goes_as_basic_auth(tmp_path: Path) -> No
 # --- the adapter alone, against canned answers ----------------------------------------------
 
 
-def _worker(**fields: Any) -> WorkerState:
+def _endpoint(**fields: Any) -> Endpoint:
     base: dict[str, Any] = {
         "name": "sd",
-        "address": "sd.test:7860",
         "kind": "a1111",
-        "capabilities": frozenset({"imagine"}),
+        "url": "http://sd.test:7860",
         "models": ("v1-5-pruned",),
-        "max_concurrency": 1,
-        "health_score": 100,
-        "blacklisted": False,
-        "last_active": None,
     }
-    return WorkerState(**(base | fields))
+    return Endpoint(**(base | fields))
 
 
 def _client(routes: dict[str, httpx.Response]) -> httpx.AsyncClient:
@@ -310,7 +304,7 @@ async def test_probe(
     routes: dict[str, httpx.Response], status: int, models: tuple[str, ...] | None
 ) -> None:
     async with _client(routes) as client:
-        report = await A1111Backend().probe(client, _worker(), 5)
+        report = await A1111Backend().probe(client, _endpoint(), 5)
     assert (report.status, report.models) == (status, models)
 
 
@@ -340,7 +334,7 @@ async def test_the_image_a_worker_answers_is_checked(
     answer = {"images": images, "parameters": {}, "info": info}
     request = BackendRequest(prompt="p", query_type="imagine", model="v1-5-pruned")
     async with _client({"/sdapi/v1/txt2img": httpx.Response(200, json=answer)}) as client:
-        produced = A1111Backend().generate(client, _worker(), request)
+        produced = A1111Backend().generate(client, _endpoint(), request)
         if error is not None:
             with pytest.raises(BackendError, match=error):
                 [part async for part in produced]

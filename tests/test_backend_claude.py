@@ -134,6 +134,23 @@ async def test_streamed_chat(claude: Realm, claude_stub: StubServer) -> None:
     assert sent["headers"]["accept"] == "application/json"
 
 
+async def test_the_seed_model_type_claude_picks_claude_over_a_local_chat_worker(
+    claude: Realm, claude_stub: StubServer, ollama_stub: StubServer
+) -> None:
+    """The seed's client asks for Claude by `model_type` alone (no `model_name`), though a
+    local worker serves chat too."""
+    await ollama_stub.reset()
+    await claude.add_worker("local", ollama_stub)
+    await add_claude(claude, claude_stub)
+    async with claude.broker.bus(cookie=await claude.broker.guest_cookie()) as bus:
+        for n in range(3):
+            chosen = await outcome(bus, await submit(bus, f"who are you {n}", model_type="claude"))
+            assert chosen["worker"] == "claude", chosen
+    asked = [p["json"]["messages"][0]["content"] for p in await posts(claude_stub)]
+    assert asked == ["who are you 0", "who are you 1", "who are you 2"]
+    assert not [r for r in await ollama_stub.requests() if r["path"] == "/api/chat"]
+
+
 async def test_whole_answer_and_options(claude: Realm, claude_stub: StubServer) -> None:
     await add_claude(claude, claude_stub)
     async with claude.broker.bus(cookie=await claude.broker.guest_cookie()) as bus:

@@ -22,9 +22,9 @@ import pytest
 import pytest_asyncio
 from PIL import Image
 
+from rentahal.backends.base import Endpoint
 from rentahal.backends.huggingface import HuggingFaceBackend, image_parameters, png_base64
 from rentahal.media.images import normalize_for_vision
-from rentahal.routing.registry import WorkerState
 from rentahal.testing.broker import BrokerProcess, BusClient
 from rentahal.testing.process import StubServer
 from rentahal.testing.waiting import eventually
@@ -329,17 +329,7 @@ async def test_probe_falls_back_to_health_without_info() -> None:
         seen.append(request.url.path)
         return httpx.Response(404 if request.url.path == "/info" else 200)
 
-    worker = WorkerState(
-        name="hf",
-        address="127.0.0.1:1",
-        kind="huggingface",
-        capabilities=frozenset({"imagine"}),
-        models=("sdxl",),
-        max_concurrency=1,
-        health_score=100,
-        blacklisted=False,
-        last_active=None,
-    )
+    worker = Endpoint(name="hf", kind="huggingface", url="http://127.0.0.1:1", models=("sdxl",))
     async with httpx.AsyncClient(transport=httpx.MockTransport(endpoint)) as client:
         report = await HuggingFaceBackend().probe(client, worker, 5)
     assert seen == ["/info", "/health"]

@@ -17,6 +17,8 @@ from rentahal.bench.speech import SENTENCES, SpeechParams, run_speech
 from rentahal.cli import app
 from rentahal.worker.engines import ENGINES, EngineOptions, engine_class
 
+pytestmark = pytest.mark.offline_models
+
 
 def installed(role: str) -> list[str]:
     return [

@@ -41,7 +41,7 @@ async def test_chat_through_each_backend(realm: Realm, stub: StubServer, stream:
     assert result["result"] == "echo: what is the weather today"
     assert result["result_type"] == "text"
     assert result["cost"] == pytest.approx(0.01 + 0.001 * result["processing_time"], abs=1e-6)
-    if stream and protocol != "rentahal":
+    if stream:
         assert len(chunks) > 1 and "".join(chunks) == result["result"]
     elif not stream:
         assert chunks == []
@@ -51,7 +51,26 @@ async def test_chat_through_each_backend(realm: Realm, stub: StubServer, stream:
     body = sent[0]["json"]
     if protocol == "rentahal":
         assert body["prompt"] == "what is the weather today" and body["type"] == "chat"
+        assert body["stream"] is True  # asked to stream even for a whole answer: it may be spoken
     else:
         assert body["messages"] == [{"role": "user", "content": "what is the weather today"}]
         assert body["stream"] is stream
         assert body["model"] == ("llama3:latest" if protocol == "ollama" else "gpt-4o-mini")
+
+
+async def test_a_worker_failing_mid_answer_fails_the_query_with_its_message(
+    realm: Realm, rentahal_stub: StubServer
+) -> None:
+    await rentahal_stub.reset()
+    await rentahal_stub.configure(error_after_chunks=2)
+    await realm.add_worker("w1", rentahal_stub)
+    cookie = await realm.broker.guest_cookie()
+    async with realm.broker.bus(cookie=cookie) as bus:
+        await bus.expect("user_info")
+        reply = await bus.request(
+            {"type": "submit_query", "query": {"prompt": "tell me", "query_type": "chat"}}
+        )
+        assert reply["type"] == "query_accepted", reply
+        query_id = reply["query_id"]
+        failed = await bus.expect("error", lambda m: m.get("query_id") == query_id, within=30)
+    assert "stub engine failed mid-answer" in failed["message"], failed

@@ -130,3 +130,31 @@ async def test_a_worker_token_from_the_cli_lets_a_worker_join(tmp_path: Path) ->
             f"{broker.url}/api/v1/audit", headers={"Authorization": f"Bearer {key}"}
         )
         assert "issue_worker_token" in [entry["action"] for entry in audit.json()]
+
+
+def test_serve_imports_no_bench_or_worker_code() -> None:
+    """`bench` and `worker` are loaded when they run, not with every broker start; their
+    one-line help in `rentahal --help` is the one their own command has."""
+    probe = (
+        "import sys, rentahal.cli as c;"
+        "from rentahal.api.app import create_app;"
+        "print(sorted(m for m in sys.modules if m.startswith(('rentahal.bench', 'rentahal.worker."
+        "cli', 'rentahal.worker.node', 'torch', 'transformers', 'faster_whisper', 'piper'))))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert loaded.stdout.strip() == "[]", loaded.stdout
+
+    from typer.main import get_command
+
+    from rentahal.cli import _LazyCommands, app
+
+    group = get_command(app)
+    assert isinstance(group, _LazyCommands)
+    for name, (_, _, summary) in _LazyCommands.LAZY.items():
+        command = group.get_command(None, name)  # type: ignore[arg-type]
+        assert command is not None and command.help is not None
+        assert command.help.splitlines()[0] == summary
+    listing = cli("--help")
+    assert listing.returncode == 0 and "bench" in listing.stdout and "worker" in listing.stdout

@@ -212,7 +212,8 @@ async def test_media_in_and_out(sdk_realm: SdkRealm, stub: StubServer) -> None:
         answer = await client.speech(make_wav(), speak=True)
         assert answer.transcript == heard and answer.text == f"echo: {heard}"
         assert answer.audio is not None and answer.audio.startswith(b"RIFF")
-        assert answer.worker == "voice"  # the last step spoke the answer
+        # Answered by the chat worker, and spoken as it wrote (no speaking step of its own).
+        assert answer.worker == "talker"
 
     transcriptions = [r for r in await stub.requests() if r["path"] == "/v1/audio/transcriptions"]
     assert transcriptions[0]["form"]["language"] == "en"
@@ -359,12 +360,14 @@ async def next_event(events: AsyncIterator[Event], where: Callable[[Event], bool
 # --- reconnecting --------------------------------------------------------------------------
 
 
-async def test_a_query_survives_a_broker_restart(tmp_path: Path, rentahal_stub: StubServer) -> None:
+async def test_a_query_survives_a_broker_restart(
+    tmp_path: Path, rentahal_stub: StubServer, database_env: dict[str, str]
+) -> None:
     """The broker is SIGKILLed while a query runs: the client reconnects by itself, the
     handle gets the result, and a call made while it was away waits for the reconnect."""
     await rentahal_stub.reset()
-    sysop_key = await create_sysop(tmp_path)
-    env = FAST_ENV | NO_LIMITS | {"RENTAHAL_PING_INTERVAL": "0.1"}
+    sysop_key = await create_sysop(tmp_path, database_url=database_env.get("RENTAHAL_DATABASE_URL"))
+    env = database_env | NO_LIMITS | {"RENTAHAL_PING_INTERVAL": "0.1"}
     broker = BrokerProcess(tmp_path, env=env)
     await broker.start()
     try:

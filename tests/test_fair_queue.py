@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rentahal.scheduler.fair_queue import FairQueue
+from tests.conftest import FUZZ_SCALE
 
 _ids = itertools.count()
 
@@ -240,7 +241,7 @@ push_op = st.tuples(
 )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150 * FUZZ_SCALE, deadline=None)
 @given(st.lists(push_op, max_size=40), st.randoms(use_true_random=False))
 def test_position_matches_simulated_dispatch_order(ops, rnd: random.Random) -> None:
     q = queue()

@@ -26,9 +26,9 @@ from pydantic import SecretStr
 from sqlalchemy import update
 from sqlalchemy.engine import make_url
 
-from rentahal.bus.errors import ErrorCode
-from rentahal.bus.messages import QuerySpec
 from rentahal.config import Settings, load_settings
+from rentahal.core.errors import ErrorCode
+from rentahal.core.specs import QuerySpec
 from rentahal.intents.base import Answer, IntentCall, IntentError
 from rentahal.intents.gmail import GMAIL_READONLY, PROVIDER, GmailIntent
 from rentahal.store import Query, Store, utcnow

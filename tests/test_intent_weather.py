@@ -19,9 +19,9 @@ import pytest_asyncio
 from pydantic import SecretStr
 from structlog.testing import capture_logs
 
-from rentahal.bus.errors import ErrorCode
-from rentahal.bus.messages import QuerySpec
 from rentahal.config import Settings, load_settings
+from rentahal.core.errors import ErrorCode
+from rentahal.core.specs import QuerySpec
 from rentahal.intents import Answer, IntentCall, IntentError, Location, Units
 from rentahal.intents.weather import Forecast, WeatherIntent, summary
 from rentahal.net import free_port

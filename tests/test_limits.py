@@ -13,8 +13,8 @@ import pytest_asyncio
 
 from rentahal.admission import Admission
 from rentahal.auth import Principal
-from rentahal.bus.errors import ProtocolError
 from rentahal.config import load_settings
+from rentahal.core.errors import ProtocolError
 from rentahal.limits import Limit, RateLimiter, TokenBucket
 from rentahal.store import Role, Store
 from rentahal.testing.broker import BrokerProcess

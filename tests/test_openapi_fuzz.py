@@ -36,7 +36,7 @@ Some 5xx are accepted, by status and structured error code only (`GATEWAY_ERRORS
 broker is a gateway, and this realm's workers are only those the sysop's fuzzing adds, at
 addresses nothing answers. A query no live worker can serve is 503 `no_worker`; one sent to
 such a worker ends 502 `worker_error` (or 504 `timeout`, 503 `expired`) on the OpenAI API,
-as designed (rentahal/api/openai_api.py FAILURES). Any other 5xx — a 500 above all — fails.
+as designed (rentahal/api/openai/errors.py FAILURES). Any other 5xx — a 500 above all — fails.
 
 Known defects found by this fuzzing have each a reproduction below marked
 `xfail(strict=True)`: when one is fixed its reproduction XPASSes and fails, and the mark goes
@@ -45,7 +45,8 @@ that breaks the document in a known way (`KNOWN_DEFECTS`) is excused from the co
 checks only, for the exact operation and shape concerned. A defect already fixed keeps its
 reproduction as a plain regression test.
 
-`FUZZ_SCALE=10` multiplies the number of random examples for a deeper hunt.
+The examples are the same every run (derandomized); `RENTAHAL_TEST_FUZZ=deep` makes them random
+and ten times as many for a deeper hunt (`FUZZ_SCALE=N` sets the multiplier; tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
 )
 
-from tests.conftest import create_sysop
+from tests.conftest import DEEP, create_sysop
 from tests.test_bus_fuzz import (
     OUTSIDE_ENDPOINTS,
     SCALE,
@@ -88,8 +89,8 @@ BROKER_ENV = {
     "RENTAHAL_GOOGLE_CLIENT_ID": "fuzz-client.apps.googleusercontent.com",
     "RENTAHAL_GOOGLE_CLIENT_SECRET": "fuzz-secret",
 }
-# Random examples per operation and role (examples and coverage cases come on top);
-# `FUZZ_SCALE=10` multiplies it for a deeper hunt.
+# Generated examples per operation and role (examples and coverage cases come on top);
+# `RENTAHAL_TEST_FUZZ=deep` multiplies it (and makes them random) for a deeper hunt.
 MAX_EXAMPLES = 8 * SCALE
 REQUEST_TIMEOUT = 20.0  # seconds: far above any bounded wait above
 
@@ -151,7 +152,11 @@ def api(broker: ThreadedBroker) -> schemathesis.BaseSchema:
     """The running broker's own OpenAPI document."""
     config = schemathesis.Config.from_dict(
         {
-            "generation": {"max-examples": MAX_EXAMPLES, "mode": "all"},
+            "generation": {
+                "max-examples": MAX_EXAMPLES,
+                "mode": "all",
+                "deterministic": not DEEP,  # derandomized, as the Hypothesis profile is
+            },
             "phases": {"examples": {"enabled": True}, "coverage": {"enabled": True}},
         }
     )
@@ -187,8 +192,8 @@ def error_code(response: Any) -> str | None:
     return error.get("code") if isinstance(error, dict) else None
 
 
-# The gateway's own answers about its workers (rentahal/api/rest.py HTTP_STATUS,
-# rentahal/api/openai_api.py FAILURES): status → the error codes it is designed for.
+# The gateway's own answers about its workers (rentahal/api/errors.py HTTP_STATUS,
+# rentahal/api/openai/errors.py FAILURES): status → the error codes it is designed for.
 GATEWAY_ERRORS = {
     502: {"worker_error", "no_output"},  # the worker failed, or made no file
     503: {"no_worker", "expired"},  # no live worker could serve it, or none in time
@@ -255,6 +260,8 @@ def exercise(case: schemathesis.Case, broker: ThreadedBroker, headers: dict[str,
 # --- the fuzzing -------------------------------------------------------------------------
 
 FUZZ = settings(
+    max_examples=MAX_EXAMPLES,  # as configured above: not the Hypothesis profile's count
+    derandomize=not DEEP,
     deadline=None,
     suppress_health_check=[
         HealthCheck.function_scoped_fixture,

@@ -203,6 +203,8 @@ async def test_the_page_shows_reconnecting_and_comes_back(browser: Browser, tmp_
     await broker.start()
     try:
         context, page, _ = await open_page(browser, Realm(broker, ""))
+        # Who the page is, once the broker's greeting has said (before it, "…").
+        await expect(page.locator("#user-info")).not_to_have_text("…")
         who = await page.locator("#user-info").text_content()
         await broker.stop()
         await expect(page.locator("#connection")).to_have_text(

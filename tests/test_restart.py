@@ -2,27 +2,19 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
-import pytest
+import httpx
 
 from rentahal.testing.broker import BrokerProcess
 from rentahal.testing.process import StubServer
 from rentahal.testing.waiting import eventually
-from tests.conftest import FAST_ENV, Realm, create_sysop
+from tests.conftest import Realm, create_sysop
 
 
 async def _add_worker(broker: BrokerProcess, key: str, stub: StubServer, **fields: object) -> None:
     await Realm(broker, key).add_worker("w1", stub, **fields)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_env(request: pytest.FixtureRequest) -> dict[str, str]:
-    """The broker's environment for each database: its SQLite default, or a fresh
-    PostgreSQL database through `RENTAHAL_DATABASE_URL`."""
-    if request.param == "sqlite":
-        return dict(FAST_ENV)
-    return FAST_ENV | {"RENTAHAL_DATABASE_URL": request.getfixturevalue("fresh_pg_url")}
 
 
 async def test_history_survives_a_restart(
@@ -53,12 +45,14 @@ async def test_history_survives_a_restart(
     ]
 
 
-async def test_jobs_survive_sigkill(tmp_path: Path, rentahal_stub: StubServer) -> None:
+async def test_jobs_survive_sigkill(
+    tmp_path: Path, rentahal_stub: StubServer, database_env: dict[str, str]
+) -> None:
     """A running job and a queued one, the broker SIGKILLed: after the restart both run,
     and their results reach the owner when they reconnect."""
     await rentahal_stub.reset()
-    key = await create_sysop(tmp_path)
-    broker = BrokerProcess(tmp_path, env=FAST_ENV)
+    key = await create_sysop(tmp_path, database_url=database_env.get("RENTAHAL_DATABASE_URL"))
+    broker = BrokerProcess(tmp_path, env=database_env)
     await broker.start()
     try:
         await _add_worker(broker, key, rentahal_stub, max_concurrency=1)
@@ -81,11 +75,79 @@ async def test_jobs_survive_sigkill(tmp_path: Path, rentahal_stub: StubServer) -
         await broker.stop()
 
     await rentahal_stub.configure(latency=0)
-    async with BrokerProcess(tmp_path, env=FAST_ENV) as broker, broker.bus(cookie=cookie) as bus:
+    async with (
+        BrokerProcess(tmp_path, env=database_env) as broker,
+        broker.bus(cookie=cookie) as bus,
+    ):
         results = {(await bus.expect("query_result", within=20))["query_id"] for _ in range(2)}
     assert results == {running["query_id"], queued["query_id"]}
     prompts = [
         r["json"]["prompt"] for r in await rentahal_stub.requests() if r["path"] == "/predict"
     ]
     assert prompts.count("running") == 2  # the interrupted attempt, then the one that finished
+    # Both attempts named the same job, so a worker that had finished it would not run it again.
+    keys = {
+        r["headers"].get("idempotency-key")
+        for r in await rentahal_stub.requests()
+        if r["path"] == "/predict" and r["json"]["prompt"] == "running"
+    }
+    assert keys == {f"{running['query_id']}.0"}
     assert prompts.count("queued") == 1
+
+
+async def test_jobs_in_flight_at_a_sigkill_finish_once_after_restart(
+    tmp_path: Path, database_env: dict[str, str]
+) -> None:
+    """A worker whose models only its health check knows, jobs at the worker and waiting,
+    the broker SIGKILLed: the restarted broker dispatches them before its first probe of the
+    worker, every one finishes (none failed, the circuit never opened), and each completes at
+    the worker exactly once (the interrupted attempts were cut off, not finished)."""
+    key = await create_sysop(tmp_path, database_url=database_env.get("RENTAHAL_DATABASE_URL"))
+    headers = {"Authorization": f"Bearer {key}"}
+    async with StubServer("openai", models=["m1"]) as stub:
+        await stub.configure(latency=30)
+        broker = BrokerProcess(tmp_path, env=database_env)
+        await broker.start()
+        try:
+            await Realm(broker, key).add_worker("w1", stub, type="chat", max_concurrency=4)
+            async with httpx.AsyncClient(base_url=broker.url, headers=headers) as http:
+
+                async def models_known() -> bool:
+                    workers = (await http.get("/api/v1/workers")).json()
+                    return workers[0]["models"] == ["m1"]
+
+                await eventually(models_known)
+                ids = [
+                    (
+                        await http.post(
+                            "/api/v1/queries", json={"query_type": "chat", "prompt": f"q{i}"}
+                        )
+                    ).json()["query_id"]
+                    for i in range(12)
+                ]
+
+                async def four_at_the_worker() -> bool:
+                    return (await stub.stats())["in_flight"] == 4
+
+                await eventually(four_at_the_worker)
+            await broker.kill()
+        finally:
+            await broker.stop()
+
+        await stub.configure(latency=0.05)
+        async with (
+            BrokerProcess(tmp_path, env=database_env) as broker,
+            httpx.AsyncClient(base_url=broker.url, headers=headers, timeout=30) as http,
+        ):
+            states = [
+                (await http.get(f"/api/v1/queries/{i}", params={"wait": 20})).json()["state"]
+                for i in ids
+            ]
+        requests = [r for r in await stub.requests() if r["method"] == "POST"]
+    assert states == ["done"] * len(ids), broker.output[-3000:]
+    completed = Counter(
+        r["json"]["messages"][-1]["content"] for r in requests if r["outcome"] == "completed"
+    )
+    assert completed == Counter(f"q{i}" for i in range(12))
+    cut_off = [r for r in requests if r["outcome"] == "disconnected"]
+    assert len(cut_off) == 4

@@ -7,6 +7,7 @@ from collections import Counter
 
 import pytest
 
+from rentahal.backends.base import Backend, Endpoint
 from rentahal.routing.circuit import CircuitBreaker, CircuitState
 from rentahal.routing.pools import PoolState, specialists
 from rentahal.routing.realms import RealmTable
@@ -338,6 +339,37 @@ def test_worker_with_open_circuit_is_alive_but_not_available(
     open_it(breaker)
     assert w.alive
     assert not w.available
+
+
+# --- what a backend is handed -----------------------------------------------------------
+
+
+def test_a_worker_s_endpoint_is_its_address_and_models_not_its_live_state() -> None:
+    w = worker("a", models=("llama3", "mistral"), in_flight=1, health=40.0)
+    w.address = " 10.0.0.7:11434/ "
+    endpoint = w.endpoint
+    assert endpoint == Endpoint(
+        name="a", kind="ollama", url="http://10.0.0.7:11434", models=("llama3", "mistral")
+    )
+    w.models = ("phi3",)  # a later health check; the endpoint already handed out stays
+    assert endpoint.models == ("llama3", "mistral") and w.endpoint.models == ("phi3",)
+
+
+def test_the_endpoint_key_is_the_join_key_else_the_named_environment_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    w = worker("a")
+    assert w.endpoint.key is None and Backend.auth_headers(w.endpoint) == {}
+    w.api_key_env = "RENTAHAL_TEST_ENDPOINT_KEY"
+    monkeypatch.delenv(w.api_key_env, raising=False)
+    assert w.endpoint.key is None
+    monkeypatch.setenv(w.api_key_env, "")
+    assert w.endpoint.key is None
+    monkeypatch.setenv(w.api_key_env, "sk-from-env")
+    assert Backend.auth_headers(w.endpoint) == {"Authorization": "Bearer sk-from-env"}
+    w.key = "sk-joined"
+    assert Backend.auth_headers(w.endpoint) == {"Authorization": "Bearer sk-joined"}
+    assert "sk-joined" not in repr(w.endpoint)
 
 
 # --- router -----------------------------------------------------------------------------

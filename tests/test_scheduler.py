@@ -22,7 +22,7 @@ import pytest_asyncio
 from rentahal.testing.broker import BrokerProcess, BusClient
 from rentahal.testing.process import StubServer
 from rentahal.testing.waiting import eventually
-from tests.conftest import FAST_ENV, Realm, create_sysop
+from tests.conftest import Realm, create_sysop
 
 Message = dict[str, Any]
 
@@ -343,10 +343,12 @@ async def test_worker_killed_mid_job_loses_no_job(realm: Realm, stub_y: StubServ
     assert result["worker"] == "y", result
 
 
-async def test_broker_sigkill_every_result_exactly_once(tmp_path: Path, stub_x: StubServer) -> None:
+async def test_broker_sigkill_every_result_exactly_once(
+    tmp_path: Path, stub_x: StubServer, database_env: dict[str, str]
+) -> None:
     await fresh(stub_x, latency=1.0)
-    key = await create_sysop(tmp_path)
-    broker = BrokerProcess(tmp_path, env=FAST_ENV)
+    key = await create_sysop(tmp_path, database_url=database_env.get("RENTAHAL_DATABASE_URL"))
+    broker = BrokerProcess(tmp_path, env=database_env)
     await broker.start()
     try:
         await Realm(broker, key).add_worker("w", stub_x, max_concurrency=1)
@@ -359,7 +361,7 @@ async def test_broker_sigkill_every_result_exactly_once(tmp_path: Path, stub_x: 
     finally:
         await broker.stop()
 
-    async with BrokerProcess(tmp_path, env=FAST_ENV) as restarted:
+    async with BrokerProcess(tmp_path, env=database_env) as restarted:
         async with restarted.bus(cookie=cookie) as second:
             done = await results(second, ids, within=20)
             assert (await second.request({"type": "ping"}))["type"] == "pong"

@@ -12,8 +12,8 @@ import httpx
 import pytest
 import pytest_asyncio
 
+from rentahal.core.spotting import COMMANDS, spot, vocabulary_of
 from rentahal.intents.registry import IntentRegistry
-from rentahal.intents.spotting import COMMANDS, spot, vocabulary_of
 from rentahal.testing.broker import BusClient
 from rentahal.testing.process import StubServer
 from rentahal.testing.waiting import eventually

@@ -22,7 +22,7 @@ import pytest_asyncio
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import delete, inspect, select, text, update
+from sqlalchemy import delete, event, inspect, select, text, update
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, StatementError
 
@@ -39,6 +39,7 @@ from rentahal.store import (
 )
 from rentahal.store.migrations import alembic_config
 from rentahal.store.models import ApiKey, Base, Session, TypeStats, User
+from rentahal.store.workers import WorkerHealth
 from tests.postgres import PgDatabase, pg_admin_url
 
 EXPECTED_TABLES = {
@@ -106,6 +107,7 @@ async def postgresql_store(pg_module_store: Store) -> Store:
     tables = ", ".join(table.name for table in Base.metadata.sorted_tables)
     async with pg_module_store.db.engine.begin() as connection:
         await connection.execute(text(f"TRUNCATE {tables}"))
+    pg_module_store.credential_cache.clear()  # it names users that are gone
     return pg_module_store
 
 
@@ -406,6 +408,11 @@ async def test_api_key_resolves_and_only_its_hash_is_stored(store: Store) -> Non
         api_key = await session.scalar(select(ApiKey))
     assert api_key is not None
     assert api_key.scopes == ["*"]
+    assert api_key.last_used_at is None  # gathered in memory, written together
+    await store.credentials.flush_usage()
+    async with store.db.session() as session:
+        api_key = await session.scalar(select(ApiKey))
+    assert api_key is not None
     assert is_utc_aware(api_key.last_used_at)  # resolving records the use
     assert api_key.revoked_at is None
 
@@ -431,6 +438,98 @@ async def test_revoked_api_key_does_not_resolve(store: Store) -> None:
 
     assert await store.credentials.resolve_api_key(revoked) is None
     assert await store.credentials.resolve_api_key(kept) is not None
+
+
+class StatementCounter:
+    """Counts the statements the store's engine sends (a read or a write each)."""
+
+    def __init__(self, store: Store) -> None:
+        self.engine = store.db.engine.sync_engine
+        self.statements: list[str] = []
+
+    def _count(self, _conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        self.statements.append(statement)
+
+    def __enter__(self) -> list[str]:
+        event.listen(self.engine, "before_cursor_execute", self._count)
+        return self.statements
+
+    def __exit__(self, *_: object) -> None:
+        event.remove(self.engine, "before_cursor_execute", self._count)
+
+
+async def test_a_resolved_credential_is_answered_without_the_store(store: Store) -> None:
+    user = await store.users.create(role=Role.USER)
+    key = await store.credentials.create_api_key(user.id, scopes=["chat"])
+    assert await store.credentials.resolve_api_key_scoped(key) is not None
+
+    with StatementCounter(store) as statements:
+        for _ in range(20):
+            resolved = await store.credentials.resolve_api_key_scoped(key)
+            assert resolved is not None and resolved[0].id == user.id
+            assert resolved[1] == ["chat"]
+    assert statements == []
+
+    # The keys' usage stamps, written together: one statement for any number of keys.
+    other = await store.credentials.create_api_key(user.id)
+    assert await store.credentials.resolve_api_key(other) is not None
+    with StatementCounter(store) as statements:
+        await store.credentials.flush_usage()
+    assert [s.split()[0].upper() for s in statements] == ["UPDATE"]
+    stamps = await rows(store, "SELECT last_used_at FROM api_keys")
+    assert len(stamps) == 2 and all(row["last_used_at"] is not None for row in stamps)
+
+
+async def test_a_change_to_a_credential_or_its_user_holds_on_the_next_resolve(
+    store: Store,
+) -> None:
+    user = await store.users.create(role=Role.USER, nickname="dave")
+    laptop, key = await store.credentials.issue_api_key(user.id, name="laptop")
+    phone = await store.credentials.create_api_key(user.id, name="phone")
+
+    async def by_key() -> User:
+        resolved = await store.credentials.resolve_api_key(phone)
+        assert resolved is not None
+        return resolved
+
+    assert (await by_key()).nickname == "dave"
+    await store.users.set_banned(user.id, True)
+    assert (await by_key()).is_banned
+    await store.users.set_banned(user.id, False)
+    assert not (await by_key()).is_banned
+    await store.users.set_role(user.id, Role.GUEST)
+    assert (await by_key()).role == Role.GUEST.value
+    await store.users.set_nickname(user.id, "hal")
+    assert (await by_key()).nickname == "hal"
+    await store.users.set_budget_enforced(user.id, True)
+    assert (await by_key()).budget_enforced
+
+    assert await store.credentials.resolve_api_key(key) is not None
+    assert await store.credentials.revoke_api_key(laptop.id, owner_id=user.id)
+    assert await store.credentials.resolve_api_key(key) is None
+    assert await store.credentials.resolve_api_key(phone) is not None
+
+
+async def test_a_users_standing_is_read_once_and_a_ban_or_budget_holds_at_once(
+    store: Store,
+) -> None:
+    user = await store.users.create(role=Role.USER)
+    first = await store.ledger.standing(user.id)
+    assert (first.banned, first.balance) == (False, None)
+    with StatementCounter(store) as statements:
+        for _ in range(20):
+            assert not (await store.ledger.standing(user.id)).banned
+    assert statements == []
+
+    await store.users.set_banned(user.id, True)
+    assert (await store.ledger.standing(user.id)).banned
+    await store.users.set_banned(user.id, False)
+    await store.users.set_budget_enforced(user.id, True)
+    await store.ledger.grant(user.id, 5000, actor_id=user.id, memo="test")
+    with StatementCounter(store) as statements:
+        standing = await store.ledger.standing(user.id)
+    assert (standing.banned, standing.balance) == (False, 5000)
+    assert statements  # an enforced budget's balance is summed from the store each time
 
 
 async def test_malformed_api_keys_are_refused_before_lookup(store: Store) -> None:
@@ -689,7 +788,7 @@ async def test_datetimes_in_another_zone_keep_their_instant(store: Store) -> Non
     await store.workers.add(Worker(name="w1", address="http://w1", kind="ollama"))
     paris = datetime(2025, 6, 1, 14, 30, tzinfo=timezone(timedelta(hours=2)))
 
-    await store.workers.save_health([("w1", 50.0, False, paris)])
+    await store.workers.save_health([WorkerHealth("w1", 50.0, False, paris, ())])
     worker = await store.workers.get("w1")
     assert worker is not None and is_utc_aware(worker.last_active)
     assert worker.last_active == paris, f"stored {worker.last_active}, expected {paris}"
@@ -698,7 +797,7 @@ async def test_datetimes_in_another_zone_keep_their_instant(store: Store) -> Non
 async def test_naive_datetimes_are_refused(store: Store) -> None:
     await store.workers.add(Worker(name="w1", address="http://w1", kind="ollama"))
     with pytest.raises(StatementError, match="naive datetime"):
-        await store.workers.save_health([("w1", 50.0, False, datetime(2025, 1, 1))])
+        await store.workers.save_health([WorkerHealth("w1", 50.0, False, datetime(2025, 1, 1), ())])
 
 
 # --------------------------------------------------------------------------- stats
@@ -821,13 +920,19 @@ async def test_remove_worker_reports_whether_it_existed(store: Store) -> None:
     assert await store.workers.list() == []
 
 
-async def test_save_health_persists_score_blacklist_and_last_active(store: Store) -> None:
+async def test_save_health_persists_score_blacklist_last_active_and_models(
+    store: Store,
+) -> None:
     for name in ("a", "b", "c"):
         await store.workers.add(Worker(name=name, address=f"http://{name}", kind="ollama"))
     seen = utcnow()
 
     await store.workers.save_health(
-        [("a", 42.5, False, seen), ("b", 0.0, True, None), ("ghost", 1.0, True, seen)]
+        [
+            WorkerHealth("a", 42.5, False, seen, ("llama3", "phi3")),
+            WorkerHealth("b", 0.0, True, None, ()),
+            WorkerHealth("ghost", 1.0, True, seen, ()),
+        ]
     )
     workers = {w.name: w for w in await store.workers.list()}
     assert set(workers) == {"a", "b", "c"}  # an unknown name is ignored, not created
@@ -836,6 +941,8 @@ async def test_save_health_persists_score_blacklist_and_last_active(store: Store
     assert (workers["b"].health_score, workers["b"].blacklisted) == (0.0, True)
     assert workers["b"].last_active is None
     assert (workers["c"].health_score, workers["c"].blacklisted) == (100.0, False)
+    # What the probe listed is kept apart from what the sysop configured.
+    assert (workers["a"].reported_models, workers["a"].models) == (["llama3", "phi3"], [])
 
 
 async def test_models_per_provider(store: Store) -> None:

@@ -11,9 +11,9 @@ import httpx
 import pytest
 from PIL import Image
 
-from rentahal.bus.errors import ErrorCode, ProtocolError
 from rentahal.bus.messages import VisionChunk
 from rentahal.bus.uploads import ChunkedUploads
+from rentahal.core.errors import ErrorCode, ProtocolError
 from rentahal.testing.broker import BusClient
 from rentahal.testing.process import StubServer
 from tests.conftest import Realm

@@ -30,6 +30,8 @@ from rentahal.worker.engines.tiered_tts import WORD_LIMIT, TieredTtsEngine
 from rentahal.worker.protocol import TtsRequest, TtsResponse
 from rentahal.worker.service import WorkerService
 
+pytestmark = pytest.mark.offline_models
+
 SEMANTIC_TOKENS, CODES, CODEBOOKS = 8, 16, 8  # Bark: 10_000, 1024, 8
 PIPER_RATE = 22_050
 WORDS = ["hello", "world", "the", "cat", "sat", "on", "a", "mat"]

@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import wave
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -44,6 +45,8 @@ from rentahal.worker.outbound import _Runs
 from rentahal.worker.protocol import ChatRequest, ChatResponse, TtsRequest, TtsResponse
 from rentahal.worker.service import WorkerService
 from rentahal.worker.speakers import ESPEAK_PRESETS
+
+pytestmark = pytest.mark.offline_models
 
 SENTENCE = "what is the weather today"
 ESPEAK_SENTENCE = "please open the door"
@@ -131,6 +134,54 @@ async def predict(
     return await client.post(f"{worker.url}{path}", json=body)
 
 
+@dataclass
+class Streamed:
+    """A streamed `/predict` answer: its content type, its lines, and when each arrived."""
+
+    content_type: str
+    lines: list[dict[str, Any]]
+    arrived: list[float]
+
+    @property
+    def text(self) -> str:
+        return "".join(line.get("response", "") for line in self.lines)
+
+
+async def predict_streamed(
+    client: httpx.AsyncClient,
+    worker: WorkerProcess,
+    body: dict[str, Any],
+    headers: dict[str, str] | None = None,
+) -> Streamed:
+    """POST `body` with `"stream": true` and read the NDJSON answer line by line."""
+    async with client.stream(
+        "POST", f"{worker.url}/predict", json=body | {"stream": True}, headers=headers
+    ) as response:
+        assert response.status_code == 200, await response.aread()
+        answer = Streamed(response.headers["content-type"], [], [])
+        async for line in response.aiter_lines():
+            if line.strip():
+                answer.lines.append(json.loads(line))
+                answer.arrived.append(time.monotonic())
+    return answer
+
+
+def assert_well_formed(answer: Streamed) -> None:
+    """NDJSON pieces `{response, done: false}`, then one `{response: "", done: true}`."""
+    assert answer.content_type.split(";")[0] == "application/x-ndjson"
+    *pieces, last = answer.lines
+    assert last == {"response": "", "done": True}
+    assert pieces
+    for piece in pieces:
+        assert set(piece) == {"response", "done"}
+        assert piece["done"] is False
+        assert isinstance(piece["response"], str) and piece["response"]
+
+
+async def load(client: httpx.AsyncClient, worker: WorkerProcess) -> dict[str, int]:
+    return dict((await client.get(f"{worker.url}/health")).json()["load"])
+
+
 async def oversized_chunks() -> AsyncIterator[bytes]:
     """A chunked body (no Content-Length) that grows one byte past the worker's limit."""
     left, chunk = MAX_BODY + 1, b"A" * (1024 * 1024)
@@ -190,6 +241,12 @@ async def stt() -> AsyncIterator[WorkerProcess]:
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def chat() -> AsyncIterator[WorkerProcess]:
     async for worker in _serve("chat", "--engine", "llama.cpp"):
+        yield worker
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def echo() -> AsyncIterator[WorkerProcess]:
+    async for worker in _serve("chat", "--engine", "echo"):
         yield worker
 
 
@@ -584,13 +641,66 @@ async def test_worker_key_guards_predict_but_not_health() -> None:
         assert (await local.get("/health")).status_code == 200
 
 
+class CountingEngine(EchoEngine):
+    """Echoes, once the test lets each run finish; counts the runs it started."""
+
+    def __init__(self, options: EngineOptions) -> None:
+        super().__init__(options)
+        self.release = threading.Event()
+        self.runs = 0
+
+    def run(self, request: BaseModel) -> BaseModel:
+        self.runs += 1
+        if not self.release.wait(timeout=30):
+            raise RuntimeError("the test never released the run")
+        assert isinstance(request, ChatRequest)
+        if request.prompt == "fail":
+            raise RuntimeError("this prompt fails")
+        return super().run(request)
+
+
+async def test_a_job_sent_again_with_its_idempotency_key_is_not_run_again() -> None:
+    """What a restarted broker relies on: the same job (its key) joins the run in progress or
+    gets its answer; another key runs; a failed run is forgotten, so it can be retried."""
+    engine = CountingEngine(EngineOptions())
+    service = WorkerService("chat", engine)
+    await service.load()
+    body = {"prompt": "hello"}
+    async with asgi_client(service) as local:
+        first = asyncio.create_task(
+            local.post("/predict", json=body, headers={"Idempotency-Key": "q1.0"})
+        )
+        await eventually(lambda: asyncio.to_thread(lambda: engine.runs == 1))
+        again = asyncio.create_task(
+            local.post("/predict", json=body, headers={"Idempotency-Key": "q1.0"})
+        )
+        engine.release.set()
+        answers = [await first, await again]
+        assert [a.json() for a in answers] == [{"response": "echo: hello"}] * 2
+        later = await local.post("/predict", json=body, headers={"Idempotency-Key": "q1.0"})
+        assert later.json() == {"response": "echo: hello"}
+        assert engine.runs == 1
+        await local.post("/predict", json=body, headers={"Idempotency-Key": "q2.0"})
+        await local.post("/predict", json=body)  # no key: always run
+        assert engine.runs == 3
+        failing = {"prompt": "fail"}
+        for _ in range(2):
+            failed = await local.post("/predict", json=failing, headers={"Idempotency-Key": "q3"})
+            assert_error(failed, 500, "engine_error")
+        assert engine.runs == 5
+        long_key = {"Idempotency-Key": "k" * 129}
+        assert_error(await local.post("/predict", json=body, headers=long_key), 400, "invalid")
+
+
 # --- 6. chat with llama.cpp -----------------------------------------------------------------
 
 
 async def test_chat_answers_a_short_question(
     chat: WorkerProcess, client: httpx.AsyncClient
 ) -> None:
-    response = await predict(client, chat, {"prompt": "What is the capital of France?"})
+    # Bounded: SmolLM2 may otherwise ramble on for a minute on a busy machine.
+    question = {"prompt": "What is the capital of France?", "options": {"max_tokens": 48}}
+    response = await predict(client, chat, question)
     assert response.status_code == 200, response.text
     assert set(response.json()) == {"response"}
     answer = response.json()["response"]
@@ -627,10 +737,148 @@ async def test_chat_at_temperature_zero_repeats_its_answer(
     assert first == second
 
 
-async def test_chat_refuses_an_image(chat: WorkerProcess, client: httpx.AsyncClient) -> None:
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+async def test_chat_refuses_an_image(
+    chat: WorkerProcess, client: httpx.AsyncClient, stream: bool
+) -> None:
+    # Refused before the first piece: a plain JSON error, streamed or not.
     image = png_base64(Image.new("RGB", (8, 8), "red"))
-    response = await predict(client, chat, {"prompt": "what is this?", "image": image})
-    assert_error(response, 400, "unsupported")
+    body = {"prompt": "what is this?", "image": image, "stream": stream}
+    assert_error(await predict(client, chat, body), 400, "unsupported")
+
+
+# --- 6b. streamed chat ----------------------------------------------------------------------
+
+ECHOED = "one two three four five six seven eight nine ten"
+
+
+async def assert_streams_as_written(
+    client: httpx.AsyncClient, worker: WorkerProcess, body: dict[str, Any]
+) -> None:
+    """Streamed, `body` is answered in NDJSON pieces, the first well before the last, that
+    join to exactly the answer the unstreamed call gives."""
+    whole = await predict(client, worker, body)
+    assert whole.status_code == 200, whole.text
+    assert whole.headers["content-type"] == "application/json"
+    assert set(whole.json()) == {"response"}
+
+    streamed = await predict_streamed(client, worker, body)
+    assert_well_formed(streamed)
+    assert streamed.text == whole.json()["response"]
+    assert len(streamed.lines) > 3
+    first, last = streamed.arrived[0], streamed.arrived[-2]
+    assert first < last, "the first piece came no earlier than the last one"
+
+
+async def test_echo_streams_pieces_as_written_that_join_to_the_whole_answer(
+    echo: WorkerProcess, client: httpx.AsyncClient
+) -> None:
+    await assert_streams_as_written(client, echo, {"prompt": ECHOED, "options": {"pace": 0.05}})
+
+
+async def test_llamacpp_streams_pieces_as_written_that_join_to_the_whole_answer(
+    chat: WorkerProcess, client: httpx.AsyncClient
+) -> None:
+    story = {"prompt": "Tell me a long story about a dragon."}
+    await assert_streams_as_written(
+        client, chat, story | {"options": {"temperature": 0, "max_tokens": 48}}
+    )
+
+
+async def test_a_repeat_of_a_streamed_job_follows_its_run_instead_of_running_it_again(
+    echo: WorkerProcess, client: httpx.AsyncClient
+) -> None:
+    body = {"prompt": ECHOED, "options": {"pace": 0.2}}  # ~2 s to write
+    key = {"Idempotency-Key": f"streamed-{time.monotonic_ns()}"}
+    served = (await load(client, echo))["served"]
+    three_pieces = asyncio.Event()
+    first_lines: list[dict[str, Any]] = []
+
+    async def first_reader() -> None:
+        async with client.stream(
+            "POST", f"{echo.url}/predict", json=body | {"stream": True}, headers=key
+        ) as response:
+            async for line in response.aiter_lines():
+                first_lines.append(json.loads(line))
+                if len(first_lines) == 3:
+                    three_pieces.set()
+
+    reading = asyncio.create_task(first_reader())
+    async with asyncio.timeout(30):
+        await three_pieces.wait()
+    again = await predict_streamed(client, echo, body, headers=key)
+    await reading
+
+    answer = f"echo: {ECHOED}"
+    assert "".join(line["response"] for line in first_lines) == answer
+    assert again.text == answer
+    assert_well_formed(again)
+    # It joined mid-run: what was written so far came as one piece, the rest as written.
+    assert again.lines[0]["response"].startswith("echo: one two")
+    assert 2 < len(again.lines) < len(first_lines)
+    assert (await load(client, echo))["served"] == served + 1  # the engine ran once
+
+    later = await predict_streamed(client, echo, body, headers=key)  # finished: all at once
+    assert later.lines == [{"response": answer, "done": False}, {"response": "", "done": True}]
+    plain = await client.post(f"{echo.url}/predict", json=body, headers=key)
+    assert plain.json() == {"response": answer}
+    assert (await load(client, echo))["served"] == served + 1
+
+
+async def test_a_client_that_hangs_up_mid_stream_stops_the_engine_and_frees_the_slot(
+    echo: WorkerProcess, client: httpx.AsyncClient
+) -> None:
+    body = {"prompt": " ".join(["word"] * 400), "options": {"pace": 0.05}, "stream": True}
+    served = (await load(client, echo))["served"]  # the above would take 20 s to write
+    async with client.stream("POST", f"{echo.url}/predict", json=body) as response:
+        async for line in response.aiter_lines():
+            assert json.loads(line) == {"response": "echo:", "done": False}
+            break
+        assert (await load(client, echo))["in_flight"] == 1
+    # Hung up: the engine stops at its next word, well before its 20 s.
+
+    async def freed() -> bool:
+        return (await load(client, echo))["in_flight"] == 0
+
+    await eventually(freed, within=5)
+    assert (await load(client, echo))["served"] == served + 1
+    again = await predict(client, echo, {"prompt": "still there?"})
+    assert again.json() == {"response": "echo: still there?"}
+
+
+class FailingMidAnswer(EchoEngine):
+    """Writes the start of an answer, then fails (or fails at once for the prompt "now")."""
+
+    def stream(self, request: BaseModel, write: Callable[[str], bool]) -> None:
+        assert isinstance(request, ChatRequest)
+        if request.prompt == "now":
+            raise RuntimeError("the model is not there")
+        write("half ")
+        write("an answer")
+        raise RuntimeError("the model ran out of memory")
+
+
+async def test_an_engine_failing_mid_stream_ends_it_with_an_error_line() -> None:
+    service = WorkerService("chat", FailingMidAnswer(EngineOptions()))
+    await service.load()
+    async with asgi_client(service) as local:
+        key = {"Idempotency-Key": "fails.0"}
+        for _ in range(2):  # a failed run is forgotten: the repeat runs again
+            response = await local.post(
+                "/predict", json={"prompt": "hi", "stream": True}, headers=key
+            )
+            assert response.status_code == 200, response.text
+            *pieces, last = [json.loads(line) for line in response.text.splitlines()]
+            assert "".join(p["response"] for p in pieces) == "half an answer"
+            assert all(p["done"] is False for p in pieces)
+            assert last["done"] is True
+            assert last["error"]["code"] == "engine_error"
+            assert "ran out of memory" in last["error"]["message"]
+        assert service.served == 2
+        # Failing before the first piece is still a JSON error with its status.
+        early = await local.post("/predict", json={"prompt": "now", "stream": True})
+        assert "not there" in assert_error(early, 500, "engine_error")["message"]
+        assert (await local.get("/health")).json()["load"]["in_flight"] == 0
 
 
 # --- 7. vision with RapidOCR ----------------------------------------------------------------

@@ -26,6 +26,8 @@ from rentahal.worker.engines.transformers_chat import TransformersChatEngine, ge
 from rentahal.worker.engines.transformers_vision import TransformersVisionEngine
 from rentahal.worker.protocol import ChatRequest, ChatResponse, ImagineRequest, ImagineResponse
 
+pytestmark = pytest.mark.offline_models
+
 SENTENCES = ["hello world", "the cat sat on the mat", "a tiny model describes a red square"]
 CHAT_TEMPLATE = (
     "{% for m in messages %}<s>{{ m['role'] }}: {{ m['content'] }}</s>{% endfor %}"

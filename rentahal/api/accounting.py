@@ -112,7 +112,7 @@ async def set_budget(
     principal: SysopDep, user: TargetUserDep, budget: Budget, broker: BrokerDep
 ) -> Credit:
     """Whether the user's queries need credit (`insufficient_credit` when it runs out)."""
-    await broker.store.ledger.set_enforced(user.id, budget.enforced)
+    await broker.store.users.set_budget_enforced(user.id, budget.enforced)
     await broker.store.audit.record(
         principal.user, "set_budget", user.id, {"enforced": budget.enforced}
     )

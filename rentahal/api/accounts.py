@@ -9,7 +9,7 @@ and role changes.
   message for both. Throttled per client address and per nickname: 429 with `Retry-After`.
 - `GET /api/v1/users`, `PUT /api/v1/users/{user_id}/role {role}`: sysop only.
 
-Log out with `DELETE /api/v1/session` (`rentahal.api.rest`).
+Log out with `DELETE /api/v1/session` (`rentahal.api.rest.session`).
 """
 
 from __future__ import annotations
@@ -23,15 +23,14 @@ from pydantic import BaseModel, ConfigDict, StringConstraints
 
 from rentahal.api.deps import BrokerDep, SysopDep
 from rentahal.api.errors import REFUSED
-from rentahal.api.rest import http_error
 from rentahal.api.security import client_address, csrf_safe, origin_allowed, session_cookie_header
 from rentahal.auth.identity import SESSION_COOKIE
 from rentahal.auth.passwords import MAX_LENGTH, MIN_LENGTH
 from rentahal.broker import Broker
-from rentahal.bus.errors import ErrorCode, ProtocolError
 from rentahal.bus.events import UserView
 from rentahal.bus.messages import AssignableRole
 from rentahal.bus.views import user_view
+from rentahal.core.validation import StorableText
 from rentahal.store import Role, User
 
 router = APIRouter(prefix="/api/v1", tags=["users"], responses=REFUSED)
@@ -103,14 +102,6 @@ def _with_session(user: User, cookie: str, request: Request, broker: Broker, cod
     return response
 
 
-def _refused(exc: ProtocolError) -> HTTPException:
-    if exc.code == ErrorCode.UNAUTHORIZED:
-        return HTTPException(
-            status.HTTP_401_UNAUTHORIZED, detail={"code": exc.code, "message": exc.message}
-        )
-    return http_error(exc)
-
-
 @router.post(
     "/account",
     status_code=status.HTTP_201_CREATED,
@@ -120,7 +111,7 @@ def _refused(exc: ProtocolError) -> HTTPException:
 async def register(body: AccountRequest, request: Request, broker: BrokerDep) -> Response:
     """Register: a guest (by their session cookie) keeps their id and history and becomes a
     `user`; with no session, a new user. Sets a fresh session cookie either way."""
-    principal = await broker.auth.from_headers(request.headers, request.cookies)
+    principal = await broker.auth.authenticate(request.headers, request.cookies)
     if principal is None and "authorization" in request.headers:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
@@ -134,18 +125,10 @@ async def register(body: AccountRequest, request: Request, broker: BrokerDep) ->
             detail={"code": "forbidden", "message": "register from a browser session"},
         )
     _refuse_cross_site(request, broker)
-    if principal is not None and principal.user.is_banned:
-        raise HTTPException(
-            status.HTTP_403_FORBIDDEN,
-            detail={"code": "banned", "message": "You are banned from this service."},
-        )
     caller = principal.user if principal is not None else None
-    try:
-        user = await broker.accounts.register(
-            caller, body.nickname, body.password, client_address(request)
-        )
-    except ProtocolError as exc:
-        raise _refused(exc) from None
+    user = await broker.accounts.register(
+        caller, body.nickname, body.password, client_address(request)
+    )
     # A new session for the new standing: a cookie planted on the guest before does not
     # follow them into their account.
     await broker.auth.end_session(request.cookies)
@@ -167,10 +150,7 @@ async def login(body: LoginRequest, request: Request, broker: BrokerDep) -> Resp
     """Log in with nickname and password: a fresh session cookie, and the session of the
     cookie sent (if any) ends."""
     _refuse_cross_site(request, broker)
-    try:
-        user = await broker.accounts.login(body.nickname, body.password, client_address(request))
-    except ProtocolError as exc:
-        raise _refused(exc) from None
+    user = await broker.accounts.login(body.nickname, body.password, client_address(request))
     await broker.auth.end_session(request.cookies)
     cookie = await broker.auth.new_session(user)
     return _with_session(user, cookie, request, broker, status.HTTP_200_OK)
@@ -184,14 +164,36 @@ async def list_users(
     return [account_view(u) for u in await broker.store.users.list(limit)]
 
 
+@router.put("/users/{user_id}/ban", status_code=status.HTTP_204_NO_CONTENT)
+async def ban_user(user_id: StorableText, principal: SysopDep, broker: BrokerDep) -> None:
+    """Ban (as `ban_user` on the bus): their connections close, their queries stop, and every
+    credential of theirs is refused from now on. A sysop cannot ban themself (422)."""
+    await broker.user_admin.ban(principal.user, user_id)
+
+
+@router.delete("/users/{user_id}/ban", status_code=status.HTTP_204_NO_CONTENT)
+async def unban_user(user_id: StorableText, principal: SysopDep, broker: BrokerDep) -> None:
+    await broker.user_admin.unban(principal.user, user_id)
+
+
+class Terminated(BaseModel):
+    terminated: int
+
+
+@router.delete("/users/{user_id}/queries")
+async def terminate_user_queries(
+    user_id: StorableText, principal: SysopDep, broker: BrokerDep
+) -> Terminated:
+    """Stop every queued and running query of a user (as `terminate_query {user_guid}`)."""
+    count = await broker.user_admin.terminate(principal.user, user_id=user_id)
+    return Terminated(terminated=count)
+
+
 @router.put("/users/{user_id}/role")
 async def set_role(
-    user_id: str, body: RoleRequest, principal: SysopDep, broker: BrokerDep
+    user_id: StorableText, body: RoleRequest, principal: SysopDep, broker: BrokerDep
 ) -> AccountView:
     """Promote or demote. A guest (no password) cannot become a sysop and the last sysop
     cannot be demoted (409); the user's open connections act on the new role at once."""
-    try:
-        user = await broker.sysop_for(principal.user).set_role(user_id, Role(body.role))
-    except ProtocolError as exc:
-        raise _refused(exc) from None
+    user = await broker.user_admin.set_role(principal.user, user_id, Role(body.role))
     return account_view(user)

@@ -10,11 +10,23 @@ from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 
 from rentahal import __version__
-from rentahal.api import accounting, accounts, oauth, openai_api, pages, rest, workers
+from rentahal.api import (
+    accounting,
+    accounts,
+    errors,
+    oauth,
+    outage,
+    pages,
+    rest,
+    workers,
+)
+from rentahal.api.openai import router as openai_router
+from rentahal.api.openai.errors import install_error_handlers as install_openai_errors
 from rentahal.api.security import SecurityHeadersMiddleware
 from rentahal.api.ws import websocket_endpoint
 from rentahal.broker import Broker
 from rentahal.config import Settings
+from rentahal.request_ids import RequestIdMiddleware
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -39,11 +51,15 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.broker = broker
     app.add_middleware(SecurityHeadersMiddleware)
+    app.add_middleware(RequestIdMiddleware)  # outermost: every layer logs under the id
+    errors.install(app)  # a refusal raised anywhere answers with its status and code
+    outage.install(app, broker.store.health.failed)
     app.include_router(pages.router)
     app.include_router(rest.router)
     app.include_router(accounts.router)  # register, password login, users and roles
     app.include_router(accounting.router)  # credit, the ledger, exports
-    app.include_router(openai_api.router)
+    app.include_router(openai_router)  # /v1: the OpenAI-compatible API
+    install_openai_errors(app)
     app.include_router(workers.router)
     app.include_router(oauth.router)  # /api/v1/gmail: connecting Gmail (OAuth 2.0, PKCE)
     app.add_api_websocket_route("/ws", websocket_endpoint)

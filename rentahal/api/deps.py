@@ -9,8 +9,9 @@ from fastapi import Depends, HTTPException, Request, status
 from rentahal.api.security import client_address, csrf_safe
 from rentahal.auth import Principal
 from rentahal.broker import Broker
+from rentahal.core.validation import StorableText
 from rentahal.membership import holds_worker_token
-from rentahal.store import User
+from rentahal.store import Query, User
 
 
 def get_broker(request: Request) -> Broker:
@@ -21,7 +22,7 @@ BrokerDep = Annotated[Broker, Depends(get_broker)]
 
 
 async def require_principal(request: Request, broker: BrokerDep) -> Principal:
-    principal = await broker.auth.from_headers(request.headers, request.cookies)
+    principal = await broker.auth.authenticate(request.headers, request.cookies)
     if principal is not None:
         principal = principal.seen_at(client_address(request))
     if principal is None:
@@ -36,11 +37,6 @@ async def require_principal(request: Request, broker: BrokerDep) -> Principal:
         raise HTTPException(
             status.HTTP_403_FORBIDDEN,
             detail={"code": "forbidden", "message": "cross-site request refused"},
-        )
-    if principal.user.is_banned:
-        raise HTTPException(
-            status.HTTP_403_FORBIDDEN,
-            detail={"code": "banned", "message": "You are banned from this service."},
         )
     return principal
 
@@ -73,7 +69,7 @@ async def require_worker_token(principal: PrincipalDep) -> Principal:
 WorkerTokenDep = Annotated[Principal, Depends(require_worker_token)]
 
 
-async def target_user(user_id: str, broker: BrokerDep) -> User:
+async def target_user(user_id: StorableText, broker: BrokerDep) -> User:
     """The user a route names in its path (`/users/{user_id}/…`), or 404. Declare it after
     the caller's own dependency, so a caller who may not ask learns nothing of who exists."""
     user = await broker.store.users.get(user_id)
@@ -85,3 +81,18 @@ async def target_user(user_id: str, broker: BrokerDep) -> User:
 
 
 TargetUserDep = Annotated[User, Depends(target_user)]
+
+
+async def own_query(query_id: StorableText, principal: PrincipalDep, broker: BrokerDep) -> Query:
+    """The query a route names (`/queries/{query_id}…`) if it is the caller's own or the
+    caller is a sysop; else 404, the same as for none, so nobody learns others' query ids.
+    Its media are loaded when a route asks for them (`with_media`), not here."""
+    query = await broker.store.queries.get(query_id)
+    if query is None or (query.user_id != principal.user.id and not principal.is_sysop):
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND, detail={"code": "not_found", "message": "no such query"}
+        )
+    return query
+
+
+OwnQueryDep = Annotated[Query, Depends(own_query)]

@@ -23,7 +23,7 @@ from pydantic import BaseModel
 
 from rentahal.api.deps import BrokerDep, PrincipalDep
 from rentahal.broker import Broker
-from rentahal.bus.errors import ErrorCode
+from rentahal.core.errors import ErrorCode, ProtocolError
 from rentahal.intents.gmail import (
     CALLBACK_PATH,
     CONNECT_PATH,
@@ -122,15 +122,16 @@ async def callback(
     error: Annotated[str, Query(max_length=256)] = "",
 ) -> HTMLResponse:
     """Where Google sends the browser back after the consent page."""
-    principal = await broker.auth.from_headers(request.headers, request.cookies)
+    try:
+        principal = await broker.auth.authenticate(request.headers, request.cookies)
+    except ProtocolError as refusal:  # banned
+        return _failed(refusal.message, status.HTTP_403_FORBIDDEN)
     if principal is None:
         return _failed(
             "You are not signed in to RENT A HAL in this browser. Open RENT A HAL, then "
             f"connect Gmail from the same browser. {AGAIN}",
             status.HTTP_401_UNAUTHORIZED,
         )
-    if principal.user.is_banned:
-        return _failed("You are banned from this service.", status.HTTP_403_FORBIDDEN)
     user_id = principal.user.id
     cipher = cipher_for(broker)
     pending = (

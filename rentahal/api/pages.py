@@ -1,5 +1,6 @@
 """The page at `/` and its static files. Loading the page is what gives a browser its guest
-session: the cookie is HttpOnly, so the page's script never sees it."""
+cookie (HttpOnly, so the page's script never sees it); nothing is stored until the guest
+acts (`Authenticator.save`), so page loads alone leave no rows."""
 
 from __future__ import annotations
 
@@ -21,8 +22,8 @@ router = APIRouter()
 async def index(request: Request, broker: BrokerDep) -> Response:
     response = FileResponse(STATIC_DIR / "index.html", media_type="text/html")
     response.headers["cache-control"] = "no-store"
-    if await broker.auth.from_headers(request.headers, request.cookies) is None:
-        guest = await broker.auth.new_guest()
+    if await broker.auth.from_headers(request.headers, request.cookies, lazy=True) is None:
+        guest = broker.auth.new_guest()
         response.headers.append(
             "set-cookie", session_cookie_header(guest.cookie, broker.settings, request.url.scheme)
         )
@@ -37,9 +38,12 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz", tags=["operations"])
 async def readyz(broker: BrokerDep) -> Response:
-    """The broker has started: migrations ran and the scheduler is running."""
-    ready = broker.ready
-    return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
+    """The broker has started (migrations ran, the scheduler is running) and its store
+    answers now; each part's state is in the body."""
+    store = await broker.store.health.check()
+    ready = broker.ready and store
+    body = {"ready": ready, "store": "ok" if store else "unavailable"}
+    return JSONResponse(body, status_code=200 if ready else 503)
 
 
 @router.get("/metrics", tags=["operations"], response_class=PlainTextResponse)

@@ -33,7 +33,10 @@ def _origin_of(url: str) -> str | None:
 
 
 def client_address(connection: HTTPConnection) -> str | None:
-    """The address a request or WebSocket came from (its own rate limits)."""
+    """The address a request or WebSocket came from (its own rate and connection limits).
+
+    uvicorn has already put the forwarded address here when the peer is a trusted proxy
+    (`FORWARDED_ALLOW_IPS`, loopback by default) that sent `X-Forwarded-For`."""
     return connection.client.host if connection.client else None
 
 

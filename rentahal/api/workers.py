@@ -17,10 +17,10 @@ from pydantic import BaseModel, ValidationError
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from rentahal.api.deps import BrokerDep, WorkerTokenDep
-from rentahal.api.rest import http_error
 from rentahal.auth import Principal
 from rentahal.broker import Broker
-from rentahal.bus.errors import ProtocolError
+from rentahal.core.errors import ProtocolError
+from rentahal.core.validation import StorableText
 from rentahal.membership import WorkerLoad, WorkerRegistration, holds_worker_token
 from rentahal.routing.tunnel import Tunnel
 
@@ -50,39 +50,33 @@ async def register(
 ) -> Registered:
     """Join the realm as a worker (worker token). Registering a name you already hold
     replaces that registration; another user's name is refused (409)."""
-    try:
-        worker = await broker.membership.register(principal, registration, outbound=False)
-    except ProtocolError as exc:
-        raise http_error(exc) from None
+    worker = await broker.membership.register(principal, registration, outbound=False)
     return _registered(broker, worker.name, worker.address)
 
 
 @router.post("/{name}/heartbeat")
 async def heartbeat(
-    name: str, load: WorkerLoad, principal: WorkerTokenDep, broker: BrokerDep
+    name: StorableText, load: WorkerLoad, principal: WorkerTokenDep, broker: BrokerDep
 ) -> dict[str, bool]:
     """A joined worker is alive; 404 means: register again."""
-    try:
-        broker.membership.heartbeat(principal, name, load)
-    except ProtocolError as exc:
-        raise http_error(exc) from None
+    broker.membership.heartbeat(principal, name, load)
     return {"ok": True}
 
 
 @router.delete("/{name}/registration", status_code=status.HTTP_204_NO_CONTENT)
-async def deregister(name: str, principal: WorkerTokenDep, broker: BrokerDep) -> None:
+async def deregister(name: StorableText, principal: WorkerTokenDep, broker: BrokerDep) -> None:
     """Leave the realm (a worker shutting down cleanly)."""
-    try:
-        await broker.membership.deregister(principal, name)
-    except ProtocolError as exc:
-        raise http_error(exc) from None
+    await broker.membership.deregister(principal, name)
 
 
 async def worker_socket(websocket: WebSocket) -> None:
     """`/ws/worker`: an outbound worker's connection; jobs reach it as tunnelled requests."""
     broker: Broker = websocket.app.state.broker
-    principal = await broker.auth.from_headers(websocket.headers, {})
-    if principal is None or not holds_worker_token(principal) or principal.user.is_banned:
+    try:
+        principal = await broker.auth.authenticate(websocket.headers, {})
+    except ProtocolError:  # banned
+        principal = None
+    if principal is None or not holds_worker_token(principal):
         await websocket.close(POLICY_VIOLATION, "a worker token is required")
         return
     await websocket.accept()

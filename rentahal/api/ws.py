@@ -8,25 +8,28 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import math
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
-from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket
 
+from rentahal.admin.users import BANNED_CLOSE_CODE
+from rentahal.api.connections import OVER_LIMIT, TRY_AGAIN_LATER, Refusal
 from rentahal.api.security import client_address, origin_allowed, session_cookie_header
 from rentahal.auth import Principal
 from rentahal.auth.nicknames import TAKEN, check_nickname
 from rentahal.broker import Broker
 from rentahal.bus import events
 from rentahal.bus import messages as m
-from rentahal.bus.errors import ErrorCode, ProtocolError
 from rentahal.bus.hub import Connection
 from rentahal.bus.views import final_event, query_view, user_view
-from rentahal.store import NicknameTaken, Role, User
-from rentahal.sysop import BANNED_CLOSE_CODE
+from rentahal.core.errors import ErrorCode, ProtocolError
+from rentahal.core.specs import QuerySpec
+from rentahal.store import NicknameTaken, Role, User, is_outage
+from rentahal.store.outage import RETRY_AFTER as STORE_RETRY_AFTER
 
 log = structlog.get_logger(__name__)
 
@@ -34,40 +37,75 @@ UNAUTHORIZED_CLOSE_CODE = 4401
 
 Reply = events.Outbound | None
 
+# What a guest not stored yet may do and stay unstored: read, and keep the line up. Any other
+# message stores it first (`BusSession._store_guest`), so a new message type needs no thought.
+NEEDS_NO_ACCOUNT: frozenset[type[m.Inbound]] = frozenset(
+    {m.Ping, m.Pong, m.ListIntents, m.GetPreviousQueries, m.Subscribe, m.CancelQuery}
+)
+
 
 async def websocket_endpoint(websocket: WebSocket) -> None:
     broker: Broker = websocket.app.state.broker
     if not origin_allowed(websocket.headers, broker.settings):
         await websocket.close(code=1008, reason="origin not allowed")
         return
-    principal = await broker.auth.from_headers(websocket.headers, websocket.cookies)
+    # Lazy: a guest is stored when it first acts (`BusSession._store_guest`), not for a socket.
+    try:
+        principal = await broker.auth.authenticate(websocket.headers, websocket.cookies, lazy=True)
+    except ProtocolError as refusal:  # banned: said on an open socket, so the page can show it
+        await websocket.accept()
+        await websocket.send_json(events.Error(code=refusal.code, message=refusal.message).wire())
+        await websocket.close(BANNED_CLOSE_CODE, "banned")
+        return
+    except Exception as exc:
+        if not is_outage(exc):
+            raise
+        broker.store.health.failed(exc)
+        await UNAVAILABLE_AT_HANDSHAKE.send(websocket)
+        return
+    over_limit: Refusal | None = websocket.scope.get(OVER_LIMIT)
+    if over_limit is not None and (principal is None or not principal.is_sysop):
+        await over_limit.send(websocket)  # a sysop gets in over the limits, nobody else
+        return
     accept_headers: list[tuple[bytes, bytes]] = []
     if principal is None:
         if "authorization" in websocket.headers:
             await refuse(websocket, "invalid API key")
             return
-        guest = await broker.auth.new_guest()
+        guest = broker.auth.new_guest()
         principal = guest.principal
         cookie = session_cookie_header(guest.cookie, broker.settings, websocket.url.scheme)
         accept_headers.append((b"set-cookie", cookie.encode("latin-1")))
     await websocket.accept(headers=accept_headers)
-    if principal.user.is_banned:
-        await websocket.send_json(
-            events.Error(code=ErrorCode.BANNED, message="You are banned from this service.").wire()
-        )
-        await websocket.close(BANNED_CLOSE_CODE, "banned")
-        return
     await BusSession(broker, websocket, principal.seen_at(client_address(websocket))).run()
 
 
 async def refuse(websocket: WebSocket, message: str) -> None:
     """A credential that is no good: HTTP 401 at the handshake, so a client can tell it from a
     refused origin (403); close code 4401 where the server cannot answer the handshake."""
-    if "websocket.http.response" in websocket.scope.get("extensions", {}):
-        body = {"code": ErrorCode.UNAUTHORIZED, "message": message}
-        await websocket.send_denial_response(JSONResponse(body, status_code=401))
-    else:
-        await websocket.close(code=UNAUTHORIZED_CLOSE_CODE, reason=message)
+    refusal = Refusal(
+        401, ErrorCode.UNAUTHORIZED, message, close_code=UNAUTHORIZED_CLOSE_CODE, retry_after=None
+    )
+    await refusal.send(websocket)
+
+
+VOCABULARY = events.Vocabulary()
+STORE_DOWN = "the broker's database is unavailable just now; try again shortly"
+# Who is connecting is in the store: with the store down, the handshake itself is refused.
+UNAVAILABLE_AT_HANDSHAKE = Refusal(
+    503, ErrorCode.UNAVAILABLE, STORE_DOWN, retry_after=math.ceil(STORE_RETRY_AFTER)
+)
+
+
+def unavailable_error(response_to: str | int | None) -> events.Error:
+    """The reply to a message the broker could not handle because its store is down; the
+    socket stays open, and the same message later may succeed."""
+    return events.Error(
+        code=ErrorCode.UNAVAILABLE,
+        message=STORE_DOWN,
+        response_to=response_to,
+        retry_after=STORE_RETRY_AFTER,
+    )
 
 
 class BusSession:
@@ -80,6 +118,8 @@ class BusSession:
         self.principal = principal
         self.connection = Connection(websocket, self.user.id, is_sysop=principal.is_sysop)
         self.connection.on_user_changed = self._user_changed
+        self.connection.store_user = self._store_guest
+        self.connection.unstored_guest = None if principal.is_stored else self.user
         self.last_heard = time.monotonic()
         self._handlers: dict[type[m.Inbound], Callable[[Any], Awaitable[Reply]]] = {
             m.SetNickname: self.on_set_nickname,
@@ -91,7 +131,7 @@ class BusSession:
             m.VisionChunk: self.on_vision_chunk,
             m.Intent: self.on_intent,
             m.ListIntents: self.on_list_intents,
-            m.Subscribe: self.on_not_yet,
+            m.Subscribe: self.on_subscribe,
             m.GetPreviousQueries: self.on_get_previous_queries,
             m.CancelQuery: self.on_cancel_query,
             m.Pong: self.on_pong,
@@ -105,6 +145,7 @@ class BusSession:
             m.UnbanUser: self.on_unban_user,
             m.SetRole: self.on_set_role,
             m.TerminateQuery: self.on_terminate_query,
+            m.ClearQueue: self.on_clear_queue,
             m.AddPool: self.on_add_pool,
             m.UpdatePool: self.on_update_pool,
             m.RemovePool: self.on_remove_pool,
@@ -124,37 +165,50 @@ class BusSession:
         hub.add(self.connection)
         heartbeat = asyncio.create_task(self._heartbeat(), name=f"ws-heartbeat-{self.user.id}")
         try:
-            await self._connected()
+            try:
+                await self._connected()
+            except Exception as exc:
+                if not is_outage(exc):
+                    raise
+                # Greeting needs the store: say why, and let the client come back later.
+                self.broker.store.health.failed(exc)
+                self.send(unavailable_error(None))
+                self.connection.close(TRY_AGAIN_LATER, "the database is unavailable")
+                return
             await self._read_loop()
         finally:
             heartbeat.cancel()
             hub.remove(self.connection)
             self.connection.close(self.connection.close_code, self.connection.close_reason)
             await self.connection.wait_written()
-            hub.broadcast(self.broker.sysop.active_users(), sysops_only=True)
+            hub.broadcast(self.broker.dashboard.active_users(), sysops_only=True)
             self.broker.metrics.connected_users.set(len(hub.connected_users))
 
     async def _connected(self) -> None:
         broker = self.broker
-        await broker.store.users.touch(self.user.id)
+        if self.principal.is_stored:
+            await broker.store.users.touch(self.user.id)
         await broker.store.stats.record_connected_users(len(broker.hub.connected_users))
+        self.send(VOCABULARY)
         self.send(events.UserInfo(data=user_view(self.user)))
         self.send(await self._previous_queries(10))
         self.send(events.QueueUpdate(depth=broker.scheduler.depth, total=len(broker.registry)))
         self.send(broker.workers_event(for_sysop=self.is_sysop))
         self.send(broker.pools_event())
-        self.send(await broker.sysop.huggingface_update())
+        self.send(await broker.huggingface.update_event())
         self.send(broker.intents.menu())
         if self.is_sysop:
-            self.send(await broker.sysop.system_stats())
-            self.send(await broker.sysop.user_stats())
-            self.send(broker.sysop.worker_health())
-        broker.hub.broadcast(broker.sysop.active_users(), sysops_only=True)
+            self.send(await broker.dashboard.system_stats())
+            self.send(await broker.dashboard.user_stats())
+            self.send(broker.dashboard.worker_health())
+        broker.hub.broadcast(broker.dashboard.active_users(), sysops_only=True)
         broker.metrics.connected_users.set(len(broker.hub.connected_users))
         await self._deliver_missed_results()
 
     async def _deliver_missed_results(self) -> None:
         """Results that finished while the user was away (SPEC §3: nothing is lost)."""
+        if not self.principal.is_stored:
+            return  # a guest not stored yet has asked nothing
         missed = await self.broker.store.queries.undelivered(self.user.id)
         vocabulary = self.broker.scheduler.vocabulary
         for query in missed:
@@ -196,6 +250,8 @@ class BusSession:
         try:
             message = m.parse_message(raw, sysop=self.is_sysop)
             message_id = message.id
+            if type(message) not in NEEDS_NO_ACCOUNT:
+                await self._store_guest()
             reply = await self._handlers[type(message)](message)
             if reply is not None:
                 self.send(reply.model_copy(update={"response_to": message_id}))
@@ -208,7 +264,11 @@ class BusSession:
                     retry_after=exc.retry_after,
                 )
             )
-        except Exception:
+        except Exception as exc:
+            if is_outage(exc):
+                self.broker.store.health.failed(exc)
+                self.send(unavailable_error(message_id))
+                return
             log.exception("ws.handler_failed", user_id=self.user.id)
             self.send(
                 events.Error(
@@ -231,7 +291,9 @@ class BusSession:
 
     async def on_set_nickname(self, message: m.SetNickname) -> Reply:
         nickname = message.nickname
-        check_nickname(nickname, self.broker.settings.max_nickname_chars)
+        check_nickname(
+            nickname, self.broker.settings.max_nickname_chars, current=self.user.nickname
+        )
         existing = await self.broker.store.users.get_by_nickname(nickname)
         if existing is not None and existing.id != self.user.id:
             raise ProtocolError(ErrorCode.CONFLICT, TAKEN)
@@ -250,18 +312,29 @@ class BusSession:
     ) -> Reply:
         return await self._submit(message.to_query())
 
-    async def _submit(self, spec: m.QuerySpec) -> Reply:
+    async def _submit(self, spec: QuerySpec) -> Reply:
         # A ban closes this connection at once, and a promotion updates the connection's
         # role, so the session's user is current without a read per query.
         if self.connection.closed.is_set():
             raise ProtocolError(ErrorCode.BANNED, "You are banned from submitting queries")
-        query, position = await self.broker.admission.submit(self.principal, spec)
+        query, position = await self.broker.queries.submit(self.principal, spec)
         if self.connection.closed.is_set() and self.connection.close_code == BANNED_CLOSE_CODE:
             # Banned while this query was being accepted, after the ban collected the
             # user's jobs (`Sysop.ban`): it must not run.
-            await self.broker.scheduler.cancel(query.id, reason="user banned", by_sysop=True)
+            await self.broker.queries.cancel(query.id, reason="user banned", by_sysop=True)
             raise ProtocolError(ErrorCode.BANNED, "You are banned from submitting queries")
         return events.QueryAccepted(query_id=query.id, position=position)
+
+    async def _store_guest(self) -> None:
+        """Store a guest not stored yet: it is about to do something that needs its rows."""
+        if self.principal.is_stored:
+            return
+        shown = self.user.nickname
+        self.principal = await self.broker.auth.save(self.principal)
+        self.user = self.principal.user
+        self.connection.unstored_guest = None
+        if self.user.nickname != shown:  # the rare clash of short nicknames (`save_guest`)
+            self.send(events.UserInfo(data=user_view(self.user)))
 
     def _user_changed(self, user: User) -> None:
         """The account changed (registered, promoted, demoted): act as it is now, without a
@@ -275,7 +348,7 @@ class BusSession:
             # The worker list with or without addresses; a new sysop's panel also gets health.
             self.send(self.broker.workers_event(for_sysop=self.is_sysop))
             if self.is_sysop:
-                self.send(self.broker.sysop.worker_health())
+                self.send(self.broker.dashboard.worker_health())
 
     async def on_vision_chunk(self, message: m.VisionChunk) -> Reply:
         self.principal.check_query_scope(message.query_type)
@@ -299,24 +372,24 @@ class BusSession:
     async def on_list_intents(self, message: m.ListIntents) -> Reply:
         return self.broker.intents.menu()
 
-    async def on_not_yet(self, message: m.Inbound) -> Reply:
-        kind = getattr(message, "type", "this message")
-        raise ProtocolError(
-            ErrorCode.UNSUPPORTED, f"{kind} is not available on this broker yet", message.id
-        )
+    async def on_subscribe(self, message: m.Subscribe) -> Reply:
+        topics = self.connection.subscribe(message.topics)
+        return events.Subscribed(topics=sorted(topics))
 
     async def on_get_previous_queries(self, message: m.GetPreviousQueries) -> Reply:
         return await self._previous_queries(message.limit)
 
     async def _previous_queries(self, limit: int) -> events.PreviousQueries:
-        history = await self.broker.store.queries.history(self.user.id, limit)
+        if not self.principal.is_stored:
+            return events.PreviousQueries(data=[])  # a guest not stored yet has asked nothing
+        history = await self.broker.queries.history(self.user.id, limit)
         return events.PreviousQueries(data=[query_view(q) for q in history])
 
     async def on_cancel_query(self, message: m.CancelQuery) -> Reply:
-        query = await self.broker.store.queries.get(message.query_id)
+        query = await self.broker.queries.get(message.query_id)
         if query is None or query.user_id != self.user.id:
             raise ProtocolError(ErrorCode.NOT_FOUND, "no such query of yours")
-        if not await self.broker.scheduler.cancel(query.id, reason="cancelled by its owner"):
+        if not await self.broker.queries.cancel(query.id, reason="cancelled by its owner"):
             raise ProtocolError(ErrorCode.CONFLICT, f"the query is already {query.state}")
         # The query's own events follow as usual: query_status, then error(cancelled).
         return events.Ack(message=f"Cancelled query {query.id}")
@@ -330,64 +403,70 @@ class BusSession:
     # --- sysop messages (gated in _handle) --------------------------------------------------
 
     async def on_get_stats(self, message: m.GetStats) -> Reply:
-        sysop = self.broker.sysop
-        self.send(await sysop.user_stats())
-        self.send(sysop.worker_health())
-        self.send(sysop.active_users())
-        self.send(await sysop.running_queries())
-        self.send(await sysop.stats_timeline())
-        return await sysop.system_stats()
+        dashboard = self.broker.dashboard
+        self.send(await dashboard.user_stats())
+        self.send(dashboard.worker_health())
+        self.send(dashboard.active_users())
+        self.send(await dashboard.running_queries())
+        self.send(await dashboard.stats_timeline())
+        return await dashboard.system_stats()
 
     async def on_add_worker(self, message: m.AddWorker) -> Reply:
-        await self.broker.sysop_for(self.user).add_worker(message.worker, owner_id=self.user.id)
+        await self.broker.catalog.add_worker(self.user, message.worker, owner_id=self.user.id)
         return events.Ack(message=f"Added worker: {message.worker.name}")
 
     async def on_remove_worker(self, message: m.RemoveWorker) -> Reply:
-        await self.broker.sysop_for(self.user).remove_worker(message.worker_name)
+        await self.broker.catalog.remove_worker(self.user, message.worker_name)
         return events.Ack(message=f"Removed worker: {message.worker_name}")
 
     async def on_add_huggingface_model(self, message: m.AddHuggingfaceModel) -> Reply:
-        await self.broker.sysop_for(self.user).add_huggingface_model(message.model)
+        await self.broker.huggingface.add(self.user, message.model)
         return events.Ack(message=f"Added Hugging Face model: {message.model.name}")
 
     async def on_remove_huggingface_model(self, message: m.RemoveHuggingfaceModel) -> Reply:
-        await self.broker.sysop_for(self.user).remove_huggingface_model(message.model_name)
+        await self.broker.huggingface.remove(self.user, message.model_name)
         return events.Ack(message=f"Removed Hugging Face model: {message.model_name}")
 
     async def on_ban_user(self, message: m.BanUser) -> Reply:
-        if message.user_guid == self.user.id:
-            raise ProtocolError(ErrorCode.INVALID, "a sysop cannot ban themself")
-        await self.broker.sysop_for(self.user).ban(message.user_guid)
+        await self.broker.user_admin.ban(self.user, message.user_guid)
         return events.Ack(message="User banned")
 
     async def on_unban_user(self, message: m.UnbanUser) -> Reply:
-        await self.broker.sysop_for(self.user).unban(message.user_guid)
+        await self.broker.user_admin.unban(self.user, message.user_guid)
         return events.Ack(message="User unbanned")
 
     async def on_set_role(self, message: m.SetRole) -> Reply:
-        user = await self.broker.sysop_for(self.user).set_role(
-            message.user_guid, Role(message.role)
+        user = await self.broker.user_admin.set_role(
+            self.user, message.user_guid, Role(message.role)
         )
         return events.Ack(message=f"{user.nickname} is now {user.role}")
 
     async def on_terminate_query(self, message: m.TerminateQuery) -> Reply:
-        count = await self.broker.sysop_for(self.user).terminate(
-            user_id=message.user_guid, query_id=message.query_id
+        count = await self.broker.user_admin.terminate(
+            self.user, user_id=message.user_guid, query_id=message.query_id
         )
         return events.Ack(message=f"Terminated {count} quer{'y' if count == 1 else 'ies'}")
 
+    async def on_clear_queue(self, message: m.ClearQueue) -> Reply:
+        count = await self.broker.queue_admin.clear(
+            self.user, realm=message.realm, user_id=message.user_guid
+        )
+        return events.QueueCleared(
+            cleared=count, message=f"Cleared {count} waiting quer{'y' if count == 1 else 'ies'}"
+        )
+
     async def on_add_pool(self, message: m.AddPool) -> Reply:
-        await self.broker.sysop_for(self.user).save_pool(message.pool, create=True)
+        await self.broker.routing_admin.save_pool(self.user, message.pool, create=True)
         return events.Ack(message=f"Created pool {message.pool.name}")
 
     async def on_update_pool(self, message: m.UpdatePool) -> Reply:
-        await self.broker.sysop_for(self.user).save_pool(message.pool, create=False)
+        await self.broker.routing_admin.save_pool(self.user, message.pool, create=False)
         return events.Ack(message=f"Updated pool {message.pool.name}")
 
     async def on_remove_pool(self, message: m.RemovePool) -> Reply:
-        await self.broker.sysop_for(self.user).remove_pool(message.name)
+        await self.broker.routing_admin.remove_pool(self.user, message.name)
         return events.Ack(message=f"Removed pool {message.name}")
 
     async def on_sysop_message(self, message: m.SysopMessage) -> Reply:
-        await self.broker.sysop_for(self.user).broadcast(message.message)
+        await self.broker.broadcaster.broadcast(self.user, message.message)
         return events.Ack(message="Message sent")

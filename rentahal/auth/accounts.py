@@ -12,6 +12,7 @@ import math
 
 import structlog
 
+from rentahal.auth.identity import BANNED_MESSAGE
 from rentahal.auth.login_limits import LoginLimiter, ip_key, nickname_key
 from rentahal.auth.nicknames import TAKEN, check_nickname
 from rentahal.auth.passwords import (
@@ -21,7 +22,7 @@ from rentahal.auth.passwords import (
     needs_rehash,
     verify_password_async,
 )
-from rentahal.bus.errors import ErrorCode, ProtocolError
+from rentahal.core.errors import ErrorCode, ProtocolError
 from rentahal.limits import Limit, RateLimiter
 from rentahal.store import NicknameTaken, Role, Store, User
 
@@ -107,7 +108,7 @@ class Accounts:
             raise ProtocolError(ErrorCode.UNAUTHORIZED, WRONG_CREDENTIALS)
         self.limiter.succeeded(forget=keys[1:], forgive=keys[:1])
         if user.is_banned:
-            raise ProtocolError(ErrorCode.BANNED, "You are banned from this service.")
+            raise ProtocolError(ErrorCode.BANNED, BANNED_MESSAGE)
         if password_hash is not None and needs_rehash(password_hash):
             await self._store.users.set_password_hash(user.id, await hash_password_async(password))
         log.info("account.logged_in", user_id=user.id)

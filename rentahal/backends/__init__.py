@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Iterator, Mapping
 
-from rentahal.backends.base import Backend, BackendError, BackendRequest, HealthReport
+from rentahal.backends.base import Backend, BackendError, BackendRequest, Endpoint, HealthReport
 
 # kind → "module:Class" under rentahal.backends
 ADAPTERS: dict[str, str] = {
@@ -48,4 +48,12 @@ class _Backends(Mapping[str, Backend]):
 
 BACKENDS: Mapping[str, Backend] = _Backends()
 
-__all__ = ["ADAPTERS", "BACKENDS", "Backend", "BackendError", "BackendRequest", "HealthReport"]
+__all__ = [
+    "ADAPTERS",
+    "BACKENDS",
+    "Backend",
+    "BackendError",
+    "BackendRequest",
+    "Endpoint",
+    "HealthReport",
+]

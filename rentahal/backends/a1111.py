@@ -35,11 +35,11 @@ from rentahal.backends.base import (
     Backend,
     BackendError,
     BackendRequest,
+    Endpoint,
     HealthReport,
 )
 from rentahal.media import BadMedia
 from rentahal.media.images import generated_image
-from rentahal.routing.registry import WorkerState
 
 # The seed's txt2img request, before the prompt and the user's options.
 DEFAULT_PARAMETERS: dict[str, Any] = {
@@ -114,12 +114,12 @@ def image_parameters(options: dict[str, Any]) -> dict[str, Any]:
     return parameters
 
 
-def txt2img_body(request: BackendRequest, worker: WorkerState) -> dict[str, Any]:
+def txt2img_body(request: BackendRequest, endpoint: Endpoint) -> dict[str, Any]:
     """The `/sdapi/v1/txt2img` body for the request."""
     body: dict[str, Any] = {"prompt": request.prompt, **image_parameters(request.options)}
     # Only a checkpoint the user named and the worker lists: not a pool or worker name, and
     # not the worker's first model picked for a query that named none.
-    if request.model_name and request.model_name in worker.models:
+    if request.model_name and request.model_name in endpoint.models:
         body["override_settings"] = {"sd_model_checkpoint": request.model_name}
         body["override_settings_restore_afterwards"] = False
     return body
@@ -165,26 +165,25 @@ class A1111Backend(Backend):
         return "image"
 
     @classmethod
-    def request_headers(cls, worker: WorkerState) -> dict[str, str]:
+    def request_headers(cls, endpoint: Endpoint) -> dict[str, str]:
         """The worker's key as HTTP Basic when it is `user:password` (`--api-auth`), else as
         a Bearer token."""
-        headers = cls.auth_headers(worker)
-        key = headers.get("Authorization", "").removeprefix("Bearer ")
-        if ":" in key:
-            headers["Authorization"] = "Basic " + base64.b64encode(key.encode()).decode()
-        return headers
+        key = endpoint.key
+        if key and ":" in key:
+            return {"Authorization": "Basic " + base64.b64encode(key.encode()).decode()}
+        return cls.auth_headers(endpoint)
 
     async def probe(
-        self, client: httpx.AsyncClient, worker: WorkerState, seconds: float
+        self, client: httpx.AsyncClient, endpoint: Endpoint, seconds: float
     ) -> HealthReport:
         deadline = time.monotonic() + seconds
 
         def left() -> float:
             return max(deadline - time.monotonic(), 0.1)
 
-        headers = self.request_headers(worker)
+        headers = self.request_headers(endpoint)
         options = await client.get(
-            f"{worker.url}/sdapi/v1/options", headers=headers, timeout=left()
+            f"{endpoint.url}/sdapi/v1/options", headers=headers, timeout=left()
         )
         if options.status_code == 200:
             try:
@@ -196,21 +195,21 @@ class A1111Backend(Backend):
             return HealthReport(status=options.status_code)  # a wrong key is not "healthy"
         else:
             try:
-                ping = await client.get(f"{worker.url}/internal/ping", timeout=left())
+                ping = await client.get(f"{endpoint.url}/internal/ping", timeout=left())
             except httpx.HTTPError:
                 return HealthReport(status=options.status_code)
             if ping.status_code != 200:
                 return HealthReport(status=options.status_code)
-        return HealthReport(status=200, models=await self._models(client, worker, left()))
+        return HealthReport(status=200, models=await self._models(client, endpoint, left()))
 
     async def _models(
-        self, client: httpx.AsyncClient, worker: WorkerState, seconds: float
+        self, client: httpx.AsyncClient, endpoint: Endpoint, seconds: float
     ) -> tuple[str, ...] | None:
         """The worker's checkpoints, or None when it does not list them now."""
         try:
             response = await client.get(
-                f"{worker.url}/sdapi/v1/sd-models",
-                headers=self.request_headers(worker),
+                f"{endpoint.url}/sdapi/v1/sd-models",
+                headers=self.request_headers(endpoint),
                 timeout=seconds,
             )
             if response.status_code != 200:
@@ -220,12 +219,12 @@ class A1111Backend(Backend):
             return None
 
     async def generate(
-        self, client: httpx.AsyncClient, worker: WorkerState, request: BackendRequest
+        self, client: httpx.AsyncClient, endpoint: Endpoint, request: BackendRequest
     ) -> AsyncIterator[str]:
         response = await client.post(
-            f"{worker.url}/sdapi/v1/txt2img",
-            json=txt2img_body(request, worker),
-            headers=self.request_headers(worker),
+            f"{endpoint.url}/sdapi/v1/txt2img",
+            json=txt2img_body(request, endpoint),
+            headers=self.request_headers(endpoint),
         )
         self.raise_for_status(response, response.content)
         try:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import json
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
@@ -10,16 +10,7 @@ from typing import Any, ClassVar
 
 import httpx
 
-from rentahal.routing.registry import WorkerState
-
-# Generation options a user may set, and their bounds; anything else is dropped.
-OPTION_BOUNDS: dict[str, tuple[float, float]] = {
-    "temperature": (0.0, 2.0),
-    "top_p": (0.0, 1.0),
-    "max_tokens": (1, 32_768),
-    "seed": (0, 2**31 - 1),
-}
-
+from rentahal.core.options import OPTION_BOUNDS
 
 # Image options a user may set, with the SD web UI's bounds; every imagine backend holds
 # them to these (each under its own protocol's names). Sides are also rounded down to a
@@ -46,6 +37,21 @@ def generation_options(options: dict[str, Any]) -> dict[str, Any]:
 
 
 @dataclass(frozen=True, slots=True)
+class Endpoint:
+    """What an adapter needs to reach one worker, and nothing of the broker's live record
+    of it (health, load, circuit): the registry builds one for each call
+    (`WorkerState.endpoint`), the worker's proxy one for its upstream."""
+
+    name: str
+    kind: str  # the protocol, a key of `BACKENDS`
+    url: str  # the base URL, scheme included and no trailing slash
+    models: tuple[str, ...] = ()  # the worker's models, its default first
+    # The secret the worker wants as `Authorization` (the adapter decides the scheme); kept
+    # out of the repr so that logging an endpoint never logs it.
+    key: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
 class BackendRequest:
     prompt: str
     query_type: str
@@ -56,6 +62,9 @@ class BackendRequest:
     options: dict[str, Any] = field(default_factory=dict)
     image: str | None = None  # base64
     audio: str | None = None  # base64
+    # Names this attempt's work (the job and its step) so that a worker that can tell
+    # answers a repeat from its first run instead of running it again.
+    job_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +87,40 @@ class BackendError(Exception):
         return self.status in (400, 413, 422)
 
 
+def stream_object(text: str, what: str = "line") -> dict[str, Any]:
+    """One line (NDJSON) or event (SSE) of a worker's stream, as the JSON object it must be."""
+    try:
+        part = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BackendError(f"worker sent a {what} that is not JSON") from exc
+    if not isinstance(part, dict):
+        raise BackendError(f"worker sent a {what} that is not a JSON object")
+    return part
+
+
+def error_message(body: object) -> str:
+    """The message of `{"error": {"message": …}}` (OpenAI's and a worker node's shape) or of
+    `{"error": "…"}` (Ollama's), else the body as it is; at most 300 characters."""
+    failure = body.get("error") if isinstance(body, dict) else None
+    message = failure.get("message") if isinstance(failure, dict) else failure
+    return str(message if message is not None else body)[:300]
+
+
+async def ndjson_objects(response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
+    """The objects of an NDJSON answer up to its `"done": true` one, with the rest read to
+    the end: a response left unread cannot go back to the pool, and the next job would open a
+    new connection. `BackendError` when the stream ends before it is done."""
+    done = False
+    async for line in response.aiter_lines():
+        if done or not line.strip():
+            continue
+        part = stream_object(line)
+        yield part
+        done = part.get("done") is True
+    if not done:
+        raise BackendError("worker closed the stream before it was done")
+
+
 class Backend(ABC):
     """One worker protocol. Adapters hold no per-request state; one instance serves all."""
 
@@ -93,27 +136,27 @@ class Backend(ABC):
 
     @abstractmethod
     async def probe(
-        self, client: httpx.AsyncClient, worker: WorkerState, seconds: float
+        self, client: httpx.AsyncClient, endpoint: Endpoint, seconds: float
     ) -> HealthReport:
         """One health check; raises `httpx.HTTPError` when the worker cannot be reached."""
 
     @abstractmethod
     def generate(
-        self, client: httpx.AsyncClient, worker: WorkerState, request: BackendRequest
+        self, client: httpx.AsyncClient, endpoint: Endpoint, request: BackendRequest
     ) -> AsyncIterator[str]:
         """Yield the answer as text deltas (one delta when the backend does not stream)."""
 
     async def probe_model_list(
         self,
         client: httpx.AsyncClient,
-        worker: WorkerState,
+        endpoint: Endpoint,
         url: str,
         seconds: float,
         names: Callable[[Any], Iterable[str]],
     ) -> HealthReport:
         """A health check that GETs the server's model list: healthy means 200 *and* a list
         in the protocol's shape (a 200 from something else is reported as 502)."""
-        response = await client.get(url, headers=self.auth_headers(worker), timeout=seconds)
+        response = await client.get(url, headers=self.auth_headers(endpoint), timeout=seconds)
         if response.status_code != 200:
             return HealthReport(status=response.status_code)
         try:
@@ -122,14 +165,9 @@ class Backend(ABC):
             return HealthReport(status=502)
 
     @staticmethod
-    def auth_headers(worker: WorkerState) -> dict[str, str]:
-        """`Authorization` with the key a joined worker gave, or from the environment
-        variable the sysop named for it."""
-        if worker.key:
-            return {"Authorization": f"Bearer {worker.key}"}
-        if worker.api_key_env and (key := os.environ.get(worker.api_key_env)):
-            return {"Authorization": f"Bearer {key}"}
-        return {}
+    def auth_headers(endpoint: Endpoint) -> dict[str, str]:
+        """`Authorization: Bearer` with the endpoint's key, if it has one."""
+        return {"Authorization": f"Bearer {endpoint.key}"} if endpoint.key else {}
 
     @staticmethod
     def raise_for_status(response: httpx.Response, body: bytes | None = None) -> None:

@@ -25,10 +25,10 @@ from rentahal.backends.base import (
     Backend,
     BackendError,
     BackendRequest,
+    Endpoint,
     HealthReport,
     generation_options,
 )
-from rentahal.routing.registry import WorkerState
 
 if TYPE_CHECKING:
     import anthropic
@@ -56,13 +56,13 @@ ERROR_STATUS: dict[str, int] = {
 _DATED = re.compile(r"^(?P<alias>.+)-\d{8}$")
 
 
-def _base_url(worker: WorkerState) -> str:
+def _base_url(endpoint: Endpoint) -> str:
     """The API root: the worker's URL (a trailing `/v1` is the SDK's to add)."""
-    return worker.url.removesuffix("/v1")
+    return endpoint.url.removesuffix("/v1")
 
 
-def _api_key(worker: WorkerState) -> str | None:
-    return Backend.auth_headers(worker).get("Authorization", "").removeprefix("Bearer ") or None
+def _api_key(endpoint: Endpoint) -> str | None:
+    return endpoint.key or None
 
 
 def user_message(request: BackendRequest) -> MessageParam:
@@ -115,13 +115,13 @@ class ClaudeBackend(Backend):
         self._clients: dict[tuple[str, str | None], anthropic.AsyncAnthropic] = {}
 
     async def probe(
-        self, client: httpx.AsyncClient, worker: WorkerState, seconds: float
+        self, client: httpx.AsyncClient, endpoint: Endpoint, seconds: float
     ) -> HealthReport:
         headers = {"anthropic-version": PROBE_API_VERSION}
-        if key := _api_key(worker):
+        if key := _api_key(endpoint):
             headers["x-api-key"] = key
         response = await client.get(
-            f"{_base_url(worker)}/v1/models",
+            f"{_base_url(endpoint)}/v1/models",
             params={"limit": 1000},
             headers=headers,
             timeout=seconds,
@@ -132,11 +132,11 @@ class ClaudeBackend(Backend):
             ids = [str(entry["id"]) for entry in response.json()["data"]]
         except (ValueError, KeyError, TypeError):
             return HealthReport(status=502)  # a 200 from something that is not the API
-        return HealthReport(status=200, models=model_names(ids, worker.models))
+        return HealthReport(status=200, models=model_names(ids, endpoint.models))
 
-    def _sdk(self, worker: WorkerState) -> anthropic.AsyncAnthropic:
-        key = _api_key(worker)
-        base = _base_url(worker)
+    def _sdk(self, endpoint: Endpoint) -> anthropic.AsyncAnthropic:
+        key = _api_key(endpoint)
+        base = _base_url(endpoint)
         sdk = self._clients.get((base, key))
         if sdk is None:
             import anthropic
@@ -157,14 +157,14 @@ class ClaudeBackend(Backend):
         return sdk
 
     async def generate(
-        self, client: httpx.AsyncClient, worker: WorkerState, request: BackendRequest
+        self, client: httpx.AsyncClient, endpoint: Endpoint, request: BackendRequest
     ) -> AsyncIterator[str]:
         if not request.model:
             raise BackendError("no model named and the worker lists none")
         import anthropic
         import httpx2
 
-        sdk = self._sdk(worker)
+        sdk = self._sdk(endpoint)
         messages: list[MessageParam] = [user_message(request)]
         options = message_options(request.options)
         try:

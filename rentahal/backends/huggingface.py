@@ -25,7 +25,7 @@ to the worker. What it sends there (huggingface_hub 2.x, read from its source):
   list) or, where there is no `/info`, `GET {url}/health`; the same requests as the client's
   `get_endpoint_info` and `health_check`, made on the broker's HTTP client.
 
-The token is the worker's key (`auth_headers`: the key it joined with or the environment
+The token is the worker's key (`Endpoint.key`: the key it joined with or the environment
 variable named by `api_key_env`), sent as `Authorization: Bearer`. A worker without one gets
 no token at all, never the broker host's own Hugging Face login. An HTTP error becomes a
 `BackendError` with its status: 400/413/422 refuse the input; 401/403/429/5xx, including an
@@ -53,10 +53,10 @@ from rentahal.backends.base import (
     Backend,
     BackendError,
     BackendRequest,
+    Endpoint,
     HealthReport,
     generation_options,
 )
-from rentahal.routing.registry import WorkerState
 
 if TYPE_CHECKING:
     import httpx2
@@ -134,12 +134,12 @@ class HuggingFaceBackend(Backend):
         return "image" if query_type == "imagine" else "text"
 
     async def probe(
-        self, client: httpx.AsyncClient, worker: WorkerState, seconds: float
+        self, client: httpx.AsyncClient, endpoint: Endpoint, seconds: float
     ) -> HealthReport:
-        headers = self.auth_headers(worker)
-        response = await client.get(f"{worker.url}/info", headers=headers, timeout=seconds)
+        headers = self.auth_headers(endpoint)
+        response = await client.get(f"{endpoint.url}/info", headers=headers, timeout=seconds)
         if response.status_code in (404, 405):  # not TGI/TEI: a plain liveness check
-            response = await client.get(f"{worker.url}/health", headers=headers, timeout=seconds)
+            response = await client.get(f"{endpoint.url}/health", headers=headers, timeout=seconds)
             return HealthReport(status=response.status_code)
         if response.status_code != 200:
             return HealthReport(status=response.status_code)
@@ -165,19 +165,19 @@ class HuggingFaceBackend(Backend):
             )
         return self._session
 
-    def _client(self, worker: WorkerState, request: BackendRequest) -> AsyncInferenceClient:
+    def _client(self, endpoint: Endpoint, request: BackendRequest) -> AsyncInferenceClient:
         """A client for one request; closing it ends that request's streams (a cancelled
         job hangs up on the worker) but leaves the shared session open."""
         from huggingface_hub import AsyncInferenceClient
 
-        token = self.auth_headers(worker).get("Authorization", "").removeprefix("Bearer ")
+        token = endpoint.key or ""
         # Without a key of its own the client would send the host's HF login (HF_TOKEN or
         # the cached token) to whatever URL the worker has; a None header removes it.
         headers: dict[str, Any] = {} if token else {"authorization": None}
         if request.query_type == "vision":
             # Raw bytes go out untyped; endpoints pick the deserializer by Content-Type.
             headers["content-type"] = "image/jpeg"
-        sdk = AsyncInferenceClient(base_url=worker.url, api_key=token or None, headers=headers)
+        sdk = AsyncInferenceClient(base_url=endpoint.url, api_key=token or None, headers=headers)
         # The client's lazily made session (a private attribute of huggingface_hub 2.x):
         # preset, the client uses ours and never makes its own. Were it renamed, the client
         # would make one per request, as it does by default, and obey HF_HUB_OFFLINE.
@@ -185,7 +185,7 @@ class HuggingFaceBackend(Backend):
         return sdk
 
     async def generate(
-        self, client: httpx.AsyncClient, worker: WorkerState, request: BackendRequest
+        self, client: httpx.AsyncClient, endpoint: Endpoint, request: BackendRequest
     ) -> AsyncIterator[str]:
         import httpx2
         from huggingface_hub.errors import (
@@ -196,7 +196,7 @@ class HuggingFaceBackend(Backend):
         )
 
         try:
-            async with self._client(worker, request) as sdk:
+            async with self._client(endpoint, request) as sdk:
                 if request.query_type == "imagine":
                     yield await self._imagine(sdk, request)
                 elif request.query_type == "vision":

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -12,10 +11,12 @@ from rentahal.backends.base import (
     Backend,
     BackendError,
     BackendRequest,
+    Endpoint,
     HealthReport,
+    error_message,
     generation_options,
+    ndjson_objects,
 )
-from rentahal.routing.registry import WorkerState
 
 
 def _ollama_options(options: dict[str, Any]) -> dict[str, Any]:
@@ -30,18 +31,18 @@ class OllamaBackend(Backend):
     query_types = frozenset({"chat", "vision"})
 
     async def probe(
-        self, client: httpx.AsyncClient, worker: WorkerState, seconds: float
+        self, client: httpx.AsyncClient, endpoint: Endpoint, seconds: float
     ) -> HealthReport:
         return await self.probe_model_list(
             client,
-            worker,
-            f"{worker.url}/api/tags",
+            endpoint,
+            f"{endpoint.url}/api/tags",
             seconds,
             lambda body: (m["name"] for m in body["models"]),
         )
 
     async def generate(
-        self, client: httpx.AsyncClient, worker: WorkerState, request: BackendRequest
+        self, client: httpx.AsyncClient, endpoint: Endpoint, request: BackendRequest
     ) -> AsyncIterator[str]:
         if not request.model:
             raise BackendError("no model named and the worker lists none")
@@ -56,25 +57,13 @@ class OllamaBackend(Backend):
         if options := _ollama_options(request.options):
             payload["options"] = options
         async with client.stream(
-            "POST", f"{worker.url}/api/chat", json=payload, headers=self.auth_headers(worker)
+            "POST", f"{endpoint.url}/api/chat", json=payload, headers=self.auth_headers(endpoint)
         ) as response:
             if response.status_code != 200:
                 self.raise_for_status(response, await response.aread())
-            done = False
-            async for line in response.aiter_lines():
-                if not line.strip():
-                    continue
-                try:
-                    part = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise BackendError("worker sent a line that is not JSON") from exc
+            async for part in ndjson_objects(response):
                 if "error" in part:
-                    raise BackendError(f"worker error: {str(part['error'])[:300]}")
+                    raise BackendError(f"worker error: {error_message(part)}")
                 content = (part.get("message") or {}).get("content") or ""
                 if content:
                     yield content
-                if part.get("done"):
-                    done = True
-                    break
-            if not done:
-                raise BackendError("worker closed the stream before it was done")

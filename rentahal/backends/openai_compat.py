@@ -2,10 +2,14 @@
 `POST /v1/chat/completions` (SSE when streaming) for chat and vision,
 `POST /v1/images/generations` for imagine, `POST /v1/audio/transcriptions` (a multipart
 upload) for speech to text, `POST /v1/audio/speech` for text to speech, and `GET /v1/models`
-for health. Talks through the official `openai` SDK, one client per API root and key, with
-the SDK's own retries off (the scheduler decides about retries). The SDK is imported on
-first use: it takes most of a second to import, which every CLI call and broker start would
-otherwise pay.
+for health.
+
+Chat, every query's hot path, is little protocol (a JSON body; a JSON answer or an SSE stream
+of deltas) and is spoken over the broker's pooled client: the official SDK cost a third of
+the broker's own work per query (request building, response models, an HTTP stack of its
+own). The media endpoints, with their multipart uploads and binary answers, go through the
+`openai` SDK, one client per API root and key, with its retries off (the scheduler decides
+about retries); it is imported on first use, as it takes most of a second to import.
 
 Media results go back as the base64 the scheduler expects: a PNG for imagine, a WAV for tts.
 """
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import math
 from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any, Literal
@@ -24,17 +29,19 @@ from rentahal.backends.base import (
     Backend,
     BackendError,
     BackendRequest,
+    Endpoint,
     HealthReport,
+    error_message,
     generation_options,
+    stream_object,
 )
 from rentahal.media import BadMedia, decode_base64
 from rentahal.media.images import generated_image
-from rentahal.routing.registry import WorkerState
 
 if TYPE_CHECKING:
     import openai
-    from openai import AsyncStream, Omit
-    from openai.types.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionMessageParam
+    from openai import Omit
+    from openai.types.chat import ChatCompletionMessageParam
 
 RESULT_TYPE = {"imagine": "image", "tts": "audio"}
 DEFAULT_STT_MODEL = "whisper-1"
@@ -70,8 +77,8 @@ MODEL_HINTS = {
 }
 
 
-def _api_root(worker: WorkerState) -> str:
-    url = worker.url
+def _api_root(endpoint: Endpoint) -> str:
+    url = endpoint.url
     return url if url.endswith("/v1") else f"{url}/v1"
 
 
@@ -91,12 +98,12 @@ def user_message(request: BackendRequest) -> ChatCompletionMessageParam:
     }
 
 
-def media_model(worker: WorkerState, request: BackendRequest) -> str:
+def media_model(endpoint: Endpoint, request: BackendRequest) -> str:
     """The model a media query asks the server for (see `MODEL_HINTS`)."""
-    if request.model_name and request.model_name != worker.name:
+    if request.model_name and request.model_name != endpoint.name:
         return request.model  # the user's choice
     hints = MODEL_HINTS.get(request.query_type, ())
-    fitting = (m for m in worker.models if any(hint in m.lower() for hint in hints))
+    fitting = (m for m in endpoint.models if any(hint in m.lower() for hint in hints))
     return next(fitting, request.model)
 
 
@@ -197,6 +204,79 @@ def _failure(exc: Exception) -> BackendError:
     return BackendError(f"worker error: {exc}")
 
 
+async def _chat(
+    client: httpx.AsyncClient,
+    endpoint: Endpoint,
+    request: BackendRequest,
+    headers: dict[str, str],
+) -> AsyncIterator[str]:
+    """`POST /chat/completions`: the answer whole, or its deltas as the server streams them."""
+    if not request.model:
+        raise BackendError("no model named and the worker lists none")
+    body: dict[str, Any] = {
+        "model": request.model,
+        "messages": [user_message(request)],
+        "stream": request.stream,
+        **generation_options(request.options),
+    }
+    url = f"{_api_root(endpoint)}/chat/completions"
+    if not request.stream:
+        response = await client.post(url, json=body, headers=headers)
+        _raise_for_status(response, response.content)
+        try:
+            choices = response.json()["choices"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise BackendError("worker answer is not a chat completion") from exc
+        if not choices:
+            raise BackendError("worker answered with no choices")
+        yield _text(choices[0].get("message"))
+        return
+    async with client.stream("POST", url, json=body, headers=headers) as response:
+        if response.status_code != 200:
+            _raise_for_status(response, await response.aread())
+        async for delta in _deltas(response):
+            yield delta
+
+
+async def _deltas(response: httpx.Response) -> AsyncIterator[str]:
+    """The content deltas of an SSE chat stream, read to its end (so the connection goes back
+    to the pool). An `error` event fails the request; a stream cut before `[DONE]` is taken
+    as it came, as the SDK took it."""
+    async for line in response.aiter_lines():
+        if not line.startswith("data:"):
+            continue  # blank lines between events, comments, `event:` names
+        data = line[5:].strip()
+        if data == "[DONE]":
+            continue
+        chunk = stream_object(data, "event")
+        if "error" in chunk:
+            raise BackendError(f"worker failed mid-answer: {error_message(chunk)}")
+        choices = chunk.get("choices")
+        if choices and isinstance(choices[0], dict) and (delta := _text(choices[0].get("delta"))):
+            yield delta
+
+
+def _text(message: object) -> str:
+    """A chat message's (or delta's) text content; empty when it has none."""
+    content = message.get("content") if isinstance(message, dict) else None
+    return content if isinstance(content, str) else ""
+
+
+def _raise_for_status(response: httpx.Response, body: bytes) -> None:
+    """An HTTP error keeps its status (a 400 means the input was refused), with the server's
+    own message when it sends one in OpenAI's shape."""
+    if response.status_code == 200:
+        return
+    try:
+        detail = error_message(json.loads(body))
+    except ValueError:
+        detail = body[:300].decode("utf-8", "replace").strip()
+    raise BackendError(
+        f"worker answered HTTP {response.status_code}" + (f": {detail}" if detail else ""),
+        status=response.status_code,
+    )
+
+
 class OpenAIBackend(Backend):
     kind = "openai"
     query_types = frozenset({"chat", "vision", "imagine", "stt", "tts"})
@@ -209,19 +289,19 @@ class OpenAIBackend(Backend):
         return RESULT_TYPE.get(query_type, "text")
 
     async def probe(
-        self, client: httpx.AsyncClient, worker: WorkerState, seconds: float
+        self, client: httpx.AsyncClient, endpoint: Endpoint, seconds: float
     ) -> HealthReport:
         return await self.probe_model_list(
             client,
-            worker,
-            f"{_api_root(worker)}/models",
+            endpoint,
+            f"{_api_root(endpoint)}/models",
             seconds,
             lambda body: (m["id"] for m in body["data"]),
         )
 
-    def _sdk(self, worker: WorkerState) -> openai.AsyncOpenAI:
-        key = self.auth_headers(worker).get("Authorization", "Bearer none").removeprefix("Bearer ")
-        root = _api_root(worker)
+    def _sdk(self, endpoint: Endpoint) -> openai.AsyncOpenAI:
+        key = endpoint.key or "none"
+        root = _api_root(endpoint)
         sdk = self._clients.get((root, key))
         if sdk is None:
             import openai
@@ -232,43 +312,21 @@ class OpenAIBackend(Backend):
         return sdk
 
     async def generate(
-        self, client: httpx.AsyncClient, worker: WorkerState, request: BackendRequest
+        self, client: httpx.AsyncClient, endpoint: Endpoint, request: BackendRequest
     ) -> AsyncIterator[str]:
-        import openai
-
         media = {"imagine": self._imagine, "stt": self._transcribe, "tts": self._speak}
         one_piece = media.get(request.query_type)
-        sdk = self._sdk(worker)
+        if one_piece is None:
+            async for delta in _chat(client, endpoint, request, self.auth_headers(endpoint)):
+                yield delta
+            return
+        import openai
+
         try:
-            if one_piece is None:
-                async for delta in self._chat(sdk, request):
-                    yield delta
-                return
-            result = await one_piece(sdk, media_model(worker, request), request)
+            result = await one_piece(self._sdk(endpoint), media_model(endpoint, request), request)
         except openai.OpenAIError as exc:
             raise _failure(exc) from exc
         yield result
-
-    async def _chat(self, sdk: openai.AsyncOpenAI, request: BackendRequest) -> AsyncIterator[str]:
-        if not request.model:
-            raise BackendError("no model named and the worker lists none")
-        messages: list[ChatCompletionMessageParam] = [user_message(request)]
-        options = generation_options(request.options)
-        if not request.stream:
-            completion: ChatCompletion = await sdk.chat.completions.create(
-                model=request.model, messages=messages, stream=False, **options
-            )
-            if not completion.choices:
-                raise BackendError("worker answered with no choices")
-            yield completion.choices[0].message.content or ""
-            return
-        stream: AsyncStream[ChatCompletionChunk] = await sdk.chat.completions.create(
-            model=request.model, messages=messages, stream=True, **options
-        )
-        async with stream:
-            async for chunk in stream:
-                if chunk.choices and (delta := chunk.choices[0].delta.content):
-                    yield delta
 
     async def _imagine(self, sdk: openai.AsyncOpenAI, model: str, request: BackendRequest) -> str:
         """One image, base64 PNG."""

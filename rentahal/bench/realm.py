@@ -8,6 +8,7 @@ what an earlier run left behind, and a run never touches a store somebody cares 
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 import shutil
 import tempfile
@@ -25,9 +26,66 @@ from rentahal.store import Role, Store
 from rentahal.testing.broker import BrokerProcess
 from rentahal.testing.process import StubServer
 
+HEALTH_CHECK_INTERVAL = 5.0
+"""Seconds between a bench broker's health probes: frequent enough to be realistic, rare
+enough that probes are not a noticeable part of the load."""
+
+PLENTY = 1_000_000
+"""A queue limit no benchmark reaches."""
+
 
 class BenchmarkError(RuntimeError):
     """The benchmark could not produce trustworthy figures (setup failed, jobs were lost)."""
+
+
+def limits_out_of_the_way(clients: int) -> dict[str, str]:
+    """``RENTAHAL_*`` settings that take the broker's limits out of the way of a benchmark
+    with up to ``clients`` connections open at once, so that it measures the broker's work,
+    not its limits: every client comes from 127.0.0.1, and a user (a guest on the bus, or the
+    one user whose API key makes the `/v1` queries) may have every job queued or running.
+
+    Health probes every :data:`HEALTH_CHECK_INTERVAL` seconds; the queue wait allowed is an
+    hour. Every bench that starts a broker for load passes these (and may add its own).
+    """
+    room = str(clients + 50)
+    plenty = str(PLENTY)
+    return {
+        "RENTAHAL_HEALTH_CHECK_INTERVAL": str(HEALTH_CHECK_INTERVAL),
+        "RENTAHAL_MAX_CONNECTIONS": room,
+        "RENTAHAL_MAX_HTTP_CONNECTIONS": room,
+        "RENTAHAL_MAX_CONNECTIONS_PER_IP": "0",
+        "RENTAHAL_MAX_QUEUE_SIZE": plenty,
+        "RENTAHAL_MAX_QUEUED_PER_USER": plenty,
+        "RENTAHAL_MAX_RUNNING_PER_USER": plenty,
+        "RENTAHAL_QUEUE_TIMEOUT": "3600",
+        "RENTAHAL_QUERIES_PER_MINUTE_GUEST": "0",
+        "RENTAHAL_QUERIES_PER_MINUTE_USER": "0",
+        "RENTAHAL_QUERIES_PER_MINUTE_PREMIUM": "0",
+        "RENTAHAL_QUERIES_PER_MINUTE_PER_KEY": "0",
+        "RENTAHAL_QUERIES_PER_MINUTE_PER_IP": "0",
+        "RENTAHAL_QUERIES_PER_DAY_GUEST": "0",
+        "RENTAHAL_QUERIES_PER_DAY_USER": "0",
+        "RENTAHAL_QUERIES_PER_DAY_PREMIUM": "0",
+        "RENTAHAL_REGISTRATIONS_PER_HOUR_PER_IP": "0",
+    }
+
+
+def process_cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU time of a process from /proc (None where there is no /proc, or for
+    no ``pid``).
+
+    A read of procfs is served from kernel memory and never blocks on a disk, so it is
+    fine to do in the event loop.
+    """
+    if pid is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of proc(5)
+    return (utime + stime) / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass(frozen=True)

@@ -21,23 +21,21 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
-import os
-import platform
 import re
 import time
 import wave
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import httpx
 from pydantic import BaseModel, ValidationError
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 
-from rentahal.bench.console import note
+from rentahal.bench.console import note, progress_bars
+from rentahal.bench.provenance import measured_now, this_machine
 from rentahal.bench.realm import BenchmarkError
 from rentahal.bench.stats import percentile
 from rentahal.testing.worker import WorkerProcess
@@ -214,15 +212,8 @@ class SpeechReport:
     params: SpeechParams
     tts: tuple[TtsFigures, ...]
     stt: tuple[SttFigures, ...]
-    measured_at: str = field(
-        default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds")
-    )
-    machine: str = field(
-        default_factory=lambda: (
-            f"{os.cpu_count()} CPUs, {platform.machine()}, {platform.system()}, "
-            f"Python {platform.python_version()}"
-        )
-    )
+    measured_at: str = field(default_factory=measured_now)
+    machine: str = field(default_factory=this_machine)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready, with the derived figures (overheads, accuracies) included."""
@@ -296,7 +287,7 @@ async def run_speech(
         client = await stack.enter_async_context(
             httpx.AsyncClient(timeout=REQUEST_TIMEOUT, trust_env=False)
         )
-        progress = stack.enter_context(_progress(console))
+        progress = stack.enter_context(progress_bars(console, 28))
         tts: list[TtsFigures] = []
         clips: list[Clip] = []
         for name in tts_names:
@@ -495,15 +486,3 @@ def _timing(
 ) -> Timing:
     """The samples' seconds against ``audio``, the seconds of speech in each one's clip."""
     return Timing.of([seconds for _, seconds, _ in samples], audio, engine)
-
-
-def _progress(console: Console | None) -> Progress:
-    """Progress bars on ``console``, or disabled ones when there is no console."""
-    return Progress(
-        TextColumn("{task.description:<28}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        disable=console is None,
-    )

@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, computed_field
+
+from rentahal.bus.topics import Topic
+from rentahal.core.vocabulary import ASSIGNABLE_ROLES, QueryType, Strategy, WorkerKind
 
 _NO_REPLY = {"response_to"}
 
 
 class Outbound(BaseModel):
     model_config = ConfigDict(frozen=True)
+
+    # The fan-out topic the event belongs to (`rentahal.bus.topics`): a broadcast reaches
+    # only the connections subscribed to it. The default, `queries`, is always heard.
+    topic: ClassVar[Topic] = Topic.QUERIES
 
     response_to: str | int | None = None
 
@@ -22,6 +29,14 @@ class Outbound(BaseModel):
     def wire_json(self) -> str:
         """`wire()` as JSON text, encoded by pydantic's core in one step."""
         return self.model_dump_json(exclude=_NO_REPLY if self.response_to is None else None)
+
+    @property
+    def is_final(self) -> bool:
+        """Whether the event ends its query: nothing more of it follows, so whoever waits
+        for the query stops here. The events that can end one (a result, or the error that
+        stands for one) carry it on the wire as `is_final`, so that no client keeps its own
+        list of final event types."""
+        return False
 
 
 class UserView(BaseModel):
@@ -92,8 +107,20 @@ class UserInfo(Outbound):
     data: UserView
 
 
+class Vocabulary(Outbound):
+    """The names this broker knows, first in every greeting, so that a client (the page's
+    sysop panel) offers exactly these rather than lists of its own."""
+
+    type: Literal["vocabulary"] = "vocabulary"
+    query_types: list[str] = [t.value for t in QueryType]
+    worker_kinds: list[str] = [k.value for k in WorkerKind]
+    strategies: list[str] = [s.value for s in Strategy]
+    roles: list[str] = [r.value for r in ASSIGNABLE_ROLES]  # what a sysop may give a user
+
+
 class SysopBroadcast(Outbound):
     type: Literal["sysop_message"] = "sysop_message"
+    topic: ClassVar[Topic] = Topic.BROADCASTS
     message: str
 
 
@@ -104,16 +131,19 @@ class PreviousQueries(Outbound):
 
 class WorkerUpdate(Outbound):
     type: Literal["worker_update"] = "worker_update"
+    topic: ClassVar[Topic] = Topic.WORKERS
     workers: list[WorkerView]
 
 
 class HuggingfaceUpdate(Outbound):
     type: Literal["huggingface_update"] = "huggingface_update"
+    topic: ClassVar[Topic] = Topic.WORKERS
     models: list[dict[str, str]]
 
 
 class ActiveUsers(Outbound):
     type: Literal["active_users"] = "active_users"
+    topic: ClassVar[Topic] = Topic.USERS
     users: list[str]
 
 
@@ -136,6 +166,18 @@ class QueryChunk(Outbound):
     delta: str
 
 
+class SpeechChunk(Outbound):
+    """One sentence of a spoken answer, said while the rest is still being written: `seq`
+    counts from 0 and the chunks come in order, all before the query's final event (which
+    carries the whole text and the whole audio, for clients that want one file)."""
+
+    type: Literal["speech_chunk"] = "speech_chunk"
+    query_id: str
+    seq: int
+    text: str  # what is said (the answer's sentence as speech suits it)
+    audio: str  # base64 WAV
+
+
 class QueryResult(Outbound):
     type: Literal["query_result"] = "query_result"
     query_id: str
@@ -145,6 +187,11 @@ class QueryResult(Outbound):
     cost: float
     queue_wait: float = 0.0
     worker: str | None = None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def is_final(self) -> bool:
+        return True
 
 
 class QueryResultWithMedia(QueryResult):
@@ -165,8 +212,13 @@ class TranscriptionResult(Outbound):
     cost: float = 0.0
     final: bool = True  # False: a speech query goes on to answer it
     # The voice mode's words said in `text`, when `speech_to_text` asked (`spot`); see
-    # `rentahal.intents.spotting`.
+    # `rentahal.core.spotting`.
     spotted: list[str] = []
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def is_final(self) -> bool:
+        return self.final
 
 
 class SpeechResult(Outbound):
@@ -177,6 +229,11 @@ class SpeechResult(Outbound):
     audio: str
     processing_time: float = 0.0
     cost: float = 0.0
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def is_final(self) -> bool:
+        return True
 
 
 class IntentView(BaseModel):
@@ -229,6 +286,7 @@ class VisionUploadComplete(Outbound):
 
 class QueueUpdate(Outbound):
     type: Literal["queue_update"] = "queue_update"
+    topic: ClassVar[Topic] = Topic.QUEUE
     depth: int
     total: int
     realms: dict[str, int] = {}  # depth per realm
@@ -241,11 +299,13 @@ class SystemStatsEvent(Outbound):
 
 class UserStats(Outbound):
     type: Literal["user_stats"] = "user_stats"
+    topic: ClassVar[Topic] = Topic.USERS
     data: list[UserView]
 
 
 class WorkerHealth(Outbound):
     type: Literal["worker_health"] = "worker_health"
+    topic: ClassVar[Topic] = Topic.WORKERS
     data: list[WorkerView]
 
 
@@ -294,11 +354,13 @@ class StatsTimeline(Outbound):
 
 class UserBanned(Outbound):
     type: Literal["user_banned"] = "user_banned"
+    topic: ClassVar[Topic] = Topic.USERS
     guid: str
 
 
 class UserUnbanned(Outbound):
     type: Literal["user_unbanned"] = "user_unbanned"
+    topic: ClassVar[Topic] = Topic.USERS
     guid: str
 
 
@@ -330,17 +392,25 @@ class RealmView(BaseModel):
 
 class PoolUpdate(Outbound):
     type: Literal["pool_update"] = "pool_update"
+    topic: ClassVar[Topic] = Topic.WORKERS
     pools: list[PoolView]
     realms: list[str]  # realm names also work as `$NAME` targets
     realm_types: dict[str, list[str]] = {}  # realm → the query types it takes (primary, backup)
 
 
 class Error(Outbound):
+    """A refusal (no `query_id`), or why a query ended without a result (its final event)."""
+
     type: Literal["error"] = "error"
     code: str
     message: str
     query_id: str | None = None
     retry_after: float | None = None  # seconds until a rate limit or quota lets it through
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def is_final(self) -> bool:
+        return self.query_id is not None
 
 
 class Ping(Outbound):
@@ -349,6 +419,21 @@ class Ping(Outbound):
 
 class Pong(Outbound):
     type: Literal["pong"] = "pong"
+
+
+class Subscribed(Outbound):
+    """The reply to `subscribe`: the topics the connection hears from now on."""
+
+    type: Literal["subscribed"] = "subscribed"
+    topics: list[str]
+
+
+class QueueCleared(Outbound):
+    """The reply to `clear_queue`: how many waiting queries were cancelled."""
+
+    type: Literal["queue_cleared"] = "queue_cleared"
+    cleared: int
+    message: str
 
 
 class Ack(Outbound):

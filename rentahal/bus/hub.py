@@ -3,6 +3,7 @@
 Each connection has its own bounded outbox drained by its own writer task, so a broadcast
 never waits on a slow client, and a client that stops reading is dropped instead of growing
 the broker's memory. A user may have many connections (tabs, devices); all get their events.
+A broadcast goes only to the connections that hear its topic (`rentahal.bus.topics`).
 """
 
 from __future__ import annotations
@@ -10,14 +11,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import structlog
 from pydantic_core import PydanticSerializationError
 from starlette.websockets import WebSocket, WebSocketState
 
+from rentahal.bus import topics
 from rentahal.bus.events import Outbound
+from rentahal.bus.topics import Topic
 from rentahal.store import User
 
 log = structlog.get_logger(__name__)
@@ -52,6 +55,31 @@ class Connection:
         # Called with the user's new account row when it changes (a new role, registered),
         # so the session behind this connection acts on it at once (`Hub.user_changed`).
         self.on_user_changed: Callable[[User], None] | None = None
+        # Stores the connection's guest if it is not stored yet (`Hub.store_user`).
+        self.store_user: Callable[[], Awaitable[None]] | None = None
+        # The guest behind this connection while it is not stored: sysops see it among the
+        # users (and may ban it) though it has no row yet.
+        self.unstored_guest: User | None = None
+        self._topics: frozenset[Topic] | None = None  # None: every topic it may see
+
+    @property
+    def topics(self) -> frozenset[Topic]:
+        """The topics this connection hears: what it subscribed to, or else every topic its
+        role may see (so a promotion or demotion changes the default at once)."""
+        if self._topics is None:
+            return topics.visible(sysop=self.is_sysop)
+        return self._topics
+
+    def subscribe(self, names: Iterable[str]) -> frozenset[Topic]:
+        """Hear only these topics (and `queries`) from now on; raises `ProtocolError` for an
+        unknown topic or a sysop topic asked by anyone else. Returns the topics in effect."""
+        self._topics = topics.chosen(names, sysop=self.is_sysop)
+        return self._topics
+
+    def hears(self, event: Outbound | dict[str, Any]) -> bool:
+        """Whether a broadcast of this event is for this connection (a raw dict has no topic:
+        everybody hears it)."""
+        return not isinstance(event, Outbound) or event.topic in self.topics
 
     def start(self) -> None:
         self._writer = asyncio.create_task(self._write_loop(), name=f"ws-writer-{self.user_id}")
@@ -106,40 +134,64 @@ class Connection:
                 await self._writer
 
 
+class Watch:
+    """One query's events as the hub sends them, typed, from the moment it is made until
+    `close`: in-process readers (REST, the OpenAI API, intents) take the events themselves,
+    and a socket encodes what it sends on."""
+
+    def __init__(self, watchers: dict[str, set[Watch]], query_id: str) -> None:
+        self.query_id = query_id
+        self._watchers = watchers
+        self._events: asyncio.Queue[Outbound] = asyncio.Queue(OUTBOX_LIMIT)
+        watchers.setdefault(query_id, set()).add(self)
+
+    def put(self, event: Outbound) -> None:
+        with contextlib.suppress(asyncio.QueueFull):  # a watcher that stopped reading
+            self._events.put_nowait(event)
+
+    async def get(self) -> Outbound:
+        return await self._events.get()
+
+    def close(self) -> None:
+        """Stop watching (again is harmless)."""
+        watchers = self._watchers.get(self.query_id, set())
+        watchers.discard(self)
+        if not watchers:
+            self._watchers.pop(self.query_id, None)
+
+    def __enter__(self) -> Watch:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
 class Hub:
     """Who is connected, and sending events to one user, the sysops, or everybody.
 
-    Besides WebSockets, a query's events can be watched by id (REST clients streaming one
-    query's answer); watchers get a copy of every event that names the query."""
+    Besides WebSockets, a query's events can be watched by id (`watch`: REST clients
+    streaming one query's answer, the OpenAI API, intents); watchers get every event that
+    names the query, as the event object."""
 
     def __init__(self) -> None:
         self._by_user: dict[str, set[Connection]] = {}
-        self._watchers: dict[str, set[asyncio.Queue[str]]] = {}
+        self._watchers: dict[str, set[Watch]] = {}
 
-    @contextlib.contextmanager
-    def watch(self, query_id: str) -> Iterator[asyncio.Queue[str]]:
-        """The events of one query, encoded, as they are sent, while the block runs."""
-        events: asyncio.Queue[str] = asyncio.Queue(OUTBOX_LIMIT)
-        self._watchers.setdefault(query_id, set()).add(events)
-        try:
-            yield events
-        finally:
-            watchers = self._watchers.get(query_id, set())
-            watchers.discard(events)
-            if not watchers:
-                self._watchers.pop(query_id, None)
+    def watch(self, query_id: str) -> Watch:
+        """The events of one query as they are sent, until the watch is closed."""
+        return Watch(self._watchers, query_id)
 
     def send_watchers(self, event: Outbound | dict[str, Any]) -> None:
         """Only to those watching the event's query (not to its owner's connections)."""
-        self._to_watchers(event, encode(event))
+        self._to_watchers(event)
 
-    def _to_watchers(self, event: Outbound | dict[str, Any], text: str) -> None:
-        query_id = (
-            event.get("query_id") if isinstance(event, dict) else getattr(event, "query_id", None)
-        )
-        for events in self._watchers.get(str(query_id), ()) if query_id else ():
-            with contextlib.suppress(asyncio.QueueFull):  # a watcher that stopped reading
-                events.put_nowait(text)
+    def _to_watchers(self, event: Outbound | dict[str, Any]) -> None:
+        """A typed event that names a query, to its watchers (a raw dict names none)."""
+        query_id = getattr(event, "query_id", None)
+        if not isinstance(event, Outbound) or not query_id:
+            return
+        for watch in list(self._watchers.get(query_id, ())):
+            watch.put(event)
 
     def add(self, connection: Connection) -> None:
         self._by_user.setdefault(connection.user_id, set()).add(connection)
@@ -159,13 +211,20 @@ class Hub:
         for connections in list(self._by_user.values()):
             yield from list(connections)
 
+    def unstored_guests(self) -> list[User]:
+        """Connected guests that have no row yet, once each."""
+        guests = {
+            c.unstored_guest.id: c.unstored_guest for c in self.connections() if c.unstored_guest
+        }
+        return list(guests.values())
+
     def is_connected(self, user_id: str) -> bool:
         return bool(self._by_user.get(user_id))
 
     def send_user(self, user_id: str, event: Outbound | dict[str, Any]) -> bool:
         """True if at least one of the user's connections took the event."""
         text = encode(event)
-        self._to_watchers(event, text)
+        self._to_watchers(event)
         delivered = False
         for connection in list(self._by_user.get(user_id, ())):
             delivered = connection.send(text) or delivered
@@ -173,16 +232,17 @@ class Hub:
 
     def send_final(self, user_id: str, query_id: str, event: Outbound) -> bool:
         """`Connection.send_final` on each of the user's connections; True if any took it."""
-        self._to_watchers(event, encode(event))
+        self._to_watchers(event)
         delivered = False
         for connection in list(self._by_user.get(user_id, ())):
             delivered = connection.send_final(query_id, event) or delivered
         return delivered
 
     def broadcast(self, event: Outbound | dict[str, Any], *, sysops_only: bool = False) -> None:
+        """To every connection that hears the event's topic (only sysops', if asked)."""
         text = encode(event)
         for connection in self.connections():
-            if connection.is_sysop or not sysops_only:
+            if (connection.is_sysop or not sysops_only) and connection.hears(event):
                 connection.send(text)
 
     def broadcast_by_role(
@@ -191,7 +251,8 @@ class Hub:
         """One event in two versions: the full one for sysops, a redacted one for the rest."""
         sysop_text, other_text = encode(sysops), encode(others)
         for connection in self.connections():
-            connection.send(sysop_text if connection.is_sysop else other_text)
+            if connection.hears(sysops if connection.is_sysop else others):
+                connection.send(sysop_text if connection.is_sysop else other_text)
 
     def user_changed(self, user_id: str, user: User) -> int:
         """Hand a user's changed account to each of their connections; returns how many."""
@@ -200,6 +261,14 @@ class Hub:
             if connection.on_user_changed is not None and not connection.closed.is_set():
                 connection.on_user_changed(user)
         return len(connections)
+
+    async def store_user(self, user_id: str) -> None:
+        """Have a connected guest that is not stored yet stored, through its connection: a
+        sysop's ban or new role must outlive the connection (guests are stored lazily)."""
+        for connection in list(self._by_user.get(user_id, ())):
+            if connection.store_user is not None:
+                await connection.store_user()
+                return
 
     def close_user(self, user_id: str, code: int, reason: str) -> int:
         """Close every connection of a user (a ban); returns how many were open."""

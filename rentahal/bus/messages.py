@@ -8,12 +8,9 @@ which the broker echoes as `response_to` on its direct replies.
 from __future__ import annotations
 
 import json
-import re
 from typing import Annotated, Any, Literal, get_args
 
-import httpx
 from pydantic import (
-    AfterValidator,
     AliasChoices,
     BaseModel,
     ConfigDict,
@@ -21,39 +18,31 @@ from pydantic import (
     StringConstraints,
     TypeAdapter,
     ValidationError,
-    field_validator,
     model_validator,
 )
 
-from rentahal.bus.errors import ErrorCode, ProtocolError
-from rentahal.routing.registry import base_url
-from rentahal.routing.strategies import StrategyName
+from rentahal.core.errors import ErrorCode, ProtocolError
+from rentahal.core.options import Language, Options, Speaker
+from rentahal.core.specs import (
+    Alias,
+    Base64,
+    Guid,
+    ModelName,
+    ModelSpec,
+    Name,
+    PoolSpec,
+    Prompt,
+    QuerySpec,
+    WorkerSpec,
+)
+from rentahal.core.validation import Storable, describe, lone_surrogate
+from rentahal.core.vocabulary import QueryType
 
-QueryType = Literal["chat", "vision", "imagine", "speech", "tts", "stt"]
-WorkerKind = Literal["rentahal", "ollama", "openai", "a1111", "claude", "huggingface"]
-
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
-Guid = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
-HOST = re.compile(r"^(?:[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*|[0-9A-Fa-f:.]+)$")  # name, IPv4/6
+# A message's own id, echoed as `response_to` on the broker's direct replies.
 MessageId = Annotated[str, StringConstraints(max_length=128)] | int
-ModelName = Annotated[str, StringConstraints(strip_whitespace=True, max_length=128)]
-Prompt = Annotated[str, StringConstraints(max_length=200_000)]
-Alias = Annotated[str, StringConstraints(pattern=r"^\$[A-Z0-9_]{1,63}$")]
-Keyword = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
-Base64 = Annotated[str, StringConstraints(max_length=16 * 1024 * 1024)]
 
 
-def _bounded_options(options: dict[str, Any]) -> dict[str, Any]:
-    if len(json.dumps(options)) > 4096:
-        raise ValueError("options are limited to 4 KiB of JSON")
-    return options
-
-
-# A query's settings (`stream`, `speak`, `temperature`…), checked where a message is parsed.
-Options = Annotated[dict[str, Any], AfterValidator(_bounded_options)]
-
-
-class Inbound(BaseModel):
+class Inbound(Storable):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     id: MessageId | None = None
@@ -61,20 +50,6 @@ class Inbound(BaseModel):
 
 class SysopInbound(Inbound):
     """Marker base: only a sysop may send these."""
-
-
-class QuerySpec(BaseModel):
-    """The seed's `Query`: what to run and where."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    prompt: Prompt = ""
-    query_type: QueryType = "chat"
-    model_type: Annotated[str, StringConstraints(max_length=32)] = "worker_node"
-    model_name: ModelName = ""
-    image: Base64 | None = None
-    audio: Base64 | None = None
-    options: Options = Field(default_factory=dict)
 
 
 class SetNickname(Inbound):
@@ -97,7 +72,10 @@ class Chat(Inbound):
 
     def to_query(self) -> QuerySpec:
         return QuerySpec(
-            prompt=self.prompt, query_type="chat", model_name=self.model_name, options=self.options
+            prompt=self.prompt,
+            query_type=QueryType.CHAT,
+            model_name=self.model_name,
+            options=self.options,
         )
 
 
@@ -111,7 +89,10 @@ class Vision(Inbound):
 
     def to_query(self) -> QuerySpec:
         return QuerySpec(
-            prompt=self.prompt, query_type="vision", model_name=self.model_name, image=self.image
+            prompt=self.prompt,
+            query_type=QueryType.VISION,
+            model_name=self.model_name,
+            image=self.image,
         )
 
 
@@ -120,7 +101,7 @@ class SpeechToText(Inbound):
 
     type: Literal["speech_to_text"]
     audio: Base64
-    language: Annotated[str, StringConstraints(pattern=r"^[a-z]{2,3}$")] | None = None
+    language: Language | None = None
     # Voice mode: list the wake and command words said in `transcription_result.spotted`.
     spot: bool = False
 
@@ -128,7 +109,7 @@ class SpeechToText(Inbound):
         options: dict[str, Any] = {"language": self.language} if self.language else {}
         if self.spot:
             options["spot"] = True
-        return QuerySpec(query_type="stt", audio=self.audio, options=options)
+        return QuerySpec(query_type=QueryType.STT, audio=self.audio, options=options)
 
 
 class TextToSpeech(Inbound):
@@ -136,11 +117,11 @@ class TextToSpeech(Inbound):
 
     type: Literal["text_to_speech"]
     text: Prompt
-    speaker: Annotated[str, StringConstraints(max_length=64)] | None = None
+    speaker: Speaker | None = None
 
     def to_query(self) -> QuerySpec:
         options = {"speaker": self.speaker} if self.speaker else {}
-        return QuerySpec(prompt=self.text, query_type="tts", options=options)
+        return QuerySpec(prompt=self.text, query_type=QueryType.TTS, options=options)
 
 
 class VisionChunk(Inbound):
@@ -150,7 +131,7 @@ class VisionChunk(Inbound):
     chunk_data: Base64
     image_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
     prompt: Prompt = ""
-    query_type: QueryType = "vision"
+    query_type: QueryType = QueryType.VISION
     model_type: Annotated[str, StringConstraints(max_length=32)] = "worker_node"
     model_name: ModelName = ""
 
@@ -215,39 +196,6 @@ class GetStats(SysopInbound):
     type: Literal["get_stats"]
 
 
-class WorkerSpec(BaseModel):
-    """A worker as the sysop describes it (`add_worker {worker: {...}}`)."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True)  # the seed also sends health fields
-
-    name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
-    address: Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=512)]
-    type: QueryType = "chat"
-    kind: WorkerKind = "rentahal"
-    models: list[ModelName] = Field(default_factory=list, max_length=256)
-    max_concurrency: int = Field(default=4, ge=1, le=1024)
-    api_key_env: Annotated[str, StringConstraints(pattern=r"^[A-Z_][A-Z0-9_]{0,127}$")] | None = (
-        None
-    )
-    realm: Alias | None = None  # default: the primary realm of its type, as routing changes
-    specializations: dict[Keyword, list[Keyword]] = Field(default_factory=dict, max_length=32)
-
-    @field_validator("address")
-    @classmethod
-    def _an_address_requests_can_use(cls, address: str) -> str:
-        """`host:port` or an http(s) URL (`tunnel://name` for outbound workers) that makes
-        a valid request URL: a worker nobody can reach would fail every health check."""
-        try:
-            url = httpx.URL(f"{base_url(address)}/health")
-        except httpx.InvalidURL as exc:
-            raise ValueError(f"not a usable address: {exc}") from None
-        if url.scheme not in ("http", "https", "tunnel") or not HOST.match(url.host):
-            raise ValueError("an address is host:port or an http(s):// URL")
-        if url.port is not None and not 0 < url.port < 65536:
-            raise ValueError(f"port {url.port} is not a port")
-        return address
-
-
 class AddWorker(SysopInbound):
     type: Literal["add_worker"]
     worker: WorkerSpec
@@ -256,19 +204,6 @@ class AddWorker(SysopInbound):
 class RemoveWorker(SysopInbound):
     type: Literal["remove_worker"]
     worker_name: Name = Field(validation_alias=AliasChoices("worker_name", "name"))
-
-
-class ModelSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    # A model's id becomes part of its URL: printable text only.
-    name: Annotated[
-        str,
-        StringConstraints(
-            strip_whitespace=True, min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$"
-        ),
-    ]
-    type: QueryType = "chat"
 
 
 class AddHuggingfaceModel(SysopInbound):
@@ -319,42 +254,14 @@ class TerminateQuery(SysopInbound):
         return self
 
 
-class PoolSpec(BaseModel):
-    """A pool: `$NAME`, the query type it serves, its members and how to choose among them."""
+class ClearQueue(SysopInbound):
+    """Cancel the waiting jobs of a realm, of a user, of both, or (neither) all of them."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: Alias
-    type: QueryType = "chat"
-    members: list[Name] = Field(default_factory=list, max_length=256)
-    strategy: StrategyName = "auto"
-
-
-class RealmSpec(BaseModel):
-    """A realm as the sysop creates it (REST `POST /api/v1/realms`)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: Alias
-    primary_for: list[QueryType] = Field(default_factory=list)
-    backup_for: list[QueryType] = Field(default_factory=list)
-    strategy: StrategyName = "health"
-    max_queue_size: int = Field(default=100, ge=1, le=1_000_000)
-    min_workers: int = Field(default=0, ge=0, le=100_000)
-    max_workers: int = Field(default=1000, ge=1, le=100_000)
-
-
-class RealmPatch(BaseModel):
-    """A change to a realm (REST `PATCH /api/v1/realms/{name}`): only the fields given."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    primary_for: list[QueryType] | None = None
-    backup_for: list[QueryType] | None = None
-    strategy: StrategyName | None = None
-    max_queue_size: int | None = Field(default=None, ge=1, le=1_000_000)
-    min_workers: int | None = Field(default=None, ge=0, le=100_000)
-    max_workers: int | None = Field(default=None, ge=1, le=100_000)
+    type: Literal["clear_queue"]
+    realm: Alias | None = None
+    user_guid: Guid | None = Field(
+        default=None, validation_alias=AliasChoices("user_guid", "user_id", "guid")
+    )
 
 
 class AddPool(SysopInbound):
@@ -401,6 +308,7 @@ InboundMessage = Annotated[
     | UnbanUser
     | SetRole
     | TerminateQuery
+    | ClearQueue
     | AddPool
     | UpdatePool
     | RemovePool
@@ -420,20 +328,14 @@ SYSOP_MESSAGE_TYPES: frozenset[str] = frozenset(
 )
 
 
-def _describe(error: ValidationError) -> str:
-    parts = []
-    for item in error.errors(include_url=False, include_input=False)[:3]:
-        where = ".".join(str(p) for p in item["loc"][1:]) or "message"  # [0] is the type
-        parts.append(f"{where}: {item['msg']}")
-    return "; ".join(parts)
-
-
 MAX_DEPTH = 32  # nesting of a message's JSON; real messages need 4
 
 
-def _check_shape(data: object, *, surrogates: bool) -> None:
-    """Refuse nesting deeper than MAX_DEPTH (validating it would recurse without bound) and,
-    when the frame escapes any, text with lone surrogates (it cannot be stored or echoed)."""
+def _check_shape(data: object) -> None:
+    """Refuse nesting deeper than MAX_DEPTH (validating it would recurse without bound) and
+    text with lone surrogates, before the frame's `id` is read: a reply echoing it could not
+    be sent. (A bytes frame may hold one unescaped: `json.loads` decodes them with
+    `surrogatepass`.)"""
     stack: list[tuple[object, int]] = [(data, 1)]
     while stack:
         value, depth = stack.pop()
@@ -442,15 +344,11 @@ def _check_shape(data: object, *, surrogates: bool) -> None:
                 raise ProtocolError(ErrorCode.MALFORMED, f"nested deeper than {MAX_DEPTH} levels")
             items = value.items() if isinstance(value, dict) else enumerate(value)
             for key, item in items:
-                if surrogates and isinstance(key, str):
+                if isinstance(key, str):
                     stack.append((key, depth))
                 stack.append((item, depth + 1))
-        elif surrogates and isinstance(value, str) and _LONE_SURROGATE.search(value):
+        elif isinstance(value, str) and lone_surrogate(value):
             raise ProtocolError(ErrorCode.MALFORMED, "text holds a lone UTF-16 surrogate")
-
-
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
-_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")  # a surrogate escaped in the JSON text
 
 
 def parse_message(raw: str | bytes, *, sysop: bool = True) -> InboundMessage:
@@ -470,8 +368,7 @@ def parse_message(raw: str | bytes, *, sysop: bool = True) -> InboundMessage:
         raise ProtocolError(ErrorCode.MALFORMED, "nested too deeply") from None
     if not isinstance(data, dict):
         raise ProtocolError(ErrorCode.MALFORMED, "a message must be a JSON object")
-    text = raw if isinstance(raw, str) else raw.decode("utf-8", "replace")
-    _check_shape(data, surrogates=_SURROGATE_ESCAPE.search(text) is not None)
+    _check_shape(data)
     message_id = data.get("id")
     if not isinstance(message_id, str | int) or isinstance(message_id, bool):
         message_id = None
@@ -487,7 +384,7 @@ def parse_message(raw: str | bytes, *, sysop: bool = True) -> InboundMessage:
     try:
         return _adapter.validate_python(data)
     except ValidationError as exc:
-        raise ProtocolError(ErrorCode.INVALID, _describe(exc), message_id) from None
+        raise ProtocolError(ErrorCode.INVALID, describe(exc, skip=1), message_id) from None
 
 
 def is_sysop_only(message: Inbound) -> bool:

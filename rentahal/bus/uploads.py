@@ -11,8 +11,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from rentahal.bus.errors import ErrorCode, ProtocolError
-from rentahal.bus.messages import QuerySpec, VisionChunk
+from rentahal.bus.messages import VisionChunk
+from rentahal.core.errors import ErrorCode, ProtocolError
+from rentahal.core.specs import QuerySpec
 
 UPLOAD_TTL = 120.0  # seconds an unfinished upload is kept
 MAX_OPEN_PER_USER = 4

@@ -6,11 +6,11 @@ from collections.abc import Iterable
 from datetime import datetime
 
 from rentahal.bus import events
-from rentahal.bus.errors import ErrorCode
 from rentahal.bus.events import QueryView, StatsView, UserView, WorkerView
-from rentahal.intents.spotting import spot
+from rentahal.core.errors import ErrorCode
+from rentahal.core.spotting import spot
+from rentahal.core.stages import speaks
 from rentahal.routing.registry import WorkerState
-from rentahal.scheduler.stages import speaks
 from rentahal.store import Query, QueryState, SystemStats, User
 from rentahal.store.queries import UnfinishedQuery
 from rentahal.store.stats import Timeline
@@ -121,7 +121,8 @@ def timeline_view(timeline: Timeline) -> events.TimelineView:
 
 
 def final_event(query: Query, vocabulary: Iterable[str]) -> events.Outbound:
-    """The event that ends a query for its owner: its result, or why there is none.
+    """The event that ends a query for its owner: its result, or why there is none (each
+    says so on the wire, `is_final`).
 
     Speech-to-text ends in `transcription_result` and text-to-speech in `speech_result`, as
     the seed's client expects; media results travel base64 in `result`, as in the seed. A
@@ -159,7 +160,7 @@ def final_event(query: Query, vocabulary: Iterable[str]) -> events.Outbound:
     )
     if query.query_type == "speech" or speaks(query.query_type, query.options):
         return events.QueryResultWithMedia(
-            **result.model_dump(exclude={"result", "result_type"}),
+            **result.model_dump(exclude={"result", "result_type", "is_final"}),
             result=query.result or "",
             result_type="text",
             transcript=query.prompt if query.query_type == "speech" else "",

@@ -38,10 +38,11 @@ from rentahal.client.errors import (
     error_from_event,
 )
 from rentahal.client.handle import QueryHandle
-from rentahal.client.results import Event, QueryResult, QueryType
+from rentahal.client.results import Event, QueryResult, SpokenSentence
 from rentahal.client.retry import Backoff, RetryPolicy, retry
 from rentahal.client.subscriptions import EventStream
 from rentahal.client.sync import SyncClient, SyncQueryHandle
+from rentahal.core.vocabulary import QueryType
 
 __all__ = [
     "AsyncClient",
@@ -69,6 +70,7 @@ __all__ = [
     "RequestTimeout",
     "RetryPolicy",
     "ServerError",
+    "SpokenSentence",
     "SyncClient",
     "SyncQueryHandle",
     "Unauthorized",

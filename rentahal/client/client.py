@@ -43,9 +43,10 @@ from rentahal.client.errors import (
     is_safe_to_resend,
 )
 from rentahal.client.handle import QueryHandle
-from rentahal.client.results import Event, QueryResult, QueryType, is_final
+from rentahal.client.results import Event, QueryResult, is_final
 from rentahal.client.retry import Backoff, RetryPolicy
 from rentahal.client.subscriptions import EventStream, Handler, Subscriptions
+from rentahal.core.vocabulary import QueryType
 
 log = logging.getLogger("rentahal.client")
 
@@ -139,6 +140,7 @@ class AsyncClient:
         self._http: httpx.AsyncClient | None = None
         self.user: dict[str, Any] | None = None
         self.reconnects = 0
+        self._topics: list[str] | None = None  # None: every topic (the broker's default)
 
     @classmethod
     def from_env(cls, **options: Any) -> Self:
@@ -229,6 +231,23 @@ class AsyncClient:
         """Every event the broker sends from now on (only `types`, if given), as an async
         iterator. Close it (or use `async with`) when done."""
         return self._subscriptions.stream(types, maxsize)
+
+    async def subscribe_topics(self, topics: Iterable[str]) -> frozenset[str]:
+        """Hear only these topics' broadcasts from now on (`queries`, `workers`, `queue`,
+        `broadcasts`, and for sysops `users`): the broker stops sending the rest, rather than
+        this client dropping them. Your own queries' events always come. Until this is
+        called a connection hears every topic it may; the choice is sent again after a
+        reconnect. Returns the topics in effect; an unknown topic raises `InvalidRequest`,
+        a sysop topic asked by anyone else `Forbidden`."""
+        wanted = list(topics)
+        reply = await self._guarded(
+            lambda: self._request(
+                {"type": "subscribe", "topics": wanted}, frozenset({"subscribed"})
+            ),
+            idempotent=True,
+        )
+        self._topics = wanted
+        return frozenset(reply["topics"])
 
     def latest(self, event_type: str) -> Event | None:
         """The last event of a type received (e.g. `worker_update`, `queue_update`), for
@@ -350,7 +369,7 @@ class AsyncClient:
     async def submit(
         self,
         prompt: str = "",
-        query_type: QueryType = "chat",
+        query_type: QueryType | str = QueryType.CHAT,
         model_name: str = "",
         *,
         model_type: str = "worker_node",
@@ -372,7 +391,7 @@ class AsyncClient:
     async def _submit(
         self,
         prompt: str,
-        query_type: QueryType,
+        query_type: QueryType | str,
         model_name: str,
         model_type: str,
         image: bytes | None,
@@ -468,7 +487,7 @@ class AsyncClient:
         """The handle for an accepted query, with any of its events that came first."""
         handle = self._handles.get(query_id)
         if handle is None:
-            handle = QueryHandle(self, query_id, query_type, position)
+            handle = QueryHandle(self._cancel, query_id, query_type, position)
             self._handles[query_id] = handle
         for event in self._orphans.pop(query_id, ()):
             handle._feed(event)
@@ -515,7 +534,7 @@ class AsyncClient:
     async def run(
         self,
         prompt: str = "",
-        query_type: QueryType = "chat",
+        query_type: QueryType | str = QueryType.CHAT,
         model_name: str = "",
         *,
         model_type: str = "worker_node",
@@ -691,6 +710,8 @@ class AsyncClient:
         if generation > 1:
             self.reconnects += 1
             log.info("rentahal.client: reconnected (%d)", self.reconnects)
+            if self._topics is not None:  # a new socket hears everything until told
+                self._spawn(self._quiet(self.subscribe_topics(self._topics)))
             if any(not h.done() for h in self._handles.values()):
                 self._spawn(self._recover())
 

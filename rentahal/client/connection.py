@@ -33,7 +33,7 @@ from rentahal.client.retry import Backoff, RetryPolicy, Sleep
 log = logging.getLogger("rentahal.client")
 
 UNAUTHORIZED_CLOSE_CODE = 4401  # rentahal.api.ws: an API key that is no (longer) good
-BANNED_CLOSE_CODE = 4003  # rentahal.sysop: the sysop banned the user
+BANNED_CLOSE_CODE = 4003  # rentahal.admin.users: the sysop banned the user
 RECONNECT_BACKOFF = Backoff(initial=1.0, multiplier=2.0, maximum=30.0)
 MAX_INCOMING = 64 * 1024 * 1024  # results carry base64 images and audio
 

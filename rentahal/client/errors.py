@@ -13,13 +13,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from rentahal.bus.errors import ErrorCode
+from rentahal.core.errors import ErrorCode
 
 
 class RentahalError(Exception):
     """Anything the broker or this client reports as failed.
 
-    `code` is the broker's machine-readable code (`rentahal.bus.errors.ErrorCode`) or one of
+    `code` is the broker's machine-readable code (`rentahal.core.errors.ErrorCode`) or one of
     the client's own (`connection_lost`, `timeout`, `circuit_open`); `message` is for people.
     """
 

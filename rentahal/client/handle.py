@@ -8,29 +8,32 @@ client was away, and they land on the same handle.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator
-from typing import TYPE_CHECKING
+from collections.abc import AsyncGenerator, Awaitable, Callable
 
-from rentahal.bus.errors import ErrorCode
 from rentahal.client.errors import RentahalError, error_from_event
-from rentahal.client.results import Event, QueryResult, is_final
-
-if TYPE_CHECKING:
-    from rentahal.client.client import AsyncClient
+from rentahal.client.results import Event, QueryResult, SpokenSentence, is_final
+from rentahal.core.errors import ErrorCode
 
 
 class QueryHandle:
     """A query in flight: its state, its streamed text, and (eventually) its result.
 
     `state` and `worker` follow the broker's `query_status` events; `transcript` is set
-    when a speech query has heard what was said. Any number of tasks may await `result()`
-    or iterate `stream()`; each stream starts from the first delta.
+    when a speech query has heard what was said; a spoken answer's sentences come as they
+    are said (`speech()`). Any number of tasks may await `result()`
+    or iterate `stream()`; each stream starts from the first delta. `cancel` is the
+    client's way of asking the broker to cancel it (the handle knows nothing else of the
+    client, which imports it).
     """
 
     def __init__(
-        self, client: AsyncClient, query_id: str, query_type: str, position: int = 0
+        self,
+        cancel: Callable[[QueryHandle], Awaitable[None]],
+        query_id: str,
+        query_type: str,
+        position: int = 0,
     ) -> None:
-        self._client = client
+        self._cancel = cancel
         self.query_id = query_id
         self.query_type = query_type
         self.position = position
@@ -38,6 +41,7 @@ class QueryHandle:
         self.worker: str | None = None
         self.transcript: str | None = None
         self._deltas: list[str] = []
+        self._sentences: list[SpokenSentence] = []
         self._final: Event | None = None
         self._failure: RentahalError | None = None
         self._done = asyncio.Event()
@@ -57,6 +61,8 @@ class QueryHandle:
             self.worker = event.get("worker") or self.worker
         elif kind == "query_chunk":
             self._deltas.append(str(event.get("delta", "")))
+        elif kind == "speech_chunk" and event.get("seq") == len(self._sentences):
+            self._sentences.append(SpokenSentence.from_event(event))
         elif kind == "transcription_result" and not is_final(event):
             self.transcript = str(event.get("text", ""))
         if is_final(event):
@@ -141,11 +147,26 @@ class QueryHandle:
         if result.text.startswith(streamed) and len(result.text) > len(streamed):
             yield result.text[len(streamed) :]
 
+    async def speech(self) -> AsyncGenerator[SpokenSentence, None]:
+        """A spoken answer's sentences as the broker says them (`speech_chunk`), in order,
+        ending with the query: play each while the next is made. A query whose answer was
+        not said sentence by sentence (no TTS worker was free while it was written) yields
+        none; its whole audio is in `result().audio`."""
+        sent = 0
+        while True:
+            changed = self._changed
+            while sent < len(self._sentences):
+                sent += 1
+                yield self._sentences[sent - 1]
+            if self._done.is_set():
+                return
+            await changed.wait()
+
     async def cancel(self) -> bool:
         """Ask the broker to cancel the query (queued or running; a running one's worker
         request is closed) and wait for it to end. True if it ended cancelled, False if it
         had finished first. Raises `RequestTimeout` if the broker does not confirm within
         the client's `timeout`."""
         if not self._done.is_set():
-            await self._client._cancel(self)
+            await self._cancel(self)
         return self.cancelled()

@@ -2,8 +2,9 @@
 
 The broker ends a query with one of several events depending on its type (see
 `rentahal.bus.views.final_event`): `query_result` (chat, vision, imagine, speech),
-`transcription_result` with `final: true` (stt), `speech_result` (tts), or `error`. Media
-travels base64 inside them; `QueryResult` hands it over as bytes so callers never decode.
+`transcription_result` with `final: true` (stt), `speech_result` (tts), or `error`; each
+carries `is_final: true`. Media travels base64 inside them; `QueryResult` hands it over as
+bytes so callers never decode.
 """
 
 from __future__ import annotations
@@ -11,23 +12,17 @@ from __future__ import annotations
 import base64
 import binascii
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 Event = dict[str, Any]
 """A broker event as received: a JSON object with a `type` field (SPEC §3)."""
 
-QueryType = Literal["chat", "vision", "imagine", "speech", "tts", "stt"]
-
-RESULT_EVENTS = frozenset({"query_result", "transcription_result", "speech_result"})
-
 
 def is_final(event: Event) -> bool:
-    """Does this event end its query? (`transcription_result` with `final: false` is the
-    first step of a speech query, which goes on to answer what was said.)"""
-    kind = event.get("type")
-    if kind == "transcription_result":
-        return bool(event.get("final", True))
-    return kind in RESULT_EVENTS or (kind == "error" and bool(event.get("query_id")))
+    """Does this event end its query? The broker says so in the event (`is_final`), so the
+    client keeps no list of its own (a `transcription_result` with `final: false`, the first
+    step of a speech query, is not final)."""
+    return event.get("is_final") is True
 
 
 def _decode(data: object) -> bytes | None:
@@ -90,4 +85,22 @@ class QueryResult:
             audio=audio,
             transcript=event.get("transcript"),
             **common,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SpokenSentence:
+    """One sentence of a spoken answer, said while the rest was being written
+    (`speech_chunk`): `seq` counts from 0, `audio` is a WAV file's bytes."""
+
+    seq: int
+    text: str
+    audio: bytes
+
+    @classmethod
+    def from_event(cls, event: Event) -> SpokenSentence:
+        return cls(
+            seq=int(event.get("seq", 0)),
+            text=str(event.get("text", "")),
+            audio=_decode(event.get("audio")) or b"",
         )

@@ -11,14 +11,15 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
-from collections.abc import Callable, Coroutine, Iterator, Mapping
+from collections.abc import AsyncGenerator, Callable, Coroutine, Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
 from rentahal.client.client import AsyncClient, settings_from_env
 from rentahal.client.handle import QueryHandle
-from rentahal.client.results import Event, QueryResult, QueryType
+from rentahal.client.results import Event, QueryResult, SpokenSentence
 from rentahal.client.subscriptions import Handler
+from rentahal.core.vocabulary import QueryType
 
 T = TypeVar("T")
 
@@ -76,19 +77,24 @@ class SyncQueryHandle:
 
     def stream(self, timeout: float | None = None) -> Iterator[str]:
         """The answer's text as it is generated; `timeout` bounds the wait for each piece."""
-        pieces = self._handle.stream()
+        return self._each(self._handle.stream(), timeout)
 
-        async def next_piece() -> str:
-            return await anext(pieces)
+    def speech(self, timeout: float | None = None) -> Iterator[SpokenSentence]:
+        """A spoken answer's sentences as they are said; `timeout` bounds the wait for each."""
+        return self._each(self._handle.speech(), timeout)
+
+    def _each(self, items: AsyncGenerator[T, None], timeout: float | None) -> Iterator[T]:
+        async def next_item() -> T:
+            return await anext(items)
 
         try:
             while True:
                 try:
-                    yield self._loop.run(next_piece(), timeout)
+                    yield self._loop.run(next_item(), timeout)
                 except StopAsyncIteration:
                     return
         finally:
-            self._loop.run(pieces.aclose())
+            self._loop.run(items.aclose())
 
     def cancel(self, timeout: float | None = None) -> bool:
         """Cancel the query; True if it ended cancelled."""
@@ -158,7 +164,7 @@ class SyncClient:
     def submit(
         self,
         prompt: str = "",
-        query_type: QueryType = "chat",
+        query_type: QueryType | str = QueryType.CHAT,
         model_name: str = "",
         *,
         image: bytes | None = None,
@@ -232,6 +238,11 @@ class SyncClient:
 
     def previous_queries(self, limit: int = 10, timeout: float | None = None) -> list[Event]:
         return self._loop.run(self._client.previous_queries(limit), timeout)
+
+    def subscribe_topics(
+        self, topics: Iterable[str], timeout: float | None = None
+    ) -> frozenset[str]:
+        return self._loop.run(self._client.subscribe_topics(topics), timeout)
 
     def subscribe(self, event_type: str, handler: Handler) -> Callable[[], None]:
         """Call `handler(event)` for each event of that type. It runs on the client's

@@ -71,6 +71,20 @@ class Settings(BaseSettings):
     token_expiration: int = Field(default=3600, ge=60)
     # [Performance]
     max_connections: int = Field(default=100, ge=1)
+    # Open bus WebSockets (/ws): `max_connections` in all, this many from one client address
+    # (0: no limit). Outbound workers' sockets (/ws/worker) have a room of their own, so users
+    # cannot lock the workers out; HTTP has `max_http_connections` besides both
+    # (rentahal.api.connections).
+    max_connections_per_ip: int = Field(default=20, ge=0)
+    max_worker_connections: int = Field(default=100, ge=1)
+    max_http_connections: int = Field(default=100, ge=1)
+    # Slow clients (rentahal.api.slow_clients): a request's headers must arrive within
+    # `header_timeout` seconds, its body within `body_timeout` (plus a second per KiB).
+    header_timeout: float = Field(default=10.0, gt=0)
+    body_timeout: float = Field(default=10.0, gt=0)
+    # Guests stored (at their first query or nickname) who left nothing behind and were last
+    # seen this many days ago are deleted (rentahal.auth.guests).
+    guest_expiry_days: int = Field(default=30, ge=1)
     query_timeout: float = Field(default=30.0, gt=0)
     # [Costs]
     base_cost_per_query: float = Field(default=0.01, ge=0)
@@ -121,6 +135,11 @@ class Settings(BaseSettings):
     claude_api_key: SecretStr | None = None
     claude_endpoint: str = "https://api.anthropic.com"
     claude_model_name: str = "claude-sonnet-4-5"
+    # [Speech] — a spoken answer (voice mode, `options.speak`) says at most this many
+    # sentences, and stops before the one that would take it past this many seconds; the
+    # text answer stays whole (`rentahal.speech.speakable`).
+    spoken_answer_max_sentences: int = Field(default=6, ge=1, le=200)
+    spoken_answer_max_seconds: float = Field(default=40.0, ge=1, le=1800)
     # [Intents] — free text is classified by keyword rules, then by a chat worker (this long)
     intent_router_timeout: float = Field(default=10.0, gt=0)
     # Weather: OpenWeatherMap One Call 3.0 and geocoding, called by the broker (the key never

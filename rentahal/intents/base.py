@@ -16,9 +16,10 @@ from typing import ClassVar
 
 import httpx
 
-from rentahal.bus.errors import ErrorCode
-from rentahal.bus.messages import Location, QuerySpec, Units
+from rentahal.bus.messages import Location, Units
 from rentahal.config import Settings
+from rentahal.core.errors import ErrorCode
+from rentahal.core.specs import QuerySpec
 from rentahal.store import Query, Store, User
 
 

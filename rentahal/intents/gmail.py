@@ -27,8 +27,8 @@ import authlib.deprecate  # noqa: F401 - loaded first so the filter below outran
 import httpx
 import structlog
 
-from rentahal.bus.errors import ErrorCode
 from rentahal.config import Settings
+from rentahal.core.errors import ErrorCode
 from rentahal.intents.base import Answer, Intent, IntentCall, IntentError
 from rentahal.store import Store
 from rentahal.store.oauth_tokens import OAuthGrant, TokenCipher

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from rentahal.bus.errors import ErrorCode
-from rentahal.bus.messages import QuerySpec
+from rentahal.core.errors import ErrorCode
+from rentahal.core.specs import QuerySpec
+from rentahal.core.vocabulary import QueryType
 from rentahal.intents.base import Intent, IntentCall, IntentError, IntentOutcome
 
 DESCRIBE_PROMPT = "Describe this image in detail."
@@ -19,7 +20,9 @@ class ChatIntent(Intent):
 
     async def handle(self, call: IntentCall) -> IntentOutcome:
         options = {"speak": True} if call.speak else {}
-        return await call.submit(QuerySpec(prompt=call.text, query_type="chat", options=options))
+        return await call.submit(
+            QuerySpec(prompt=call.text, query_type=QueryType.CHAT, options=options)
+        )
 
 
 class VisionIntent(Intent):
@@ -41,7 +44,7 @@ class VisionIntent(Intent):
         prompt = call.text if call.text and call.text != call.utterance else DESCRIBE_PROMPT
         options = {"speak": True} if call.speak else {}
         return await call.submit(
-            QuerySpec(prompt=prompt, query_type="vision", image=call.image, options=options)
+            QuerySpec(prompt=prompt, query_type=QueryType.VISION, image=call.image, options=options)
         )
 
 
@@ -54,4 +57,4 @@ class ImagineIntent(Intent):
     async def handle(self, call: IntentCall) -> IntentOutcome:
         if not call.text:
             raise IntentError(ErrorCode.INVALID, "Say what to imagine, for example: a red fox.")
-        return await call.submit(QuerySpec(prompt=call.text, query_type="imagine"))
+        return await call.submit(QuerySpec(prompt=call.text, query_type=QueryType.IMAGINE))

@@ -3,8 +3,8 @@ user, and, in voice mode, have the answer spoken by the realm's TTS workers."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING
 
 import httpx
 import structlog
@@ -12,15 +12,17 @@ import structlog
 from rentahal.auth import Principal
 from rentahal.bus import events
 from rentahal.bus import messages as m
-from rentahal.bus.errors import ErrorCode, ProtocolError
+from rentahal.config import Settings
+from rentahal.core.errors import ErrorCode, ProtocolError
+from rentahal.core.specs import QuerySpec
+from rentahal.core.vocabulary import QueryType
 from rentahal.intents.base import Answer, IntentCall, IntentError
 from rentahal.intents.registry import IntentRegistry
 from rentahal.intents.router import IntentRouter, UnknownIntent
-from rentahal.store import Query, QueryState
+from rentahal.queries import Queries
+from rentahal.speech.speakable import speakable
+from rentahal.store import Query, QueryState, Store
 from rentahal.store.models import INTERNAL_MODEL_TYPE
-
-if TYPE_CHECKING:
-    from rentahal.broker import Broker
 
 log = structlog.get_logger(__name__)
 
@@ -30,10 +32,28 @@ WEB_TIMEOUT = httpx.Timeout(15.0, connect=5.0)
 
 
 class Intents:
-    """The broker's intents: what is installed, the router, and running a request."""
+    """The broker's intents: what is installed, the router, and running a request.
 
-    def __init__(self, broker: Broker, registry: IntentRegistry | None = None) -> None:
-        self._broker = broker
+    It queues queries through `queries`, as the user; `could_serve(query_type, model)` says
+    whether a live worker takes a query (a chat worker to classify the words, a TTS worker to
+    speak the answer); `store` and `secret_key` are for the intents' own records (a Gmail
+    connection)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        queries: Queries,
+        *,
+        could_serve: Callable[[str, str], bool],
+        store: Store,
+        secret_key: str,
+        registry: IntentRegistry | None = None,
+    ) -> None:
+        self._settings = settings
+        self._queries = queries
+        self._could_serve = could_serve
+        self._store = store
+        self._secret_key = secret_key
         self.registry = registry or IntentRegistry.discover()
         self.router = IntentRouter(self.registry)
         # Intents call web APIs (weather, mail): a client of their own, apart from the
@@ -44,7 +64,7 @@ class Intents:
         await self.http.aclose()
 
     def menu(self) -> events.Intents:
-        settings = self._broker.settings
+        settings = self._settings
         return events.Intents(
             intents=[
                 events.IntentView(
@@ -59,8 +79,7 @@ class Intents:
 
     async def run(self, principal: Principal, message: m.Intent) -> events.IntentResult:
         """Answer an `intent` message, or raise `ProtocolError` with words for the user."""
-        broker = self._broker
-        could_serve = broker.router.could_serve
+        could_serve = self._could_serve
         ask = partial(self._classify, principal)
         try:
             recognized = await self.router.recognize(
@@ -77,14 +96,14 @@ class Intents:
             utterance=message.text,
             user=principal.user,
             speak=speak,
-            units=message.units or broker.settings.weather_units,
+            units=message.units or self._settings.weather_units,
             location=message.location,
             image=message.image,
-            settings=broker.settings,
-            store=broker.store,
+            settings=self._settings,
+            store=self._store,
             http=self.http,
-            secret_key=broker.secret_key,
-            submit_query=partial(broker.admission.queue_counted, principal),
+            secret_key=self._secret_key,
+            submit_query=partial(self._queries.submit, principal, counted=True),
         )
         try:
             outcome = await intent.handle(call)
@@ -108,13 +127,20 @@ class Intents:
         )
 
     async def _speak(self, principal: Principal, text: str) -> Query | None:
-        """Queue the spoken answer; without it (the queue is full, the key may not use
-        speech) the user still has the answer in text."""
-        limit = self._broker.settings.max_prompt_chars
+        """Queue the spoken answer, as it suits speech and within the cap for spoken
+        answers; without it (the queue is full, the key may not use speech) the user still
+        has the answer in text."""
+        settings = self._settings
+        said = speakable(
+            text,
+            max_sentences=settings.spoken_answer_max_sentences,
+            max_seconds=settings.spoken_answer_max_seconds,
+        )
+        if not said:
+            return None
+        spec = QuerySpec(prompt=said[: settings.max_prompt_chars], query_type=QueryType.TTS)
         try:
-            query, _ = await self._broker.admission.queue_counted(
-                principal, m.QuerySpec(prompt=text[:limit], query_type="tts")
-            )
+            query, _ = await self._queries.submit(principal, spec, counted=True)
         except ProtocolError as exc:
             log.info("intent.not_spoken", reason=exc.code)
             return None
@@ -123,21 +149,20 @@ class Intents:
     async def _classify(self, principal: Principal, prompt: str) -> str | None:
         """Ask a chat worker, as the user and through the fair queue, which intent the words
         are; None if it cannot answer in time."""
-        broker = self._broker
-        spec = m.QuerySpec(
+        spec = QuerySpec(
             prompt=prompt,
-            query_type="chat",
+            query_type=QueryType.CHAT,
             model_type=INTERNAL_MODEL_TYPE,
             options=CLASSIFY_OPTIONS,
         )
         try:
-            query, _ = await broker.scheduler.submit(principal.user, spec)
+            # Counted with the request that asked; only offered when the key may chat.
+            query, _ = await self._queries.submit(principal, spec, counted=True)
         except ProtocolError as exc:
             log.info("intent.classifier_refused", reason=exc.code)
             return None
-        await broker.scheduler.wait_finished(query.id, broker.settings.intent_router_timeout)
-        finished = await broker.store.queries.get(query.id)
-        if finished is None or finished.state != QueryState.DONE:
-            await broker.scheduler.cancel(query.id, reason="the intent router stopped waiting")
+        finished = await self._queries.outcome(query.id, self._settings.intent_router_timeout)
+        if finished.state != QueryState.DONE:
+            await self._queries.cancel(query.id, reason="the intent router stopped waiting")
             return None
         return finished.result

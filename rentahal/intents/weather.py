@@ -18,8 +18,8 @@ import httpx
 import structlog
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from rentahal.bus.errors import ErrorCode
 from rentahal.config import Settings
+from rentahal.core.errors import ErrorCode
 from rentahal.intents.base import Answer, Intent, IntentCall, IntentError, Location, Units
 
 log = structlog.get_logger(__name__)

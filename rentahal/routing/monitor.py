@@ -16,7 +16,8 @@ from rentahal.backends import BACKENDS
 from rentahal.config import Settings
 from rentahal.routing.health import Probe
 from rentahal.routing.registry import Registry, WorkerState
-from rentahal.store import Store, utcnow
+from rentahal.store import Store, is_outage, utcnow
+from rentahal.store.workers import WorkerHealth
 
 log = structlog.get_logger(__name__)
 
@@ -54,14 +55,19 @@ class HealthMonitor:
         while True:
             try:
                 await self.check_all()
-            except Exception:
-                log.exception("health.tick_failed")
+            except Exception as exc:
+                if is_outage(exc):
+                    self._store.health.failed(exc)  # said once, not every tick
+                else:
+                    log.exception("health.tick_failed")
             await asyncio.sleep(self._settings.health_check_interval)
 
     async def check_all(self) -> None:
         """One tick: sync with the store, probe everyone at once, persist, notify."""
         async with self._registry.membership:
-            self._registry.sync(await self._store.workers.list())
+            # Shielded, as is the write below: a shutdown cancelling the tick must not cut a
+            # database call short (its connection's reset would fail and be logged).
+            self._registry.sync(await asyncio.shield(self._store.workers.list()))
         workers = list(self._registry)
         if not workers:
             return
@@ -70,9 +76,11 @@ class HealthMonitor:
     async def check(self, workers: list[WorkerState]) -> None:
         """Probe `workers` at once, apply the rules, persist, and tell the listener."""
         events = await asyncio.gather(*(self._probe(worker) for worker in workers))
-        await self._store.workers.save_health(
-            (w.name, w.health_score, w.blacklisted, w.last_active) for w in workers
-        )
+        health = [
+            WorkerHealth(w.name, w.health_score, w.blacklisted, w.last_active, w.models)
+            for w in workers
+        ]
+        await asyncio.shield(self._store.workers.save_health(health))
         await self._on_checked([(w, e) for w, e in zip(workers, events, strict=True) if e])
 
     async def _probe(self, worker: WorkerState) -> str | None:
@@ -81,7 +89,7 @@ class HealthMonitor:
         probe = Probe.ERROR
         if backend is not None:
             try:
-                report = await backend.probe(self._http, worker, timeout)
+                report = await backend.probe(self._http, worker.endpoint, timeout)
                 probe = Probe.OK if report.status == 200 else Probe.BAD_STATUS
                 if report.models is not None:
                     worker.models = report.models

@@ -4,21 +4,16 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from rentahal.backends.base import Endpoint
+from rentahal.core.addresses import base_url
 from rentahal.routing.circuit import CircuitBreaker
 from rentahal.routing.health import Probe, next_health
 from rentahal.store.models import Worker
-
-
-def base_url(address: str) -> str:
-    """`host:port` (the seed's form) or a full URL; never `http://https://…` (a seed bug)."""
-    address = address.strip().rstrip("/")
-    if "://" in address:  # http, https, or tunnel (an outbound worker)
-        return address
-    return f"http://{address}"
 
 
 @dataclass(slots=True)
@@ -56,7 +51,9 @@ class WorkerState:
             address=row.address,
             kind=row.kind,
             capabilities=frozenset(row.capabilities),
-            models=tuple(row.models),
+            # Until its first probe, the models its last one reported (a restarted broker
+            # dispatches resumed jobs at once).
+            models=tuple(row.models or row.reported_models),
             configured_models=tuple(row.models),
             max_concurrency=row.max_concurrency,
             health_score=row.health_score,
@@ -72,6 +69,16 @@ class WorkerState:
     @property
     def url(self) -> str:
         return base_url(self.address)
+
+    @property
+    def endpoint(self) -> Endpoint:
+        """What a backend adapter needs to reach the worker, as of now. Its key is the one
+        the worker gave when it joined, else the one in the environment variable the sysop
+        named for it (read afresh each time, so a changed variable takes effect)."""
+        key = self.key or (os.environ.get(self.api_key_env) if self.api_key_env else None)
+        return Endpoint(
+            name=self.name, kind=self.kind, url=self.url, models=self.models, key=key or None
+        )
 
     @property
     def primary_type(self) -> str:

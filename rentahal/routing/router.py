@@ -2,7 +2,9 @@
 
 A query names a pool (`$NAME`), a realm (`$CHAT`), a worker, a model, or nothing. With
 nothing, the workers of the primary realm for its type are tried first, then the backup
-realms' (a backup realm takes work only when the primary has no free capacity).
+realms' (a backup realm takes work only when the primary has no free capacity) — unless its
+seed `model_type` asks for a backend (`claude`, `huggingface`): then that backend's workers,
+in whichever realm.
 """
 
 from __future__ import annotations
@@ -10,10 +12,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from rentahal.core.vocabulary import ModelType, WorkerKind
 from rentahal.routing.pools import PoolState, specialists
 from rentahal.routing.realms import RealmTable
 from rentahal.routing.registry import Registry, WorkerState
 from rentahal.routing.strategies import Chooser
+
+# The seed's `model_type`s that choose a backend, and the kind of worker each means.
+BACKEND_OF: dict[str, WorkerKind] = {
+    ModelType.CLAUDE: WorkerKind.CLAUDE,
+    ModelType.HUGGINGFACE: WorkerKind.HUGGINGFACE,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +59,7 @@ class Router:
         primary = self.realms.primary(query_type)
         return primary.name if primary else ""
 
-    def tiers(self, query_type: str, model_name: str) -> list[Tier]:
+    def tiers(self, query_type: str, model_name: str, model_type: str = "") -> list[Tier]:
         if model_name.startswith("$"):
             if (pool := self.pools.get(model_name)) is not None:
                 members = frozenset(pool.members)
@@ -69,7 +78,20 @@ class Router:
                     lambda w: w.serves(query_type, model_name),
                 )
             ]
+        if (kind := BACKEND_OF.get(model_type)) is not None:
+            return [self._backend_tier(query_type, kind)]
         return [self._realm_tier(r.name, r.strategy) for r in self.realms.route(query_type)]
+
+    def _backend_tier(self, query_type: str, kind: WorkerKind) -> Tier:
+        """Every worker of one backend, as the seed sent a `claude` or `huggingface` query to
+        that API whatever else served the type; chosen among by the primary realm's rule."""
+        primary = self.realms.primary(query_type)
+        return Tier(
+            f"backend:{kind}",
+            primary.name if primary else "",
+            primary.strategy if primary else "health",
+            lambda w: w.kind == kind,
+        )
 
     def _realm_tier(self, realm: str, strategy: str) -> Tier:
         return Tier(realm, realm, strategy, lambda w: self.home_realm(w) == realm)
@@ -82,12 +104,16 @@ class Router:
         ]
 
     def could_serve(
-        self, query_type: str, model_name: str, exclude: frozenset[str] = frozenset()
+        self,
+        query_type: str,
+        model_name: str,
+        exclude: frozenset[str] = frozenset(),
+        model_type: str = "",
     ) -> bool:
         """Is there a live worker for this query at all, busy or not?"""
         return any(
             w.alive
-            for tier in self.tiers(query_type, model_name)
+            for tier in self.tiers(query_type, model_name, model_type)
             for w in self._members(tier, query_type, exclude)
         )
 
@@ -97,9 +123,10 @@ class Router:
         model_name: str,
         prompt: str = "",
         exclude: frozenset[str] = frozenset(),
+        model_type: str = "",
     ) -> Choice | None:
         """A worker with a free slot now, by the first tier that has one."""
-        for index, tier in enumerate(self.tiers(query_type, model_name)):
+        for index, tier in enumerate(self.tiers(query_type, model_name, model_type)):
             candidates = [w for w in self._members(tier, query_type, exclude) if w.available]
             if candidates:
                 worker = self.chooser.choose(

@@ -8,14 +8,9 @@ from __future__ import annotations
 import random
 import statistics
 from collections.abc import Sequence
-from typing import Literal, get_args
 
+from rentahal.core.vocabulary import Strategy
 from rentahal.routing.registry import WorkerState
-
-StrategyName = Literal[
-    "auto", "health", "round_robin", "least_busy", "random", "fastest", "power_of_two"
-]
-STRATEGIES: frozenset[str] = frozenset(get_args(StrategyName))
 
 
 def load(worker: WorkerState) -> float:
@@ -23,17 +18,17 @@ def load(worker: WorkerState) -> float:
     return worker.in_flight / worker.max_concurrency
 
 
-def auto_strategy(candidates: Sequence[WorkerState]) -> StrategyName:
+def auto_strategy(candidates: Sequence[WorkerState]) -> Strategy:
     """The seed's rules: small pools and uneven health go by health; a pool under stress
     (mean health < 70) spreads load; a healthy, even pool takes turns."""
     if len(candidates) <= 2:
-        return "health"
+        return Strategy.HEALTH
     scores = [w.health_score for w in candidates]
     if statistics.pvariance(scores) > 400:
-        return "health"
+        return Strategy.HEALTH
     if statistics.fmean(scores) < 70:
-        return "least_busy"
-    return "round_robin"
+        return Strategy.LEAST_BUSY
+    return Strategy.ROUND_ROBIN
 
 
 class Chooser:
@@ -46,22 +41,22 @@ class Chooser:
     def choose(self, key: str, strategy: str, candidates: Sequence[WorkerState]) -> WorkerState:
         if not candidates:
             raise ValueError("no candidates")
-        if strategy == "auto":
+        if strategy == Strategy.AUTO:
             strategy = auto_strategy(candidates)
         match strategy:
-            case "round_robin":
+            case Strategy.ROUND_ROBIN:
                 ordered = sorted(candidates, key=lambda w: w.name)
                 turn = self._turns.get(key, -1) + 1
                 self._turns[key] = turn
                 return ordered[turn % len(ordered)]
-            case "least_busy":
+            case Strategy.LEAST_BUSY:
                 return min(candidates, key=lambda w: (load(w), -w.health_score, w.name))
-            case "random":
+            case Strategy.RANDOM:
                 return self._rng.choice(list(candidates))
-            case "fastest":
+            case Strategy.FASTEST:
                 # Unmeasured workers first (latency 0), so every worker gets measured.
                 return min(candidates, key=lambda w: (w.ewma_latency or 0.0, load(w), w.name))
-            case "power_of_two":
+            case Strategy.POWER_OF_TWO:
                 if len(candidates) == 1:
                     return candidates[0]
                 first, second = self._rng.sample(list(candidates), 2)

@@ -1,2 +1,3 @@
-"""The scheduler: job lifecycle (`scheduler`), the fair queue (`fair_queue`) and the steps a
-query goes through (`stages`)."""
+"""The scheduler: accepting, queueing and dispatching (`scheduler`), the job and its phases
+(`jobs`), one job's life on a worker (`runner`), its charge and earnings (`billing`), and the
+in-process job queue (`queues` over `fair_queue`) and worker slots (`slots`)."""

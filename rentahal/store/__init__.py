@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from rentahal.store.audit import AuditRepository
+from rentahal.store.credential_cache import CredentialCache
 from rentahal.store.credentials import CredentialRepository
 from rentahal.store.database import Database
 from rentahal.store.ledger import LedgerRepository
 from rentahal.store.models import Query, QueryState, Role, User, Worker, utcnow
 from rentahal.store.oauth_tokens import OAuthTokenRepository
+from rentahal.store.outage import StoreHealth, StoreUnavailable, is_outage
 from rentahal.store.queries import QueryRepository
 from rentahal.store.realms import PoolRepository, RealmRepository
 from rentahal.store.stats import StatsRepository, SystemStats
@@ -22,9 +24,12 @@ __all__ = [
     "QueryState",
     "Role",
     "Store",
+    "StoreHealth",
+    "StoreUnavailable",
     "SystemStats",
     "User",
     "Worker",
+    "is_outage",
     "utcnow",
 ]
 
@@ -34,8 +39,10 @@ class Store:
 
     def __init__(self, url: str) -> None:
         self.db = Database(url)
-        self.users = UserRepository(self.db)
-        self.credentials = CredentialRepository(self.db)
+        # Who each credential names, shared by the repositories that change it.
+        self.credential_cache = CredentialCache()
+        self.users = UserRepository(self.db, self.credential_cache)
+        self.credentials = CredentialRepository(self.db, self.credential_cache)
         self.queries = QueryRepository(self.db)
         self.workers = WorkerRepository(self.db)
         self.models = ModelRepository(self.db)
@@ -44,12 +51,15 @@ class Store:
         self.pools = PoolRepository(self.db)
         self.audit = AuditRepository(self.db)
         self.oauth_tokens = OAuthTokenRepository(self.db)
-        self.ledger = LedgerRepository(self.db)
+        self.ledger = LedgerRepository(self.db, self.credential_cache)
+        self.health = StoreHealth(self.db.engine)
 
     async def open(self) -> Store:
         await self.db.migrate()
         return self
 
     async def close(self) -> None:
+        await self.credentials.close()
+        await self.health.close()
         await self.queries.close()
         await self.db.close()

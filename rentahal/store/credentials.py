@@ -1,16 +1,26 @@
-"""Browser sessions and API keys. Only hashes of the secrets are stored."""
+"""Browser sessions and API keys. Only hashes of the secrets are stored.
+
+An API key, once read, is answered from a `CredentialCache` (see there for why, and how it
+stays true); revoking one drops it from there.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import secrets
 from collections.abc import Sequence
 from datetime import timedelta
 
-from sqlalchemy import delete, select, update
+import structlog
+from sqlalchemy import bindparam, delete, select, update
 
+from rentahal.store.credential_cache import USAGE_FLUSH_SECONDS, CachedCredential, CredentialCache
 from rentahal.store.database import Database, affected_rows
 from rentahal.store.models import ApiKey, Session, User, utcnow
+
+log = structlog.get_logger(__name__)
 
 API_KEY_PREFIX = "rah_"
 
@@ -21,8 +31,11 @@ def hash_secret(value: str) -> str:
 
 
 class CredentialRepository:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, cache: CredentialCache) -> None:
         self._db = db
+        self._cache = cache
+        self._usage_flush: asyncio.TimerHandle | None = None
+        self._usage_writes: set[asyncio.Task[None]] = set()
 
     async def create_session(self, user_id: str, ttl: timedelta) -> str:
         token = secrets.token_urlsafe(32)
@@ -34,7 +47,9 @@ class CredentialRepository:
         return token
 
     async def resolve_session(self, token: str, ttl: timedelta) -> User | None:
-        """The session's user if the session is alive; renews it (sessions slide while used)."""
+        """The session's user if the session is alive; renews it (sessions slide while used).
+        Read from the store each time: a browser authenticates once per socket, and a
+        session's expiry is the store's to say."""
         token_hash = hash_secret(token)
         now = utcnow()
         async with self._db.session() as session:
@@ -85,20 +100,64 @@ class CredentialRepository:
         """The key's owner, scopes and id, for a live (unrevoked) key."""
         if not key.startswith(API_KEY_PREFIX) or len(key) > 128:
             return None
-        async with self._db.session() as session:
-            api_key = await session.scalar(
-                select(ApiKey).where(
-                    ApiKey.key_hash == hash_secret(key), ApiKey.revoked_at.is_(None)
+        key_hash = hash_secret(key)
+        cached = self._cache.get(key_hash)
+        if cached is None:
+            read_in = self._cache.generation
+            async with self._db.session() as session:
+                api_key = await session.scalar(
+                    select(ApiKey).where(ApiKey.key_hash == key_hash, ApiKey.revoked_at.is_(None))
                 )
-            )
-            if api_key is None:
+                user = await session.get(User, api_key.user_id) if api_key else None
+            if api_key is None or user is None:
                 return None
-            await session.execute(
-                update(ApiKey).where(ApiKey.id == api_key.id).values(last_used_at=utcnow())
-            )
-            user = await session.get(User, api_key.user_id)
-            await session.commit()
-            return (user, list(api_key.scopes), api_key.id) if user else None
+            cached = CachedCredential(user, tuple(api_key.scopes), api_key.id)
+            self._cache.put(key_hash, cached, read_in=read_in)
+        self._mark_used(cached.key_id)
+        return cached.user, list(cached.scopes), cached.key_id
+
+    def _mark_used(self, key_id: str) -> None:
+        self._cache.mark_used(key_id, utcnow())
+        if self._usage_flush is None:
+            loop = asyncio.get_running_loop()
+            self._usage_flush = loop.call_later(USAGE_FLUSH_SECONDS, self._flush_later)
+
+    def _flush_later(self) -> None:
+        self._usage_flush = None
+        task = asyncio.create_task(self.flush_usage(), name="api-key-usage")
+        self._usage_writes.add(task)
+        task.add_done_callback(self._usage_writes.discard)
+
+    async def flush_usage(self) -> None:
+        """Write the keys' usage stamps gathered since the last time, in one transaction.
+        A failed write keeps them for the next (they say when a key was last used, nothing
+        depends on them being on time)."""
+        used = self._cache.take_usage()
+        if not used:
+            return
+        statement = (
+            update(ApiKey.__table__)  # type: ignore[arg-type]
+            .where(ApiKey.__table__.c.id == bindparam("key_id"))
+            .values(last_used_at=bindparam("used_at"))
+        )
+        try:
+            async with self._db.engine.begin() as connection:
+                await connection.execute(
+                    statement, [{"key_id": k, "used_at": at} for k, at in used.items()]
+                )
+        except Exception as exc:  # an outage is reported by StoreHealth; no traceback here
+            self._cache.return_usage(used)
+            log.info("api_keys.usage_not_written", keys=len(used), error=str(exc)[:200])
+
+    async def close(self) -> None:
+        """Write what is pending; the store closes after."""
+        if self._usage_flush is not None:
+            self._usage_flush.cancel()
+            self._usage_flush = None
+        for task in list(self._usage_writes):
+            with contextlib.suppress(Exception):
+                await task
+        await self.flush_usage()
 
     async def list_api_keys(self, user_id: str) -> Sequence[ApiKey]:
         async with self._db.session() as session:
@@ -115,4 +174,5 @@ class CredentialRepository:
         async with self._db.session() as session:
             result = await session.execute(statement.values(revoked_at=utcnow()))
             await session.commit()
-            return affected_rows(result) > 0
+        self._cache.forget_key(key_id)
+        return affected_rows(result) > 0

@@ -10,9 +10,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Select, func, insert, select, update
+from sqlalchemy import Select, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from rentahal.store.credential_cache import CredentialCache, UserFlags
 from rentahal.store.database import Database
 from rentahal.store.models import LedgerEntry, LedgerKind, User, utcnow
 
@@ -66,16 +67,9 @@ async def append(conn: AsyncConnection, rows: Sequence[dict[str, object]]) -> No
 
 
 class LedgerRepository:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, users: CredentialCache) -> None:
         self._db = db
-
-    async def set_enforced(self, user_id: str, enforced: bool) -> None:
-        """Turn a user's budget enforcement on or off."""
-        async with self._db.session() as session:
-            await session.execute(
-                update(User).where(User.id == user_id).values(budget_enforced=enforced)
-            )
-            await session.commit()
+        self._users = users  # users' ban and budget flags, kept true by UserRepository
 
     async def grant(self, user_id: str, amount: int, *, actor_id: str, memo: str) -> None:
         """A sysop's credit (or, negative, debit) to a user."""
@@ -88,21 +82,28 @@ class LedgerRepository:
             return int(await session.scalar(_balance_of(user_id)) or 0)
 
     async def standing(self, user_id: str, *, everyone: bool = False) -> Standing:
-        """Read fresh at submit: whether the user is banned (a ban a moment ago counts even
-        for a request authenticated before it), and their balance if their budget is
-        enforced (or `everyone`'s is) — summed only then."""
-        async with self._db.session() as session:
-            row = (
-                await session.execute(
-                    select(User.is_banned, User.budget_enforced).where(User.id == user_id)
-                )
-            ).first()
+        """At submit: whether the user is banned (a ban a moment ago counts even for a
+        request authenticated before it: the flags are kept in memory and dropped by the
+        write that bans), and their balance if their budget is enforced (or `everyone`'s
+        is) — summed, from the store, only then."""
+        flags = self._users.flags(user_id)
+        if flags is None:
+            read_in = self._users.generation
+            async with self._db.session() as session:
+                row = (
+                    await session.execute(
+                        select(User.is_banned, User.budget_enforced).where(User.id == user_id)
+                    )
+                ).first()
             if row is None:
                 return Standing(banned=True, balance=None)  # gone: nothing to run for
-            if not (row.budget_enforced or everyone):
-                return Standing(banned=row.is_banned, balance=None)
+            flags = UserFlags(banned=row.is_banned, budget_enforced=row.budget_enforced)
+            self._users.put_flags(user_id, flags, read_in=read_in)
+        if not (flags.budget_enforced or everyone):
+            return Standing(banned=flags.banned, balance=None)
+        async with self._db.session() as session:
             balance = int(await session.scalar(_balance_of(user_id)) or 0)
-            return Standing(banned=row.is_banned, balance=balance)
+        return Standing(banned=flags.banned, balance=balance)
 
     async def entries(self, user_id: str, limit: int = 50) -> Sequence[LedgerEntry]:
         """A user's newest rows first."""

@@ -29,6 +29,8 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
+from rentahal.core.vocabulary import QueryState, Role
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -55,32 +57,6 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is not None and value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value
-
-
-class Role(enum.StrEnum):
-    GUEST = "guest"
-    USER = "user"
-    PREMIUM = "premium"
-    SYSOP = "sysop"
-
-
-class QueryState(enum.StrEnum):
-    QUEUED = "queued"
-    DISPATCHED = "dispatched"
-    RUNNING = "running"
-    DONE = "done"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-    EXPIRED = "expired"
-
-    @property
-    def is_final(self) -> bool:
-        return self in _FINAL_STATES
-
-
-_FINAL_STATES = frozenset(
-    {QueryState.DONE, QueryState.FAILED, QueryState.CANCELLED, QueryState.EXPIRED}
-)
 
 
 class Base(DeclarativeBase):
@@ -220,6 +196,9 @@ class Worker(Base):
     kind: Mapped[str] = mapped_column(String(16))
     capabilities: Mapped[list[str]] = mapped_column(default=list)
     models: Mapped[list[str]] = mapped_column(default=list)
+    # What its last health check listed, kept so that a restarted broker can dispatch
+    # resumed jobs before its first probe of the worker.
+    reported_models: Mapped[list[str]] = mapped_column(default=list)
     max_concurrency: Mapped[int] = mapped_column(Integer, default=4)
     health_score: Mapped[float] = mapped_column(Float, default=100.0)
     blacklisted: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -12,6 +12,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import undefer_group
 
+from rentahal.core.vocabulary import UNFINISHED_STATES
 from rentahal.store.database import Database
 from rentahal.store.group_commit import GroupCommitter
 from rentahal.store.ledger import append as append_to_ledger
@@ -24,8 +25,6 @@ from rentahal.store.models import (
     new_id,
     utcnow,
 )
-
-UNFINISHED_STATES = (QueryState.QUEUED, QueryState.DISPATCHED, QueryState.RUNNING)
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,13 +3,28 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
 
-from sqlalchemy import ColumnElement, case, exists, func, or_, select, update
+from sqlalchemy import ColumnElement, case, delete, exists, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import aliased
+from sqlalchemy.orm import InstrumentedAttribute, aliased
 
+from rentahal.store.credential_cache import CredentialCache
+from rentahal.store.credentials import hash_secret
 from rentahal.store.database import Database, affected_rows
-from rentahal.store.models import Role, User, new_id, utcnow
+from rentahal.store.models import (
+    ApiKey,
+    LedgerEntry,
+    OAuthToken,
+    Query,
+    Role,
+    Session,
+    User,
+    Worker,
+    new_id,
+    utcnow,
+)
 
 
 class NicknameTaken(Exception):
@@ -24,9 +39,36 @@ class NotRegistered(Exception):
     """Only an account with a password may become a sysop (a guest has only a cookie)."""
 
 
+def guest_nickname(user_id: str) -> str:
+    """The seed's `user_xxxxxxxx`: the nickname of a user who chose none."""
+    return f"user_{user_id[:8]}"
+
+
+def unsaved_guest(user_id: str) -> User:
+    """A guest as it is before it is stored (`UserRepository.save_guest`), every field set."""
+    now = utcnow()
+    return User(
+        id=user_id,
+        nickname=guest_nickname(user_id),
+        role=Role.GUEST.value,
+        is_banned=False,
+        created_at=now,
+        last_seen_at=now,
+        query_count=0,
+        total_query_time=0.0,
+        total_cost=0.0,
+        password_hash=None,
+        budget_enforced=False,
+    )
+
+
 class UserRepository:
-    def __init__(self, db: Database) -> None:
+    """Users. Every change to a stored user drops its credentials from the cache, whose
+    resolved users would say otherwise (`CredentialCache`)."""
+
+    def __init__(self, db: Database, credentials: CredentialCache) -> None:
         self._db = db
+        self._credentials = credentials
 
     async def create(
         self,
@@ -39,7 +81,7 @@ class UserRepository:
         user_id = new_id()
         user = User(
             id=user_id,
-            nickname=nickname or f"user_{user_id[:8]}",
+            nickname=nickname or guest_nickname(user_id),
             role=role.value,
             password_hash=password_hash,
         )
@@ -50,6 +92,65 @@ class UserRepository:
             except IntegrityError as exc:
                 raise NicknameTaken(user.nickname) from exc
         return user
+
+    async def save_guest(
+        self, user_id: str, session_token: str, expires_at: datetime
+    ) -> User | None:
+        """Store a guest that so far lived only in its cookie, with the cookie's session, both
+        in one transaction. Returns the stored user, also when another connection of the same
+        cookie stored it a moment before; None when a user with this id exists whose session
+        this is not (the cookie was logged out or replaced): the cookie is over.
+
+        The short nickname has only 32 bits of the id: on the rare clash the guest gets the
+        whole id in it, which nobody can choose (longer than a chosen nickname may be by
+        default)."""
+        token_hash = hash_secret(session_token)
+        for nickname in (guest_nickname(user_id), f"user_{user_id}"):
+            async with self._db.session() as session:
+                if await session.get(User, user_id) is not None:
+                    break
+                session.add(User(id=user_id, nickname=nickname, role=Role.GUEST.value))
+                try:
+                    await session.flush()  # the user before its session (the foreign key)
+                    session.add(
+                        Session(token_hash=token_hash, user_id=user_id, expires_at=expires_at)
+                    )
+                    await session.commit()
+                except IntegrityError:
+                    continue  # the nickname is taken, or the guest was stored meanwhile
+            return await self.get(user_id)
+        async with self._db.session() as session:
+            ours = await session.get(Session, token_hash)
+            if ours is None or ours.user_id != user_id:
+                return None
+            return await session.get(User, user_id)
+
+    async def delete_idle_guests(self, *, seen_before: datetime) -> int:
+        """Delete the guests last seen before `seen_before` who left nothing behind: no
+        password, no ban (the sysop's record), no queries, credit, API keys, Gmail link or
+        workers. Their sessions go with them. Returns how many."""
+
+        def none_in(column: InstrumentedAttribute[Any]) -> ColumnElement[bool]:
+            return ~exists().where(column == User.id)
+
+        statement = delete(User).where(
+            User.role == Role.GUEST.value,
+            User.password_hash.is_(None),
+            User.is_banned.is_(False),
+            User.query_count == 0,
+            User.last_seen_at < seen_before,
+            none_in(Query.user_id),
+            none_in(LedgerEntry.user_id),
+            none_in(ApiKey.user_id),
+            none_in(OAuthToken.user_id),
+            none_in(Worker.owner_id),
+        )
+        async with self._db.session() as session:
+            result = await session.execute(statement.execution_options(synchronize_session=False))
+            await session.commit()
+        if deleted := affected_rows(result):
+            self._credentials.clear()  # which ones went is not known, and it is rare
+        return deleted
 
     async def get(self, user_id: str) -> User | None:
         async with self._db.session() as session:
@@ -75,10 +176,15 @@ class UserRepository:
                 await session.commit()
             except IntegrityError as exc:
                 raise NicknameTaken(nickname) from exc
+        self._credentials.forget_user(user_id)
 
     async def set_banned(self, user_id: str, banned: bool) -> bool:
         """Returns False when no such user exists."""
         return await self._update(user_id, is_banned=banned)
+
+    async def set_budget_enforced(self, user_id: str, enforced: bool) -> bool:
+        """Whether the user's queries need credit (the ledger's rule)."""
+        return await self._update(user_id, budget_enforced=enforced)
 
     async def set_role(self, user_id: str, role: Role) -> bool:
         return await self._update(user_id, role=role.value)
@@ -103,6 +209,7 @@ class UserRepository:
                 await session.commit()
             except IntegrityError as exc:
                 raise NicknameTaken(nickname) from exc
+        self._credentials.forget_user(user_id)
         return await self.get(user_id) if affected_rows(result) else None
 
     async def set_password_hash(self, user_id: str, password_hash: str) -> bool:
@@ -145,6 +252,7 @@ class UserRepository:
                 .execution_options(synchronize_session=False)
             )
             await session.commit()
+        self._credentials.forget_user(user_id)
         user = await self.get(user_id)
         if user is None:
             return None
@@ -159,4 +267,5 @@ class UserRepository:
         async with self._db.session() as session:
             result = await session.execute(update(User).where(User.id == user_id).values(**values))
             await session.commit()
-            return affected_rows(result) > 0
+        self._credentials.forget_user(user_id)
+        return affected_rows(result) > 0

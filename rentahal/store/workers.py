@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import delete, select, update
@@ -10,6 +11,17 @@ from sqlalchemy.exc import IntegrityError
 
 from rentahal.store.database import Database, affected_rows
 from rentahal.store.models import Model, Worker
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerHealth:
+    """A worker's standing after a health check, and the models it listed."""
+
+    name: str
+    health_score: float
+    blacklisted: bool
+    last_active: datetime | None
+    models: Sequence[str]
 
 
 class AlreadyExists(Exception):
@@ -43,14 +55,19 @@ class WorkerRepository:
             await session.commit()
             return affected_rows(result) > 0
 
-    async def save_health(self, states: Iterable[tuple[str, float, bool, datetime | None]]) -> None:
-        """Persist `(name, health_score, blacklisted, last_active)` for many workers at once."""
+    async def save_health(self, states: Iterable[WorkerHealth]) -> None:
+        """Persist what health checks learnt of many workers at once."""
         async with self._db.session() as session:
-            for name, score, blacklisted, last_active in states:
+            for state in states:
                 await session.execute(
                     update(Worker)
-                    .where(Worker.name == name)
-                    .values(health_score=score, blacklisted=blacklisted, last_active=last_active)
+                    .where(Worker.name == state.name)
+                    .values(
+                        health_score=state.health_score,
+                        blacklisted=state.blacklisted,
+                        last_active=state.last_active,
+                        reported_models=list(state.models),
+                    )
                 )
             await session.commit()
 

@@ -10,19 +10,39 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import sys
 from collections.abc import Mapping, Sequence
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, ClassVar, Self
+from typing import Protocol as TypingProtocol
 
 import httpx
 
 from rentahal.net import free_port
+from rentahal.testing.forkserver import ForkServer
 from rentahal.testing.stubs import Protocol
+
+log = logging.getLogger(__name__)
 
 _OUTPUT_LIMIT = 256 * 1024
 _POLL_INTERVAL = 0.05
+
+
+class Child(TypingProtocol):
+    """What :class:`ServerProcess` needs of a running child (`asyncio.subprocess.Process`, or
+    a fork server's :class:`~rentahal.testing.forkserver.ForkedProcess`)."""
+
+    @property
+    def pid(self) -> int: ...
+    @property
+    def returncode(self) -> int | None: ...
+    @property
+    def stdout(self) -> asyncio.StreamReader | None: ...
+    async def wait(self) -> int: ...
+    def terminate(self) -> None: ...
+    def kill(self) -> None: ...
 
 
 class ServerStartError(RuntimeError):
@@ -36,7 +56,14 @@ class ServerProcess:
     stdout and stderr are drained continuously into :attr:`output` (the last 256 KiB), so
     a chatty server can never block on a full pipe, and startup errors can quote it.
     ``env`` entries are layered over the current environment.
+
+    A subclass that sets :attr:`forkable` runs its ``python -m ...`` command forked from
+    :attr:`fork_server` when one is set (the test suite sets it): the same command, without
+    paying for its imports again.
     """
+
+    fork_server: ClassVar[ForkServer | None] = None
+    forkable: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -54,9 +81,10 @@ class ServerProcess:
         self.cwd = cwd
         self.startup_timeout = startup_timeout
         self.stop_timeout = stop_timeout
-        self._process: asyncio.subprocess.Process | None = None
+        self._process: Child | None = None
         self._drain: asyncio.Task[None] | None = None
         self._output = bytearray()
+        self._stopping = False
 
     @property
     def pid(self) -> int | None:
@@ -81,14 +109,8 @@ class ServerProcess:
         if self.running:
             raise RuntimeError(f"{self.argv[0]} is already running (pid {self.pid})")
         self._output.clear()
-        self._process = await asyncio.create_subprocess_exec(
-            *self.argv,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            env={**os.environ, **self.env} if self.env is not None else None,
-            cwd=self.cwd,
-        )
+        self._stopping = False
+        self._process = await self._spawn()
         assert self._process.stdout is not None
         self._drain = asyncio.create_task(self._collect(self._process.stdout))
         try:
@@ -97,11 +119,27 @@ class ServerProcess:
             await self.kill()
             raise
 
+    async def _spawn(self) -> Child:
+        """Start the command, its stdout and stderr together on one pipe."""
+        env = {**os.environ, **self.env} if self.env is not None else dict(os.environ)
+        server = self.fork_server
+        if self.forkable and server is not None and server.can_run(self.argv, env):
+            return await server.spawn(self.argv, env, self.cwd)
+        return await asyncio.create_subprocess_exec(
+            *self.argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            env={**os.environ, **self.env} if self.env is not None else None,
+            cwd=self.cwd,
+        )
+
     async def stop(self) -> None:
         """Terminate gracefully (SIGTERM), escalating to SIGKILL after ``stop_timeout``."""
         process = self._process
         if process is None:
             return
+        self._stopping = True
         if process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 process.terminate()
@@ -116,6 +154,7 @@ class ServerProcess:
         process = self._process
         if process is None:
             return
+        self._stopping = True
         if process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
@@ -160,6 +199,21 @@ class ServerProcess:
         while chunk := await stream.read(65536):
             self._output += chunk
             del self._output[:-_OUTPUT_LIMIT]
+            self._received(chunk)
+        self._received(b"")
+        if self._process is not None and not self._stopping:
+            # Nobody asked it to end: say so where a failing test will show it.
+            status = await self._process.wait()
+            if not self._stopping:
+                log.warning(
+                    "%s ended on its own with status %s; its last output:\n%s",
+                    self._describe(),
+                    status,
+                    self.output[-4000:],
+                )
+
+    def _received(self, chunk: bytes) -> None:
+        """Called with each chunk of output as it is read, and with ``b""`` at its end."""
 
     async def _reap(self) -> None:
         """Wait for the exit status and the last of the output."""
@@ -178,6 +232,8 @@ class StubServer(ServerProcess):
     ``async with StubServer("ollama", latency=0.2, models=["llama3"]) as stub:`` starts it
     on a free port; the async methods drive its ``/_stub`` control API.
     """
+
+    forkable = True
 
     def __init__(
         self,

@@ -25,7 +25,8 @@ class _Request(BaseModel):
 
 
 class ChatRequest(_Request):
-    """Chat and vision: `{prompt, type, model_type, model_name, image?}` → `{response}`."""
+    """Chat and vision: `{prompt, type, model_type, model_name, image?}` → `{response}`;
+    with `"stream": true`, NDJSON lines `{response, done}` instead (see `worker/app.py`)."""
 
     prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
     type: str = "chat"
@@ -33,6 +34,7 @@ class ChatRequest(_Request):
     model_name: str = Field(default="", max_length=200)
     image: str | None = Field(default=None, max_length=MAX_IMAGE_B64)
     options: dict[str, Any] = Field(default_factory=dict, max_length=20)
+    stream: bool = False
 
 
 class ChatResponse(BaseModel):

@@ -21,8 +21,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from rentahal.backends import BACKENDS
-from rentahal.routing.registry import WorkerState
+from rentahal.backends import BACKENDS, Endpoint
+from rentahal.core.addresses import base_url
 from rentahal.worker.app import health_response, refused
 from rentahal.worker.service import Served
 
@@ -52,17 +52,7 @@ class ProxyService(Served):
     async def load(self) -> None:
         """Wait for the upstream to answer its protocol's health check; learn its models."""
         backend = BACKENDS[self.kind]
-        upstream = WorkerState(
-            name="upstream",
-            address=self.upstream,
-            kind=self.kind,
-            capabilities=frozenset({self.query_type}),
-            models=(),
-            max_concurrency=self.slots,
-            health_score=100.0,
-            blacklisted=False,
-            last_active=None,
-        )
+        upstream = Endpoint(name="upstream", kind=self.kind, url=base_url(self.upstream))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + UPSTREAM_WAIT
         while True:

@@ -4,14 +4,20 @@ Loading happens in a thread after the server starts, so `/health` answers 503 ("
 at once instead of the port staying closed; each request runs in a thread, at most
 `slots` at a time, so health checks never wait behind a long transcription (the seed's
 workers ran their models on the event loop and stalled their own health checks).
+
+A streamed chat answer (`stream`) is generated in such a thread too, each piece handed to the
+event loop as it comes (`call_soon_threadsafe` into a queue), and holds its slot until the
+engine has stopped: at the end of the answer, or at the next token once `stop` is set.
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
+import threading
 import time
 from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
 from typing import Any
 
 import structlog
@@ -20,9 +26,13 @@ from pydantic import BaseModel
 from rentahal import __version__
 from rentahal.worker import hardware
 from rentahal.worker.engines import Engine
-from rentahal.worker.protocol import REQUEST_SCHEMAS
+from rentahal.worker.protocol import REQUEST_SCHEMAS, ChatResponse
 
 log = structlog.get_logger(__name__)
+
+
+class Stopped(Exception):
+    """The engine stopped before the end of its answer because nobody read it any more."""
 
 
 class Readiness(enum.StrEnum):
@@ -121,6 +131,53 @@ class WorkerService(Served):
             self.in_flight += 1
             try:
                 return await asyncio.to_thread(self.engine.run, request)
+            finally:
+                self.in_flight -= 1
+                self.served += 1
+
+    async def stream(
+        self, request: BaseModel, stop: threading.Event | None = None
+    ) -> AsyncIterator[str]:
+        """The answer to a chat or vision `request` as pieces of text, each as soon as the
+        engine writes it (one piece from an engine that does not stream). Setting `stop`
+        stops the engine at its next piece; the answer then ends with `Stopped`. The slot
+        is held until the engine has returned."""
+        stop = stop or threading.Event()
+        async with self._gate:
+            self.in_flight += 1
+            try:
+                if not self.engine.streams:
+                    answer = await asyncio.to_thread(self.engine.run, request)
+                    assert isinstance(answer, ChatResponse)
+                    yield answer.response
+                    return
+                loop = asyncio.get_running_loop()
+                pieces: asyncio.Queue[str | None] = asyncio.Queue()
+                refused, closed = threading.Event(), threading.Event()
+
+                def write(piece: str) -> bool:
+                    if stop.is_set() or closed.is_set():
+                        refused.set()
+                        return False
+                    loop.call_soon_threadsafe(pieces.put_nowait, piece)
+                    return True
+
+                def generate() -> None:
+                    try:
+                        self.engine.stream(request, write)
+                    finally:  # after every piece: the loop runs its callbacks in order
+                        loop.call_soon_threadsafe(pieces.put_nowait, None)
+
+                engine = asyncio.ensure_future(asyncio.to_thread(generate))
+                try:
+                    while (piece := await pieces.get()) is not None:
+                        yield piece
+                    await engine  # its error, if it failed
+                finally:
+                    closed.set()  # closed early by its reader: stop at the next piece
+                    await asyncio.wait([engine])
+                if refused.is_set():
+                    raise Stopped("nobody reads the answer any more")
             finally:
                 self.in_flight -= 1
                 self.served += 1

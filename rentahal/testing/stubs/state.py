@@ -48,6 +48,12 @@ class Behaviour:
     """Drop the connection after this many streamed chunks, like a worker dying mid-answer."""
     slots: int | None = None
     """Capacity a RENT A HAL worker reports in ``/health`` (``load.slots``); ``None`` omits it."""
+    streams: bool = True
+    """Whether a RENT A HAL worker streams when asked (``"stream": true``); ``False`` answers
+    whole, as the seed's worker and older nodes do."""
+    error_after_chunks: int | None = None
+    """A RENT A HAL worker's stream ends with an error line after this many chunks, like its
+    engine failing mid-answer (the connection stays up, unlike ``crash_after_chunks``)."""
 
     def patched(self, changes: Mapping[str, Any]) -> Behaviour:
         """Return a copy with ``changes`` applied, rejecting names that are not behaviour.
@@ -181,6 +187,8 @@ _ACCEPTED_TYPES: dict[str, tuple[type, ...]] = {
     "fail_status": _OPTIONAL_INT,
     "fail_count": _OPTIONAL_INT,
     "crash_after_chunks": _OPTIONAL_INT,
+    "error_after_chunks": _OPTIONAL_INT,
+    "streams": (bool,),
     "slots": _OPTIONAL_INT,
     "health_status": (int,),
     "reply": (str, type(None)),
@@ -190,7 +198,8 @@ _ACCEPTED_TYPES: dict[str, tuple[type, ...]] = {
 
 def _check_value(name: str, value: object) -> None:
     """Reject a badly typed setting at config time instead of as a 500 on the next request."""
-    valid = isinstance(value, _ACCEPTED_TYPES[name]) and not isinstance(value, bool)
+    accepted = _ACCEPTED_TYPES[name]
+    valid = isinstance(value, accepted) and (bool in accepted or not isinstance(value, bool))
     if isinstance(value, list):
         valid = valid and all(isinstance(item, str) for item in value)
     if not valid:

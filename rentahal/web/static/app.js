@@ -15,12 +15,16 @@ const prefs = new Prefs();
 prefs.apply();
 const scheme = location.protocol === "https:" ? "wss:" : "ws:";
 const bus = new Bus(`${scheme}//${location.host}/ws`);
-const realm = { workers: [], intents: [], me: null, sysop: false };
+// `vocabulary`: the query types, worker kinds, strategies and roles the broker knows (its greeting).
+const realm = { workers: [], intents: [], me: null, sysop: false, vocabulary: null };
 
 const offers = (type) => realm.workers.some((w) => w.capabilities.includes(type) && !w.is_blacklisted);
 const speaker = new Speaker({ bus, canSpeak: () => offers("tts"), browserVoice: () => prefs.get("browserVoice", false) });
+// Answers are spoken outside voice mode when the person ticked "Speak answers"; an answer
+// whose sentences were spoken as they came (`speech_chunk`) is not said again when whole.
+const speakAnswers = () => !voice.active && $("speak-answers").checked;
 const results = new Results({
-  onAudio: (url) => { if (!voice.active && $("speak-answers").checked) speaker.play(url); },
+  onAudio: (url, card) => { if (speakAnswers() && !speaker.streamed(card.item.dataset.queryId)) speaker.play(url); },
 });
 const notice = (text, kind) => results.notice(text, kind);
 const composer = new Composer({ bus, results, notice, prefs });
@@ -60,6 +64,7 @@ const shown = (message) => !(message.query_id && bus.own.has(message.query_id));
 const onCard = (message) => shown(message) && results.cards.has(message.query_id);
 
 const handlers = {
+  vocabulary(names) { realm.vocabulary = names; },
   user_info({ data: user }) {
     realm.me = user;
     $("user-info").textContent = `${user.nickname} (${user.role})`;
@@ -85,9 +90,14 @@ const handlers = {
   query_accepted(message) { if (results.prompts.has(String(message.response_to))) results.accepted(message); },
   query_status(message) { if (onCard(message)) results.status(message); },
   query_chunk(message) { if (shown(message)) results.chunk(message); },
+  speech_chunk(message) {
+    const asked = voice.active ? voice.asking === message.query_id : onCard(message) && speakAnswers();
+    if (asked) speaker.chunk(message);
+  },
   query_result(message) {
     if (!shown(message)) return;
     results.result(message);
+    speaker.finished(message.query_id); // any chunks still to come are late: dropped
     bus.send({ type: "get_previous_queries" });
   },
   transcription_result(message) { if (onCard(message)) results.transcription(message); },
@@ -115,7 +125,7 @@ function confirmed(text) {
   dialog.showModal();
   return new Promise((resolve) => dialog.addEventListener("close", () => resolve(dialog.returnValue === "yes"), { once: true }));
 }
-const sysopUi = { notice, confirm: confirmed, me: () => realm.me };
+const sysopUi = { notice, confirm: confirmed, me: () => realm.me, vocabulary: () => realm.vocabulary };
 
 // --- the rest of the page -----------------------------------------------------------------
 
@@ -143,7 +153,9 @@ $("key-form").addEventListener("submit", async (event) => {
 });
 
 $("voice-button").addEventListener("click", () => voice.toggle());
-$("shutup-button").addEventListener("click", () => speaker.stop());
+// In voice mode, as saying "shut up": the answer on its way is dropped too.
+const shutUp = () => (voice.active ? voice.shutUp() : speaker.stop());
+$("shutup-button").addEventListener("click", shutUp);
 $("shortcuts-button").addEventListener("click", () => $("shortcuts").showModal());
 
 function bindPreference(id, name, fallback, apply) {
@@ -175,7 +187,7 @@ document.addEventListener("keydown", (event) => {
   else if (ctrl && event.shiftKey && key === "v") action = press("record-button");
   else if (ctrl && event.shiftKey && key === "s") action = press("speak-answers");
   else if ((ctrl && event.shiftKey && key === "w") || (event.altKey && key === "w")) action = press("voice-button");
-  else if (key === "escape" && speaker.speaking) action = () => speaker.stop();
+  else if (key === "escape" && speaker.speaking) action = shutUp;
   if (!action || document.querySelector("dialog[open]")) return;
   event.preventDefault();
   action();

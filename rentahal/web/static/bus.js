@@ -7,7 +7,6 @@ const MAX_BACKOFF = 30_000;
 const BANNED = 4003;
 const SILENT_LIMIT = 60_000; // the broker pings every 25 s: a minute of nothing is a dead link
 const QUERY_LIMIT = 180_000; // longest wait for a query the page runs for itself
-const FINAL = new Set(["query_result", "speech_result", "error"]);
 
 const lost = (code, message) => ({ type: "error", code, message });
 
@@ -152,7 +151,7 @@ export class Bus extends EventTarget {
       };
       const watcher = (message, direction) => {
         if (direction !== "in" || message.query_id !== queryId) return;
-        if (FINAL.has(message.type) || (message.type === "transcription_result" && message.final !== false)) done(message);
+        if (message.is_final === true) done(message); // the broker marks the event that ends a query
       };
       const timer = setTimeout(() => done(lost("timeout", "No answer came in time.")), limit);
       this.on("*", watcher);

@@ -6,7 +6,8 @@
 // The microphone is cut into utterances (listener.js) which the realm's STT worker
 // transcribes; the broker spots the wake and command words in each transcript
 // (`speech_to_text {spot: true}` → `transcription_result.spotted`). Speech that began while
-// the page itself was talking counts only for "shut up": the page must not obey its own voice.
+// the page itself was talking counts only for "shut up": the page must not obey its own voice;
+// but a person who starts talking over a spoken answer interrupts it (barge-in, below).
 
 import { $, blobUrl } from "./dom.js";
 import { Camera } from "./media.js";
@@ -14,6 +15,22 @@ import { Camera } from "./media.js";
 const SILENCE_MS = 15_000; // a state's patience; two silences in a row give up on it
 const NO_DICTATION = new Set(["vision", "weather", "gmail"]); // modes that act at once
 const WAITING = new Set(["listening", "menu", "dictating"]); // states with a silence timer
+// Barge-in: while an answer is spoken, a person who starts talking stops it at once (the
+// listener's `speechstart`, ~64 ms into the speech), and what they say is heard as the next
+// utterance. The page asks for echo cancellation, which keeps its own voice out of the
+// microphone; where a device has none, its voice comes back and must not interrupt itself.
+// So speech counts as barge-in only (1) once the answer has been playing BARGE_IN_AFTER_MS,
+// so that the listener has heard the page's voice for a while, and (2) when it starts
+// BARGE_IN_LOUDER times louder than the loudest the microphone heard just before (the
+// listener's decaying peak, ~1 s half-life): with echo cancellation that peak is the room's
+// quiet and any speech passes; without it, it is the echo, which the page's next sentence
+// does not outdo, while a person close to the device talking over it does. Speech that fails
+// the test (or that the listener hears as going on from an echo it is already cutting) is
+// treated as before: an echo, obeyed only for "shut up", so that such a device is no worse
+// off than it was. The page's short prompts ("Ready. Say Computer.", the menu) are not
+// interrupted: they are over in a moment, and what is said over them is not obeyed.
+const BARGE_IN_AFTER_MS = 400;
+const BARGE_IN_LOUDER = 2;
 const LABELS = {
   off: "Off",
   starting: "Starting…",
@@ -42,7 +59,10 @@ export class VoiceMode {
     this.timer = null;
     this.chain = Promise.resolve(); // transcripts are handled one at a time, in order
     this.session = 0; // bumped by start and stop: work begun before is dropped after an await
-    listener.addEventListener("speechstart", () => this.speechStarted());
+    this.turn = 0; // bumped by each question and each interruption: an older answer is dropped
+    this.asking = null; // the query of the answer being written, while it is
+    this.spokeAt = 0; // when the answer began to be spoken (performance.now())
+    listener.addEventListener("speechstart", (event) => this.speechStarted(event.detail));
     listener.addEventListener("speechend", () => { if (WAITING.has(this.state)) this.armTimer(); });
     listener.addEventListener("utterance", (event) => this.utterance(event.detail.wav));
     speaker.addEventListener("start", () => this.show());
@@ -72,6 +92,7 @@ export class VoiceMode {
 
   async stop(farewell) {
     this.session += 1;
+    this.asking = null; // its text goes on to its card; the turn is dropped (`session`)
     clearTimeout(this.timer);
     this.speaker.stop();
     this.camera.stop();
@@ -138,9 +159,30 @@ export class VoiceMode {
 
   // --- hearing -----------------------------------------------------------------------------
 
-  speechStarted() {
+  speechStarted({ level, before }) {
+    // (In "speaking" the page may be silent a moment, waiting for the next sentence.)
+    const bargeIn = this.state === "speaking" &&
+      performance.now() - this.spokeAt >= BARGE_IN_AFTER_MS && level > before * BARGE_IN_LOUDER;
+    if (bargeIn) { this.interrupt(); this.listen(); }
     this.startedWhileSpeaking = this.speaker.speaking;
     clearTimeout(this.timer); // no silence while the person talks; speechend re-arms it
+  }
+
+  /** "Shut up" (said, the Stop speaking button or Esc): silence, and an answer on its way
+   * is dropped, so that voice mode listens again at once. */
+  shutUp() {
+    if (this.state === "speaking" || this.state === "working") { this.interrupt(); this.listen(); }
+    else this.speaker.stop();
+  }
+
+  /** Stop the answer being worked on or spoken: its audio at once, and its query if it is
+   * still running (the broker then stops writing and speaking it; chunks still on their way
+   * are dropped by the speaker, which stop() closed them to). */
+  interrupt() {
+    this.turn += 1;
+    this.speaker.stop();
+    if (this.asking) this.act(this.bus.request({ type: "cancel_query", query_id: this.asking }));
+    this.asking = null;
   }
 
   utterance(wav) {
@@ -166,11 +208,7 @@ export class VoiceMode {
    * that "shut up" is heard while an answer is being spoken. */
   hear(text, spotted, echo) {
     const said = (word) => spotted.includes(word);
-    if (said("shut up")) {
-      this.speaker.stop();
-      if (this.state === "speaking" || this.state === "working") this.listen();
-      return;
-    }
+    if (said("shut up")) { this.shutUp(); return; }
     if (echo || this.state === "speaking") return;
     if (said("goodbye") && this.state !== "dictating") { this.act(this.stop("Goodbye.")); return; }
     this.silences = 0;
@@ -249,10 +287,12 @@ export class VoiceMode {
 
   /** Send the words to the intent, show the answer, speak it, and listen again. */
   async ask(intent, text, extra = {}) {
+    const turn = ++this.turn;
+    const now = (state) => this.active && this.turn === turn && this.state === state; // else stopped or interrupted
     this.set("working");
     const speak = this.autospeak();
     const reply = await this.bus.request({ type: "intent", intent, text: text.slice(0, 4000), speak, ...extra });
-    if (!this.active || this.state !== "working") return; // stopped or shut up meanwhile
+    if (!now("working")) return;
     if (reply.type === "error") {
       this.results.error(reply);
       this.listen();
@@ -262,8 +302,23 @@ export class VoiceMode {
     let spoken = null;
     if (reply.query_id) {
       this.results.setPrompt(reply.query_id, reply.prompt, reply.intent);
-      const answer = await this.bus.finished(reply.query_id);
-      if (!this.active || this.state !== "working") return; // stopped or shut up meanwhile
+      // A spoken answer may come sentence by sentence (app.js hands the speaker the chunks
+      // of `asking`): speaking starts at the first, and ends when the last has been said.
+      this.asking = reply.query_id;
+      const finished = this.bus.finished(reply.query_id);
+      const first = await Promise.race([finished, this.speaker.begun(reply.query_id)]);
+      if (!now("working")) return;
+      if (!first) this.speaking();
+      const answer = await finished;
+      if (this.turn !== turn) return;
+      this.asking = null;
+      if (this.speaker.streamed(reply.query_id)) {
+        await this.speaker.finished(reply.query_id);
+        if (now("speaking") && answer.type === "error") await this.speaker.say(`Sorry: ${answer.message}`);
+        if (now("speaking")) this.listen();
+        return;
+      }
+      if (!now("working")) return;
       if (answer.type === "error") spoken = { text: `Sorry: ${answer.message}` };
       else if (answer.audio) spoken = { audio: answer.audio };
       else if (answer.result_type === "image") spoken = { text: "Here is your picture." };
@@ -277,11 +332,16 @@ export class VoiceMode {
         spoken = audio.type === "speech_result" ? { audio: audio.audio } : { text: reply.answer };
       } else spoken = { text: reply.answer };
     }
-    if (!this.active || this.state !== "working") return;
-    this.set("speaking");
+    if (!now("working")) return;
+    this.speaking();
     if (spoken.audio) await this.speaker.play(blobUrl(spoken.audio, "audio/wav"));
     else if (speak) await this.speaker.say(spoken.text);
-    if (this.state === "speaking") this.listen();
+    if (now("speaking")) this.listen();
+  }
+
+  speaking() {
+    this.spokeAt = performance.now();
+    this.set("speaking");
   }
 
   /** The microphone's level on the little canvas, while voice mode is on. */

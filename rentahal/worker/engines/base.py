@@ -1,12 +1,16 @@
 """What every engine offers the worker app: load once, then run requests of its role.
 
 Engines wrap blocking libraries (CTranslate2, ONNX Runtime, llama.cpp, PyTorch); the app runs
-`load` and `run` in threads so `/health` keeps answering while a model loads or works.
+`load` and `run` in threads so `/health` keeps answering while a model loads or works. A chat
+engine that can write its answer as it generates it (`streams`) also offers `stream`, which
+the worker uses for a `/predict` that asks for `"stream": true`; the others answer such a
+request in one piece.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -31,9 +35,15 @@ class EngineOptions:
     slots: int = 1  # requests the engine runs at once
 
 
+# Takes the next piece (text delta) of an answer; False once nobody reads it any more.
+Write = Callable[[str], bool]
+
+
 class Engine(ABC):
     role: ClassVar[str]
     name: ClassVar[str]
+    # Whether `stream` is implemented: the answer is written as it is generated.
+    streams: ClassVar[bool] = False
 
     def __init__(self, options: EngineOptions) -> None:
         self.options = options
@@ -56,3 +66,10 @@ class Engine(ABC):
     @abstractmethod
     def run(self, request: BaseModel) -> BaseModel:
         """Serve one request of the role's schema; blocking, runs in a thread."""
+
+    def stream(self, request: BaseModel, write: Write) -> None:
+        """Serve one chat request, passing its answer to `write` piece by piece, in order, as
+        it is generated (the pieces join to the whole answer). Stops generating as soon as
+        `write` returns False: the reader has gone and the slot should be freed. Blocking,
+        runs in a thread; raises as `run` does. Only engines with `streams` implement it."""
+        raise NotImplementedError(f"the {self.name} engine does not stream")

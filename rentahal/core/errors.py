@@ -30,6 +30,7 @@ class ErrorCode(enum.StrEnum):
     NOT_CONFIGURED = "not_configured"  # the realm lacks what this needs (an API key…)
     NOT_CONNECTED = "not_connected"  # the user has not linked the account (or it lapsed)
     UPSTREAM_ERROR = "upstream_error"  # a web API an intent called failed
+    UNAVAILABLE = "unavailable"  # the store (or another service the broker needs) is down
     INTERNAL = "internal"
 
 

@@ -11,10 +11,18 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from rentahal.intents.base import Intent
+
+class Listened(Protocol):
+    """What the voice mode listens for of an intent: its name and its menu words."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def triggers(self) -> Iterable[str]: ...
+
 
 # The voice mode's own words: the wake (and submit) word and the seed client's commands.
 COMMANDS = ("computer", "backspace", "goodbye", "shut up", "cancel")
@@ -26,7 +34,7 @@ _POSSESSIVE = re.compile(r"'s\b")
 _SEPARATOR = re.compile(r"[\W_]+")  # punctuation, hyphens, underscores: between words
 
 
-def vocabulary_of(intents: Iterable[Intent]) -> tuple[str, ...]:
+def vocabulary_of(intents: Iterable[Listened]) -> tuple[str, ...]:
     """What the voice mode listens for: its command words and each intent's name and menu
     words (as the `intents` event lists them), so "Computer, weather" spots two words."""
     return (*COMMANDS, *(word for intent in intents for word in (intent.name, *intent.triggers)))
