@@ -67,6 +67,7 @@ def _fork_server() -> Iterator[None]:
 # --- parallel runs (pytest-xdist, `-n`) ------------------------------------------------------
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups off the items
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """With `--dist loadgroup`, a module's tests stay on one worker, so what they share
     (a module's broker, browser and stubs) is made once; and the modules marked

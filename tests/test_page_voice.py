@@ -30,6 +30,7 @@ from playwright.async_api import Page, async_playwright, expect
 
 from rentahal.testing.broker import BrokerProcess
 from rentahal.testing.process import StubServer
+from rentahal.testing.voice import steady_speech
 from rentahal.testing.waiting import eventually
 from tests.browser import ARTIFACTS, DESKTOP, Recorder, launch
 from tests.conftest import FAST_ENV, Realm, create_sysop
@@ -166,7 +167,7 @@ async def spoken(realm: Realm, phrases: set[str]) -> dict[str, bytes]:
     clips: dict[str, bytes] = {}
     async with realm.broker.bus(api_key=realm.sysop_key) as bus:
         for phrase in phrases:
-            accepted = await bus.request({"type": "text_to_speech", "text": phrase})
+            accepted = await bus.request(steady_speech(phrase))
             assert accepted["type"] == "query_accepted", accepted
             answer = await bus.expect("speech_result", answering(accepted), within=60)
             clips[phrase] = base64.b64decode(answer["audio"])

@@ -16,6 +16,7 @@ import pytest
 import pytest_asyncio
 
 from rentahal.testing.broker import BrokerProcess, BusClient
+from rentahal.testing.voice import steady_speech
 from rentahal.testing.waiting import eventually
 from tests.conftest import FAST_ENV, Realm, create_sysop
 
@@ -76,7 +77,7 @@ async def speech_realm(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterato
 
 
 async def speak(bus: BusClient, text: str, **fields: Any) -> dict[str, Any]:
-    accepted = await bus.request({"type": "text_to_speech", "text": text, **fields})
+    accepted = await bus.request(steady_speech(text, **fields))
     assert accepted["type"] == "query_accepted", accepted
     return await bus.expect(
         where=lambda m: (

@@ -35,6 +35,7 @@ from starlette.routing import Route
 
 from rentahal.media.images import decode_image
 from rentahal.testing.broker import base_env
+from rentahal.testing.voice import STEADY_VOICE
 from rentahal.testing.waiting import eventually
 from rentahal.testing.worker import WorkerProcess
 from rentahal.worker.app import MAX_BODY, create_worker_app
@@ -283,7 +284,7 @@ def english_clip(espeak: EspeakEngine) -> str:
 async def test_piper_speech_is_transcribed_back_by_the_stt_worker(
     tts: WorkerProcess, stt: WorkerProcess, client: httpx.AsyncClient
 ) -> None:
-    spoken = await predict(client, tts, {"prompt": SENTENCE})
+    spoken = await predict(client, tts, {"prompt": SENTENCE, **STEADY_VOICE})
     assert spoken.status_code == 200, spoken.text
     speech = spoken.json()
     assert set(speech) == {"audio_base64", "sample_rate"}
@@ -450,7 +451,7 @@ async def test_stt_hears_an_expected_word_that_it_would_mishear_alone(
 ) -> None:
     """Voice mode's "Chat." spoken alone: told the words to expect (`hotwords`) and held to
     one decoding pass (`temperature`), Whisper tiny writes "chat"."""
-    spoken = await predict(client, tts, {"prompt": "Chat."})
+    spoken = await predict(client, tts, {"prompt": "Chat.", **STEADY_VOICE})
     assert spoken.status_code == 200, spoken.text
     clip = spoken.json()["audio_base64"]
     expecting = {"hotwords": "computer, chat, vision, imagine, shut up", "temperature": 0.0}

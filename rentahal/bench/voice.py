@@ -43,6 +43,7 @@ from rentahal.bench.provenance import measured_now, this_machine
 from rentahal.bench.realm import BenchmarkError, bench_broker
 from rentahal.bench.speech import wav_seconds
 from rentahal.bench.stats import percentile
+from rentahal.testing.voice import steady_speech
 
 QUESTIONS: tuple[str, ...] = (
     "What is the capital of France?",
@@ -432,7 +433,7 @@ async def _wait_healthy(url: str, key: str, progress: Progress, console: Console
 
 async def _speak(bus: TimedBus, text: str) -> str:
     """``text`` spoken by the realm's TTS worker: a base64 WAV."""
-    accepted = await bus.request({"type": "text_to_speech", "text": text})
+    accepted = await bus.request(steady_speech(text))
     if accepted.get("type") != "query_accepted":
         raise BenchmarkError(f"text_to_speech refused: {accepted}")
     spoken = await bus.final(accepted["query_id"], ("speech_result",), TURN_WITHIN)
