@@ -141,6 +141,7 @@ def serve(
             host=settings.host,
             port=settings.port,
             log_config=None,
+            access_log=settings.access_log,
             # Headers that must arrive in time; HTTP refused with 503 over the connection limit.
             http=header_timeout_protocol(settings.header_timeout),
             limit_concurrency=http_concurrency_limit(settings),

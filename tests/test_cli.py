@@ -158,3 +158,19 @@ def test_serve_imports_no_bench_or_worker_code() -> None:
         assert command.help.splitlines()[0] == summary
     listing = cli("--help")
     assert listing.returncode == 0 and "bench" in listing.stdout and "worker" in listing.stdout
+
+
+async def test_serve_logs_each_request_only_when_asked(tmp_path: Path) -> None:
+    """The access log costs a line per request: off unless `access_log` is set."""
+    request = "GET /healthz?asked-for=access-log"
+    async with BrokerProcess(tmp_path / "on", env={"RENTAHAL_ACCESS_LOG": "true"}) as broker:
+        async with httpx.AsyncClient() as client:
+            assert (await client.get(f"{broker.url}/healthz?asked-for=access-log")).is_success
+
+        async def logged() -> bool:
+            return request in broker.output
+
+        await eventually(logged)
+    async with BrokerProcess(tmp_path / "off") as broker, httpx.AsyncClient() as client:
+        assert (await client.get(f"{broker.url}/healthz?asked-for=access-log")).is_success
+    assert "/healthz" not in broker.output  # read once the broker has ended: all of it

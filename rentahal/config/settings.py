@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     # [Settings]
     debug: bool = False
     log_json: bool = False
+    # One line per HTTP request (uvicorn's access log). Off by default: every query is kept in
+    # the store with its request id, and a line per request costs the busy path real CPU.
+    access_log: bool = False
     idle_watt_rate: float = Field(default=500.0, ge=0)
     premium_watt_rate: float = Field(default=1000.0, ge=0)
     electricity_cost_per_kwh: float = Field(default=0.25, ge=0)
