@@ -54,12 +54,13 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(RequestIdMiddleware)  # outermost: every layer logs under the id
     errors.install(app)  # a refusal raised anywhere answers with its status and code
     outage.install(app, broker.store.health.failed)
+    # /v1 first: routes are matched in order, and it takes the busiest traffic.
+    app.include_router(openai_router)  # /v1: the OpenAI-compatible API
+    install_openai_errors(app)
     app.include_router(pages.router)
     app.include_router(rest.router)
     app.include_router(accounts.router)  # register, password login, users and roles
     app.include_router(accounting.router)  # credit, the ledger, exports
-    app.include_router(openai_router)  # /v1: the OpenAI-compatible API
-    install_openai_errors(app)
     app.include_router(workers.router)
     app.include_router(oauth.router)  # /api/v1/gmail: connecting Gmail (OAuth 2.0, PKCE)
     app.add_api_websocket_route("/ws", websocket_endpoint)
