@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from pathlib import Path
 
@@ -151,3 +152,54 @@ async def test_jobs_in_flight_at_a_sigkill_finish_once_after_restart(
     assert completed == Counter(f"q{i}" for i in range(12))
     cut_off = [r for r in requests if r["outcome"] == "disconnected"]
     assert len(cut_off) == 4
+
+
+async def test_a_sigkill_amid_group_commits_loses_no_accepted_job(
+    tmp_path: Path, database_env: dict[str, str]
+) -> None:
+    """Clients submitting as fast as they can, so that the store's writes go in batches (one
+    transaction for many jobs' transitions), and the broker SIGKILLed mid-stream: after the
+    restart every job whose submission was answered 202 is there and finishes, whatever
+    batch it was in when the process died."""
+    key = await create_sysop(tmp_path, database_url=database_env.get("RENTAHAL_DATABASE_URL"))
+    headers = {"Authorization": f"Bearer {key}"}
+    env = database_env | {"RENTAHAL_MAX_QUEUE_SIZE": "100000"}
+    accepted: list[str] = []
+    async with StubServer("openai", models=["m1"]) as stub:
+        await stub.configure(latency=0.005)
+        broker = BrokerProcess(tmp_path, env=env)
+        await broker.start()
+        try:
+            await Realm(broker, key).add_worker("w1", stub, type="chat", max_concurrency=8)
+            async with httpx.AsyncClient(base_url=broker.url, headers=headers) as http:
+
+                async def submit_until_cut_off(client: int) -> None:
+                    for i in range(10_000):
+                        body = {"query_type": "chat", "prompt": f"c{client}-{i}"}
+                        try:
+                            answer = await http.post("/api/v1/queries", json=body)
+                        except httpx.TransportError:
+                            return  # the broker is gone
+                        assert answer.status_code == 202, answer.text
+                        accepted.append(answer.json()["query_id"])
+
+                async def many_accepted() -> bool:
+                    return len(accepted) >= 150
+
+                clients = [asyncio.create_task(submit_until_cut_off(c)) for c in range(8)]
+                await eventually(many_accepted, within=60)
+                await broker.kill()
+                await asyncio.gather(*clients)
+        finally:
+            await broker.stop()
+
+        async with (
+            BrokerProcess(tmp_path, env=env) as broker,
+            httpx.AsyncClient(base_url=broker.url, headers=headers, timeout=60) as http,
+        ):
+            states = Counter()
+            for query_id in accepted:
+                found = await http.get(f"/api/v1/queries/{query_id}", params={"wait": 30})
+                assert found.status_code == 200, (query_id, found.text)
+                states[found.json()["state"]] += 1
+    assert states == Counter(done=len(accepted)), broker.output[-3000:]
