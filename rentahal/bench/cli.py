@@ -19,6 +19,21 @@ from rich.console import Console, Group, RenderableType
 from rich.markup import escape
 from rich.table import Table
 
+from rentahal.bench.fanout import (
+    BROADCAST_TIMEOUT,
+    DEFAULT_BROADCASTS,
+    DEFAULT_CONNECTIONS,
+    DEFAULT_LISTENERS,
+    QUICK_BROADCASTS,
+    QUICK_CONNECTIONS,
+    QUICK_LISTENERS,
+    TARGET_KIB_PER_CONNECTION,
+    TARGET_P99,
+    FanoutParams,
+    FanoutReport,
+    Identity,
+    run_fanout,
+)
 from rentahal.bench.overhead import (
     DEFAULT_CONCURRENCY,
     DEFAULT_SECONDS,
@@ -28,6 +43,16 @@ from rentahal.bench.overhead import (
     run_overhead,
 )
 from rentahal.bench.realm import BenchmarkError
+from rentahal.bench.soak import (
+    DEFAULT_KILL_EVERY,
+    MIX,
+    QUICK_KILL_EVERY,
+    QUICK_SECONDS,
+    SoakParams,
+    SoakReport,
+    run_soak,
+)
+from rentahal.bench.soak import DEFAULT_SECONDS as SOAK_SECONDS
 from rentahal.bench.speech import EngineFigures, SpeechParams, SpeechReport, run_speech
 from rentahal.bench.throughput import (
     FAIRNESS_MEANING,
@@ -319,6 +344,331 @@ def overhead(
         )
         err.print(f"[red]{report.errors} queries failed:[/red] {escape(failed)}", highlight=False)
         raise typer.Exit(1)
+
+
+class IdentityChoice(StrEnum):
+    key = "key"
+    guest = "guest"
+
+
+@bench_app.command()
+def fanout(
+    connections: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Bus connections to open (N).",
+            show_default=f"{DEFAULT_CONNECTIONS}; {QUICK_CONNECTIONS} with --quick",
+        ),
+    ] = None,
+    listeners: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="Of them, how many listen to broadcasts (M); 0: all of them.",
+            show_default=f"{DEFAULT_LISTENERS}; {QUICK_LISTENERS} with --quick",
+        ),
+    ] = None,
+    broadcasts: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Sysop broadcasts, one after the other (B).",
+            show_default=f"{DEFAULT_BROADCASTS}; {QUICK_BROADCASTS} with --quick",
+        ),
+    ] = None,
+    identity: Annotated[
+        IdentityChoice,
+        typer.Option(help="Who connects: one user's API key (key) or a new guest each (guest)."),
+    ] = IdentityChoice.key,
+    quick: Annotated[
+        bool, typer.Option("--quick", help="A smoke run: few connections, figures not judged.")
+    ] = False,
+    out: Annotated[Path, typer.Option(help="Folder for the JSON report and the PNG.")] = (
+        FanoutParams().out
+    ),
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the report as JSON on stdout.")
+    ] = False,
+) -> None:
+    """N open bus connections on one broker process: memory per connection, and how fast a
+    sysop broadcast reaches the M that listen (p50/p99/max), against SPEC §16's targets.
+
+    Raises this process's open-files limit to its hard limit first (the broker inherits it).
+    Writes a JSON report and a PNG (RSS against connections, latency CDF). Exits with status
+    1 if a socket could not be opened or a broadcast missed a listener, whatever the ratios.
+    """
+    err = Console(stderr=True)
+    with _parameters(err):
+        total = connections or (QUICK_CONNECTIONS if quick else DEFAULT_CONNECTIONS)
+        if listeners is None:  # the default, but never more than there are connections
+            listeners = min(QUICK_LISTENERS if quick else DEFAULT_LISTENERS, total)
+        params = FanoutParams(
+            connections=total,
+            listeners=listeners or total,
+            broadcasts=broadcasts or (QUICK_BROADCASTS if quick else DEFAULT_BROADCASTS),
+            identity=_identity(identity),
+            quick=quick,
+            out=out,
+        )
+    report = _run(
+        err,
+        run_fanout(params, console=err),
+        stopped="sockets and broker stopped",
+        as_json=as_json,
+        tables=fanout_tables,
+    )
+    if report.missed:
+        err.print(f"[red]{report.missed} broadcast receipts never came[/red]")
+        raise typer.Exit(1)
+
+
+def _identity(choice: IdentityChoice) -> Identity:
+    return "guest" if choice is IdentityChoice.guest else "key"
+
+
+def fanout_tables(report: FanoutReport) -> Group:
+    """The fan-out report: memory, then broadcast latency, each against its target."""
+    p = report.params
+    who = "one user's API key" if p.identity == "key" else "a new guest each"
+    table = Table(
+        title=f"Fan-out: {p.connections} bus connections ({who}), {p.listeners} listening, "
+        f"{p.broadcasts} broadcasts",
+        title_justify="left",
+    )
+    table.add_column("figure")
+    for column in ("value", "target", "÷ target"):
+        table.add_column(column, justify="right")
+    table.add_column("meaning")
+    table.add_row("broker RSS before", _mib(report.rss_before_kib), "", "", "sysop connected")
+    table.add_row("broker RSS, all open", _mib(report.rss_open_kib), "", "", "")
+    table.add_row("broker RSS at the end", _mib(report.rss_end_kib), "", "", "after broadcasts")
+    table.add_row(
+        "memory per connection",
+        f"{_num(report.kib_per_connection, 1)} KiB",
+        f"{TARGET_KIB_PER_CONNECTION:g} KiB",
+        _target_ratio(report.memory_ratio, report.judged),
+        "RSS growth ÷ N",
+    )
+    table.add_row(
+        "  marginal",
+        f"{_num(report.marginal_kib_per_connection, 1)} KiB",
+        "",
+        "",
+        "slope of RSS against connections",
+    )
+    cpu = report.broker_open_cpu_seconds
+    table.add_row(
+        "time to open all",
+        _s(report.open_seconds),
+        "",
+        "",
+        f"{p.connections / report.open_seconds:.0f} connections/s"
+        + (f", broker CPU {cpu / p.connections * 1000:.2f} ms each" if cpu is not None else ""),
+    )
+    table.add_section()
+    latency = report.latency
+    table.add_row("broadcast p50", _ms_text(latency.p50), "", "", "sysop send → listener receipt")
+    table.add_row(
+        "broadcast p99",
+        _ms_text(latency.p99),
+        _ms_text(TARGET_P99),
+        _target_ratio(report.latency_ratio, report.judged),
+        f"over {len(report.receipts)} receipts",
+    )
+    table.add_row("broadcast max", _ms_text(latency.max), "", "", "")
+    worst = max(report.broadcasts, key=lambda b: b.latency.p99)
+    table.add_row(
+        "worst broadcast p99", _ms_text(worst.latency.p99), "", "", f"broadcast {worst.index}"
+    )
+    acks = sorted(b.ack_seconds for b in report.broadcasts)
+    table.add_row(
+        "sysop ack p50", _ms_text(acks[len(acks) // 2]), "", "", "queued for all + audited"
+    )
+    missed = f"[red]{report.missed}[/red]" if report.missed else "0"
+    table.add_row("missed receipts", missed, "0", "", f"none within {BROADCAST_TIMEOUT:g} s")
+    if report.broker_broadcast_cpu_seconds is not None:
+        per = report.broker_broadcast_cpu_seconds / p.broadcasts
+        table.add_row("broker CPU per broadcast", _ms_text(per), "", "", "includes heartbeats")
+    table.add_row(
+        "load generator CPU",
+        _cpu_share(report.loadgen_broadcast_cpu_seconds, report.broadcast_seconds),
+        "",
+        "",
+        "of one core while broadcasting (it stamps the receipts)",
+    )
+    lines = [
+        f"load generator: {_num(report.loadgen_kib_per_connection, 1)} KiB per connection; "
+        f"broker open-files limit {report.open_files_limit}",
+        "÷ target: at most 1 meets it"
+        + ("" if report.judged else " (not judged: below SPEC's N and M, or --quick)"),
+        f"report: {report.report_file}; plot: {report.plot or 'none (no matplotlib)'}",
+        f"{report.machine}; {report.measured_at}",
+    ]
+    return Group(table, "[dim]" + escape("\n".join(lines)) + "[/dim]")
+
+
+def _mib(kib: int) -> str:
+    return f"{kib / 1024:.1f} MiB"
+
+
+def _ms_text(seconds: float) -> str:
+    return "—" if math.isnan(seconds) else f"{seconds * 1000:.1f} ms"
+
+
+def _target_ratio(value: float, judged: bool) -> str:
+    """A ratio to a target: coloured when the run is judged, plain when not."""
+    return _ratio(value) if judged else _num(value, 2)
+
+
+@bench_app.command()
+def soak(
+    seconds: Annotated[
+        float | None,
+        typer.Option(
+            min=1,
+            help="Seconds of load.",
+            show_default=f"{SOAK_SECONDS:g}; {QUICK_SECONDS:g} with --quick",
+        ),
+    ] = None,
+    clients: Annotated[int, typer.Option(min=1, help="Guests on the bus (C).")] = (
+        SoakParams().clients
+    ),
+    in_flight: Annotated[
+        int, typer.Option(min=1, help="Jobs each guest keeps in flight (D).")
+    ] = SoakParams().in_flight,
+    kill_every: Annotated[
+        float | None,
+        typer.Option(
+            min=0.1,
+            help="Mean seconds between two worker kills.",
+            show_default=f"{DEFAULT_KILL_EVERY:g}; {QUICK_KILL_EVERY:g} with --quick",
+        ),
+    ] = None,
+    latency: Annotated[
+        float, typer.Option(min=0, help="Seconds each stub takes per job.")
+    ] = SoakParams().latency,
+    drain: Annotated[
+        float,
+        typer.Option(min=1, help="Seconds allowed after the load for accepted jobs to end."),
+    ] = SoakParams().drain,
+    seed: Annotated[
+        int | None, typer.Option(help="Seed of the mix and the kills (default: random).")
+    ] = None,
+    quick: Annotated[
+        bool, typer.Option("--quick", help="A smoke run: 20 s with a kill every 5 s or so.")
+    ] = False,
+    out: Annotated[Path, typer.Option(help="Folder for the JSON report and the PNG.")] = (
+        SoakParams().out
+    ),
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the report as JSON on stdout.")
+    ] = False,
+) -> None:
+    """A mixed chat/vision/speech load on one broker while worker stubs are SIGKILLed and
+    restarted at random: every job finished, failed (with the broker's explanation),
+    refused or lost, and the broker's memory over time (start/end/max, KiB per minute).
+
+    Writes a JSON report and a PNG (memory and jobs/s against time, kills marked). Exits
+    with status 1 if any accepted job was lost or any submission went unanswered.
+    """
+    err = Console(stderr=True)
+    with _parameters(err):
+        params = SoakParams(
+            seconds=seconds or (QUICK_SECONDS if quick else SOAK_SECONDS),
+            clients=clients,
+            in_flight=in_flight,
+            kill_every=kill_every or (QUICK_KILL_EVERY if quick else DEFAULT_KILL_EVERY),
+            latency=latency,
+            drain=drain,
+            seed=seed,
+            quick=quick,
+            out=out,
+        )
+    report = _run(
+        err,
+        run_soak(params, console=err),
+        stopped="stubs and broker stopped",
+        as_json=as_json,
+        tables=soak_tables,
+    )
+    if report.missing:
+        err.print(
+            f"[red]{report.lost} accepted jobs lost, {report.unanswered} submissions "
+            f"unanswered:[/red] {escape(str(list(report.lost_samples)))}"
+        )
+        raise typer.Exit(1)
+
+
+def soak_tables(report: SoakReport) -> Group:
+    """The soak report: what became of the jobs (by type), then the broker's memory."""
+    p = report.params
+    jobs = Table(
+        title=f"Soak: {report.load_seconds:.0f} s of mixed load, {p.clients}×{p.in_flight} in "
+        f"flight, {len(report.kills)} worker kills",
+        title_justify="left",
+    )
+    jobs.add_column("query type")
+    for column in ("share", "submitted", "finished", "failed", "p50", "p99", "max"):
+        jobs.add_column(column, justify="right")
+    for figures in report.by_type:
+        jobs.add_row(
+            figures.query_type,
+            f"{MIX[figures.query_type]:.0%}",
+            str(figures.submitted),
+            str(figures.finished),
+            str(figures.failed),
+            _s(figures.latency.p50),
+            _s(figures.latency.p99),
+            _s(figures.latency.max),
+        )
+    lost = f"[red]{report.lost}[/red]" if report.lost else "[green]0[/green]"
+    unanswered = f"[red]{report.unanswered}[/red]" if report.unanswered else "0"
+    jobs.add_section()
+    jobs.add_row("all", "", str(report.submitted), str(report.finished), str(report.failed))
+
+    outcome = Table(title="Outcomes and memory", title_justify="left")
+    outcome.add_column("figure")
+    outcome.add_column("value", justify="right")
+    outcome.add_column("meaning")
+    outcome.add_row("finished", str(report.finished), f"{_num(report.throughput, 1)} jobs/s")
+    failures = ", ".join(f"{code} {n}" for code, n in sorted(report.failures.items()))
+    outcome.add_row("failed", str(report.failed), "with the broker's explanation")
+    outcome.add_row("refused", str(report.refused), "at submission, never accepted")
+    outcome.add_row("lost", lost, "accepted, never ended (must be 0)")
+    outcome.add_row("unanswered", unanswered, "submission never answered (must be 0)")
+    outcome.add_row("drain", _s(report.drain_seconds), "after the load, until the last ended")
+    outcome.add_section()
+    outcome.add_row("broker RSS at start", _mib(report.rss_start_kib), "")
+    outcome.add_row("broker RSS at end", _mib(report.rss_end_kib), "")
+    outcome.add_row("broker RSS max", _mib(report.rss_max_kib), "")
+    outcome.add_row(
+        "RSS slope", f"{_num(report.slope_kib_per_minute, 0)} KiB/min", "over the whole run"
+    )
+    outcome.add_row(
+        "  second half",
+        f"{_num(report.late_slope_kib_per_minute, 0)} KiB/min",
+        "after warm-up: about 0 if nothing leaks",
+    )
+    if report.broker_cpu_seconds is not None:
+        outcome.add_row(
+            "broker CPU",
+            _s(report.broker_cpu_seconds),
+            f"{_cpu_share(report.broker_cpu_seconds, report.load_seconds)} of one core",
+        )
+    kills = ", ".join(f"{k.stub} at {k.killed_at:.0f} s" for k in report.kills)
+    lines = [
+        f"failures by code: {failures or 'none'}",
+        *(f"  e.g. {sample}" for sample in report.failure_samples),
+        f"kills: {kills or 'none'}",
+        *(f"connection lost: {loss}" for loss in report.connection_losses),
+        f"seed {report.seed} (--seed repeats the mix and the kills)",
+        f"report: {report.report_file}; plot: {report.plot or 'none (no matplotlib)'}",
+        f"{report.machine}; {report.measured_at}",
+    ]
+    if p.quick:
+        lines.insert(0, "--quick: a smoke run, too short for memory figures worth reading")
+    return Group(jobs, outcome, "[dim]" + escape("\n".join(lines)) + "[/dim]")
 
 
 def throughput_tables(report: ThroughputReport) -> Group:
