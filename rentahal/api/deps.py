@@ -14,7 +14,8 @@ from rentahal.membership import holds_worker_token
 from rentahal.store import Query, User
 
 
-def get_broker(request: Request) -> Broker:
+async def get_broker(request: Request) -> Broker:
+    # async: FastAPI runs a plain `def` dependency in a worker thread, a hop on every request.
     return request.app.state.broker
 
 
