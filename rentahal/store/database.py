@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import CursorResult, Result, event
+from sqlalchemy import CursorResult, Engine, Result, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
@@ -41,8 +41,13 @@ class Database:
         if self.is_sqlite and parsed.database:
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         self.engine: AsyncEngine = create_async_engine(url, pool_pre_ping=not self.is_sqlite)
+        # SQLite: the jobs' lifecycle writes go through a synchronous connection of their own,
+        # written from one thread (`GroupCommitter`); PostgreSQL: through `engine`.
+        self.writer: Engine | None = None
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+            self.writer = create_engine(parsed.set(drivername="sqlite"), pool_size=1)
+            event.listen(self.writer, "connect", _sqlite_pragmas)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
 
     async def migrate(self) -> None:
@@ -55,3 +60,5 @@ class Database:
 
     async def close(self) -> None:
         await self.engine.dispose()
+        if self.writer is not None:
+            self.writer.dispose()  # closes its idle connection: no I/O to wait for

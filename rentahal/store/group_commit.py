@@ -5,27 +5,46 @@ per write makes the database the broker's bottleneck at a few dozen jobs a secon
 transaction in flight at a time and everything that queued up meanwhile in the next, the
 cost per job falls as load rises, and no write waits for a timer. A write's caller still
 awaits its own commit, so nothing is reported before it is durable.
+
+A write is a plain function of a synchronous connection, so that a whole batch runs as one
+piece of blocking code: on SQLite in a writer thread of its own, with a connection of its own
+(aiosqlite hands every cursor, statement and close to its thread and back, several hops per
+statement; here a batch is one hop), and on PostgreSQL in one `run_sync` on the async
+connection (one greenlet for the batch, each statement still asyncpg's round trip).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import structlog
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy import Connection, Engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-log = structlog.get_logger(__name__)
+Write = Callable[[Connection], Any]
+Batch = list[tuple[Write, asyncio.Future[Any]]]
 
-Write = Callable[[AsyncConnection], Awaitable[Any]]
+
+def _run_all(connection: Connection, writes: Sequence[Write]) -> list[Any]:
+    return [write(connection) for write in writes]
 
 
 class GroupCommitter:
-    def __init__(self, engine: AsyncEngine) -> None:
+    """Commits writes in batches; `writer`, when given, is a synchronous engine that a
+    thread of this committer's own writes through (SQLite), else `engine` is used."""
+
+    def __init__(self, engine: AsyncEngine, writer: Engine | None = None) -> None:
         self._engine = engine
-        self._pending: list[tuple[Write, asyncio.Future[Any]]] = []
+        self._writer = writer
+        self._thread = (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
+            if writer is not None
+            else None
+        )
+        self._pending: Batch = []
         self._arrived = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -43,6 +62,8 @@ class GroupCommitter:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self._thread is not None:  # after the batch it may be writing
+            await asyncio.get_running_loop().run_in_executor(None, self._thread.shutdown)
 
     async def _loop(self) -> None:
         while True:
@@ -52,12 +73,22 @@ class GroupCommitter:
             if batch:
                 await self._commit(batch)
 
-    async def _commit(self, batch: list[tuple[Write, asyncio.Future[Any]]]) -> None:
+    async def _transaction(self, writes: Sequence[Write]) -> list[Any]:
+        """Run `writes` in one transaction, committed when this returns."""
+        if self._writer is not None:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._thread, self._in_writer, writes)
+        async with self._engine.begin() as connection:
+            return await connection.run_sync(_run_all, writes)
+
+    def _in_writer(self, writes: Sequence[Write]) -> list[Any]:
+        assert self._writer is not None
+        with self._writer.begin() as connection:
+            return _run_all(connection, writes)
+
+    async def _commit(self, batch: Batch) -> None:
         try:
-            results = []
-            async with self._engine.begin() as connection:
-                for write, _ in batch:
-                    results.append(await write(connection))
+            results = await self._transaction([write for write, _ in batch])
         except Exception as exc:
             if len(batch) == 1:
                 _, future = batch[0]

@@ -10,8 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Select, func, insert, select
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Connection, Select, func, insert, select
 
 from rentahal.store.credential_cache import CredentialCache, UserFlags
 from rentahal.store.database import Database
@@ -61,9 +60,10 @@ def entry_values(
     }
 
 
-async def append(conn: AsyncConnection, rows: Sequence[dict[str, object]]) -> None:
+def append(conn: Connection, rows: Sequence[dict[str, object]]) -> None:
+    """Add ledger rows within the caller's transaction (a job's own, or a grant's)."""
     if rows:
-        await conn.execute(_INSERT_ENTRY, list(rows))
+        conn.execute(_INSERT_ENTRY, list(rows))
 
 
 class LedgerRepository:
@@ -75,7 +75,7 @@ class LedgerRepository:
         """A sysop's credit (or, negative, debit) to a user."""
         row = entry_values(user_id, LedgerKind.GRANT, amount, actor_id=actor_id, memo=memo)
         async with self._db.engine.begin() as conn:
-            await append(conn, [row])
+            await conn.run_sync(append, [row])
 
     async def balance(self, user_id: str) -> int:
         async with self._db.session() as session:

@@ -7,9 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, select, tuple_, update
+from sqlalchemy import Connection, bindparam, func, insert, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import undefer_group
 
 from rentahal.core.vocabulary import UNFINISHED_STATES
@@ -90,7 +89,7 @@ class QueryRepository:
 
     def __init__(self, db: Database) -> None:
         self._db = db
-        self._writes = GroupCommitter(db.engine)
+        self._writes = GroupCommitter(db.engine, db.writer)
 
     async def close(self) -> None:
         await self._writes.close()
@@ -302,12 +301,12 @@ class QueryRepository:
             "output": output,
         }
 
-        async def write(conn: AsyncConnection) -> User | None:
-            await conn.execute(_UPDATE_QUERY, {"_id": query.id, **values})
-            owner = await conn.execute(
+        def write(conn: Connection) -> User | None:
+            conn.execute(_UPDATE_QUERY, {"_id": query.id, **values})
+            owner = conn.execute(
                 _ADD_TO_USER, {"_user": query.user_id, "_seconds": processing_time, "_cost": cost}
             )
-            await conn.execute(
+            conn.execute(
                 _UPSERT_TYPE_STATS[conn.dialect.name],
                 {
                     "query_type": query.query_type,
@@ -317,7 +316,7 @@ class QueryRepository:
                 },
             )
             row = owner.mappings().first()
-            await append_to_ledger(conn, ledger)
+            append_to_ledger(conn, ledger)
             return User(**row) if row else None
 
         owner = await self._writes.run(write)
@@ -348,9 +347,9 @@ class QueryRepository:
     ) -> None:
         parameters = {"_id": query.id, **values}
 
-        async def write(conn: AsyncConnection) -> None:
-            await conn.execute(_UPDATE_QUERY, parameters)
-            await append_to_ledger(conn, ledger)
+        def write(conn: Connection) -> None:
+            conn.execute(_UPDATE_QUERY, parameters)
+            append_to_ledger(conn, ledger)
 
         await self._writes.run(write)
         for name, value in values.items():
