@@ -477,6 +477,9 @@ def fanout_tables(report: FanoutReport) -> Group:
         f"over {len(report.receipts)} receipts",
     )
     table.add_row("broadcast max", _ms_text(latency.max), "", "", "")
+    table.add_row(
+        "typical broadcast p99", _ms_text(report.typical_broadcast_p99), "", "", "median of each"
+    )
     worst = max(report.broadcasts, key=lambda b: b.latency.p99)
     table.add_row(
         "worst broadcast p99", _ms_text(worst.latency.p99), "", "", f"broadcast {worst.index}"
