@@ -32,6 +32,7 @@ from rentahal.media.images import normalize_for_vision
 from rentahal.metrics import Metrics
 from rentahal.routing.registry import WorkerState
 from rentahal.routing.router import Router
+from rentahal.scheduler.alarm import Alarm
 from rentahal.scheduler.jobs import CancelReason, Job
 from rentahal.scheduler.runner import HealthListener, Runner
 from rentahal.store import Query, QueryState, Role, Store, User
@@ -104,7 +105,7 @@ class Scheduler:
         self._queue_dirty = asyncio.Event()
         self._background: list[asyncio.Task[None]] = []
         self._finished: dict[str, asyncio.Event] = {}
-        self._wake: asyncio.TimerHandle | None = None
+        self._wake = Alarm(self.pump)  # when the next retry's backoff is over
         store.health.on_recovered(self.pump)
         # The words a transcript is searched for when its query asks (`speech_to_text
         # {spot}`): the voice mode's commands, and the broker's intents' words once it has
@@ -139,8 +140,7 @@ class Scheduler:
     async def stop(self) -> None:
         """Stop without touching job state: running jobs stay `running` in the store and
         the next process re-dispatches them."""
-        if self._wake is not None:
-            self._wake.cancel()
+        self._wake.cancel()
         tasks = self._background + [j.task for j in self._running.values() if j.task]
         for task in tasks:
             task.cancel()
@@ -252,7 +252,7 @@ class Scheduler:
     async def _dispatch(self, realm: str, job: Job, now: float) -> bool:
         query = job.query
         if job.not_before > now:
-            self._wake_at(job.not_before)
+            self._wake.at(job.not_before)
             return False
         limit = self._settings.max_running_per_user
         if job.priority > 0 and self._running_per_user.get(job.user_id, 0) >= limit:
@@ -301,19 +301,6 @@ class Scheduler:
         loudly rather than left as "Task exception was never retrieved"."""
         if not task.cancelled() and (exc := task.exception()) is not None:
             log.error("job.task_died", task=task.get_name(), exc_info=exc)
-
-    def _wake_at(self, when: float) -> None:
-        """Pump again when a retry's backoff is over."""
-        loop = asyncio.get_running_loop()
-        delay = max(0.0, when - time.monotonic())
-        if self._wake is None or self._wake.when() > loop.time() + delay:
-            if self._wake is not None:
-                self._wake.cancel()
-            self._wake = loop.call_later(delay, self._woken)
-
-    def _woken(self) -> None:
-        self._wake = None
-        self.pump()
 
     # --- cancellation and waiting ----------------------------------------------------------
 
