@@ -26,6 +26,10 @@ from rentahal.store import User
 log = structlog.get_logger(__name__)
 
 OUTBOX_LIMIT = 1000
+# Query ids a connection remembers having sent the final event of: a repeat comes only from
+# a reconnect's replay racing the live result, so the latest suffice, and a connection that
+# runs for days does not grow with every query it ever made.
+FINALS_REMEMBERED = 256
 
 
 def encode(event: Outbound | dict[str, Any]) -> str:
@@ -49,7 +53,8 @@ class Connection:
         self._outbox: asyncio.Queue[str | None] = asyncio.Queue(OUTBOX_LIMIT)
         self._writer: asyncio.Task[None] | None = None
         self.closed = asyncio.Event()
-        self._finished: set[str] = set()  # queries whose final event this connection got
+        # The latest queries whose final event this connection got, oldest first.
+        self._finished: dict[str, None] = {}
         self.close_code = 1000
         self.close_reason = ""
         # Called with the user's new account row when it changes (a new role, registered),
@@ -102,7 +107,9 @@ class Connection:
         user reconnects is found both live and among the missed ones."""
         if query_id in self._finished:
             return True
-        self._finished.add(query_id)
+        self._finished[query_id] = None
+        if len(self._finished) > FINALS_REMEMBERED:
+            del self._finished[next(iter(self._finished))]
         return self.send(event)
 
     def close(self, code: int = 1000, reason: str = "") -> None:
