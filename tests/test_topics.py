@@ -69,6 +69,7 @@ async def test_unknown_and_sysop_topics_are_refused(realm: Realm) -> None:
     async with (
         broker.bus(cookie=await broker.guest_cookie()) as guest,
         broker.bus(api_key=realm.sysop_key) as sysop,
+        broker.bus(api_key=realm.sysop_key) as witness,  # hears every topic
     ):
         await guest.expect("user_info")
         reply = await guest.request({"type": "subscribe", "topics": ["queue", "weather"]})
@@ -90,8 +91,9 @@ async def test_unknown_and_sysop_topics_are_refused(realm: Realm) -> None:
         assert reply["topics"] == ["queries"], reply
         since = len(sysop.seen)
         async with broker.bus(cookie=await broker.guest_cookie()) as later:
-            # The greeting's last event: the newcomer is announced as it is sent.
-            await later.expect("intents")
+            guid = (await later.expect("user_info"))["data"]["guid"]
+            # Sysops hear of the newcomer together: once the witness has, so would the sysop.
+            await witness.expect("active_users", lambda m: guid in m["users"])
         assert (await sysop.request({"type": "ping"}))["type"] == "pong"
         assert not any(m["type"] == "active_users" for m in sysop.seen[since:])
 

@@ -3,6 +3,7 @@ who is connected. Read-only, so nothing here is audited."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Callable
 
@@ -18,6 +19,9 @@ PROMPT_CHARS_SHOWN = 200
 TIMELINE_WINDOW = 3600  # seconds
 TIMELINE_BUCKET = 60  # seconds
 TIMELINE_MAX_BUCKETS = 500
+# Sysops hear who is connected this long after a change, once for every change meanwhile:
+# a list per connect would cost O(N²) while N sockets open (a reconnect storm).
+ACTIVE_USERS_DELAY = 0.25  # seconds
 
 
 class Dashboard:
@@ -29,11 +33,12 @@ class Dashboard:
         self._store = store
         self._hub = hub
         self._worker_views = worker_views
+        self._announcing: asyncio.TimerHandle | None = None
 
     async def system_stats(self) -> events.SystemStatsEvent:
         stats = await self._store.stats.system()
         return events.SystemStatsEvent(
-            data=stats_view(stats, connected_users=len(self._hub.connected_users))
+            data=stats_view(stats, connected_users=self._hub.connected_count)
         )
 
     async def user_stats(self) -> events.UserStats:
@@ -73,3 +78,15 @@ class Dashboard:
 
     def active_users(self) -> events.ActiveUsers:
         return events.ActiveUsers(users=self._hub.connected_users)
+
+    def users_changed(self) -> None:
+        """Someone connected or left: the sysops connected hear the new `active_users` within
+        `ACTIVE_USERS_DELAY`, once however many came and went meanwhile."""
+        if self._announcing is None:
+            loop = asyncio.get_running_loop()
+            self._announcing = loop.call_later(ACTIVE_USERS_DELAY, self._announce_users)
+
+    def _announce_users(self) -> None:
+        self._announcing = None
+        if any(connection.is_sysop for connection in self._hub.connections()):
+            self._hub.broadcast(self.active_users(), sysops_only=True)

@@ -50,5 +50,5 @@ async def readyz(broker: BrokerDep) -> Response:
 async def metrics(_: SysopDep, broker: BrokerDep) -> Response:
     """Prometheus metrics (sysop API key as a Bearer token: scrape configs support it)."""
     broker.refresh_worker_metrics()
-    broker.metrics.connected_users.set(len(broker.hub.connected_users))
+    broker.metrics.connected_users.set(broker.hub.connected_count)
     return Response(generate_latest(broker.metrics.registry), media_type=CONTENT_TYPE_LATEST)

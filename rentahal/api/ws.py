@@ -181,14 +181,14 @@ class BusSession:
             hub.remove(self.connection)
             self.connection.close(self.connection.close_code, self.connection.close_reason)
             await self.connection.wait_written()
-            hub.broadcast(self.broker.dashboard.active_users(), sysops_only=True)
-            self.broker.metrics.connected_users.set(len(hub.connected_users))
+            self.broker.dashboard.users_changed()
+            self.broker.metrics.connected_users.set(hub.connected_count)
 
     async def _connected(self) -> None:
         broker = self.broker
         if self.principal.is_stored:
             await broker.store.users.touch(self.user.id)
-        await broker.store.stats.record_connected_users(len(broker.hub.connected_users))
+        await broker.store.stats.record_connected_users(broker.hub.connected_count)
         self.send(VOCABULARY)
         self.send(events.UserInfo(data=user_view(self.user)))
         self.send(await self._previous_queries(10))
@@ -201,8 +201,9 @@ class BusSession:
             self.send(await broker.dashboard.system_stats())
             self.send(await broker.dashboard.user_stats())
             self.send(broker.dashboard.worker_health())
-        broker.hub.broadcast(broker.dashboard.active_users(), sysops_only=True)
-        broker.metrics.connected_users.set(len(broker.hub.connected_users))
+            self.send(broker.dashboard.active_users())
+        broker.dashboard.users_changed()
+        broker.metrics.connected_users.set(broker.hub.connected_count)
         await self._deliver_missed_results()
 
     async def _deliver_missed_results(self) -> None:

@@ -214,6 +214,11 @@ class Hub:
     def connected_users(self) -> list[str]:
         return list(self._by_user)
 
+    @property
+    def connected_count(self) -> int:
+        """How many users are connected (without listing them)."""
+        return len(self._by_user)
+
     def connections(self) -> Iterable[Connection]:
         for connections in list(self._by_user.values()):
             yield from list(connections)

@@ -70,6 +70,9 @@ class Timeline:
 class StatsRepository:
     def __init__(self, db: Database) -> None:
         self._db = db
+        # The high-water mark of connected users as last read or written: it only rises, so
+        # a count at or under it needs no write (one upsert per connection otherwise).
+        self._max_connected = 0
 
     async def system(self) -> SystemStats:
         stats = SystemStats()
@@ -89,12 +92,15 @@ class StatsRepository:
                 )
             counter = await session.get(Counter, MAX_CONNECTED_USERS)
             stats.max_connected_users = counter.value if counter else 0
+        self._max_connected = max(self._max_connected, stats.max_connected_users)
         return stats
 
     async def record_connected_users(self, connected: int) -> int:
         """Raise the high-water mark if `connected` beats it; returns the mark.
 
         One upsert, so connections opening at the same moment cannot both insert it."""
+        if connected <= self._max_connected:
+            return self._max_connected
         async with self._db.engine.begin() as conn:
             dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
             insert = dialect.insert(Counter).values(name=MAX_CONNECTED_USERS, value=connected)
@@ -107,7 +113,8 @@ class StatsRepository:
                     )
                 },
             ).returning(Counter.value)
-            return int((await conn.execute(upsert)).scalar_one())
+            self._max_connected = int((await conn.execute(upsert)).scalar_one())
+        return self._max_connected
 
     async def timeline(self, *, end: datetime, bucket_seconds: int, buckets: int) -> Timeline:
         """The users' queries that ended in the `buckets` buckets of `bucket_seconds` before
