@@ -318,6 +318,23 @@ def test_probe_failure_reopens_for_another_period(
     assert breaker.allows()  # a new probe may go
 
 
+def test_a_passed_health_check_lets_the_probe_go_at_once(
+    breaker: CircuitBreaker, clock: FakeClock
+) -> None:
+    breaker.on_healthy()  # closed: nothing to change
+    assert breaker.state is CircuitState.CLOSED
+    open_it(breaker)
+    clock.advance(1)
+    breaker.on_healthy()  # e.g. a worker restarted after a crash failed all its jobs
+    assert breaker.state is CircuitState.HALF_OPEN
+    breaker.on_dispatch()
+    assert not breaker.allows()  # still one job first, not its whole share
+    breaker.on_failure()  # the probe failed: open for the full period again
+    assert breaker.state is CircuitState.OPEN
+    clock.advance(29.9)
+    assert not breaker.allows()
+
+
 def test_success_in_closed_state_resets_consecutive_count(breaker: CircuitBreaker) -> None:
     for _ in range(4):
         breaker.on_failure()

@@ -2,7 +2,9 @@
 
 Health checks run every minute; a worker that fails real jobs in between should stop getting
 them at once. After `threshold` consecutive failures the circuit opens for `open_seconds`;
-then one job is let through as a probe: success closes it, failure opens it again.
+then one job is let through as a probe: success closes it, failure opens it again. A health
+check that passes while it is open lets the probe go at once: a worker restarted after a
+crash (every job it was running failed together) is back within a check, not 30 s later.
 """
 
 from __future__ import annotations
@@ -59,6 +61,11 @@ class CircuitBreaker:
     def release(self) -> None:
         """The job ended without a verdict on the worker (cancelled): free the probe slot."""
         self._probe_in_flight = False
+
+    def on_healthy(self) -> None:
+        """An active health check passed: an open circuit goes half-open now."""
+        if self.state is CircuitState.OPEN:
+            self._opened_at = self._clock() - self.open_seconds
 
     def on_failure(self) -> None:
         self._failures += 1

@@ -100,6 +100,7 @@ class HealthMonitor:
         event = worker.apply_health(probe, no_blacklist_imagine=self._settings.no_blacklist_imagine)
         if probe is Probe.OK:
             worker.last_active = utcnow()
+            worker.circuit.on_healthy()
         if event:
             log.warning("health.changed", worker=worker.name, change=event)
         return event
