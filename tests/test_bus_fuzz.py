@@ -107,6 +107,8 @@ BROKER_ENV = {
     "RENTAHAL_QUERY_TIMEOUT": "2",
     "RENTAHAL_MAX_ATTEMPTS": "1",
     "RENTAHAL_INTENT_ROUTER_TIMEOUT": "0.5",
+    # `settled` finds its mark in the access log, which is off by default.
+    "RENTAHAL_ACCESS_LOG": "true",
 }
 REPLY_WITHIN = 15.0  # seconds; an add_worker probe or an intent classification is the slowest
 
