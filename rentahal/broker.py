@@ -24,6 +24,7 @@ from rentahal.auth.accounts import Accounts
 from rentahal.auth.guests import GuestSweep
 from rentahal.auth.secret_key import load_or_create_secret_key
 from rentahal.bus import events
+from rentahal.bus.heartbeat import Heartbeat
 from rentahal.bus.hub import Hub
 from rentahal.bus.notifier import BusNotifier
 from rentahal.bus.uploads import ChunkedUploads
@@ -58,6 +59,7 @@ class Broker:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.store = Store(settings.resolved_database_url)
         self.hub = Hub()
+        self.heartbeat = Heartbeat(self.hub, settings.ping_interval)
         self.metrics = Metrics()
         self.registry = Registry(
             lambda: CircuitBreaker(settings.circuit_failures, settings.circuit_open_seconds)
@@ -152,6 +154,7 @@ class Broker:
         await self.cloud.start()
         self.monitor.start()
         self.guest_sweep.start()
+        self.heartbeat.start()
         await self.local_workers.start()
         self.ready = True
         log.info("broker.started", database=self.store.db.engine.url.render_as_string())
@@ -160,6 +163,7 @@ class Broker:
         self.ready = False
         await self.monitor.stop()
         await self.guest_sweep.stop()
+        await self.heartbeat.stop()
         await self.scheduler.stop()
         await self.local_workers.stop()  # after the monitor, which would mark them down
         for connection in self.hub.connections():

@@ -6,7 +6,6 @@ stays usable. Sysop message types are refused centrally for everyone else.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import math
 import time
@@ -120,37 +119,6 @@ class BusSession:
         self.connection.on_user_changed = self._user_changed
         self.connection.store_user = self._store_guest
         self.connection.unstored_guest = None if principal.is_stored else self.user
-        self.last_heard = time.monotonic()
-        self._handlers: dict[type[m.Inbound], Callable[[Any], Awaitable[Reply]]] = {
-            m.SetNickname: self.on_set_nickname,
-            m.SubmitQuery: self.on_submit_query,
-            m.Chat: self.on_shorthand_query,
-            m.Vision: self.on_shorthand_query,
-            m.SpeechToText: self.on_shorthand_query,
-            m.TextToSpeech: self.on_shorthand_query,
-            m.VisionChunk: self.on_vision_chunk,
-            m.Intent: self.on_intent,
-            m.ListIntents: self.on_list_intents,
-            m.Subscribe: self.on_subscribe,
-            m.GetPreviousQueries: self.on_get_previous_queries,
-            m.CancelQuery: self.on_cancel_query,
-            m.Pong: self.on_pong,
-            m.Ping: self.on_ping,
-            m.GetStats: self.on_get_stats,
-            m.AddWorker: self.on_add_worker,
-            m.RemoveWorker: self.on_remove_worker,
-            m.AddHuggingfaceModel: self.on_add_huggingface_model,
-            m.RemoveHuggingfaceModel: self.on_remove_huggingface_model,
-            m.BanUser: self.on_ban_user,
-            m.UnbanUser: self.on_unban_user,
-            m.SetRole: self.on_set_role,
-            m.TerminateQuery: self.on_terminate_query,
-            m.ClearQueue: self.on_clear_queue,
-            m.AddPool: self.on_add_pool,
-            m.UpdatePool: self.on_update_pool,
-            m.RemovePool: self.on_remove_pool,
-            m.SysopMessage: self.on_sysop_message,
-        }
 
     @property
     def is_sysop(self) -> bool:
@@ -163,7 +131,6 @@ class BusSession:
         hub = self.broker.hub
         self.connection.start()
         hub.add(self.connection)
-        heartbeat = asyncio.create_task(self._heartbeat(), name=f"ws-heartbeat-{self.user.id}")
         try:
             try:
                 await self._connected()
@@ -177,7 +144,6 @@ class BusSession:
                 return
             await self._read_loop()
         finally:
-            heartbeat.cancel()
             hub.remove(self.connection)
             self.connection.close(self.connection.close_code, self.connection.close_reason)
             await self.connection.wait_written()
@@ -218,18 +184,13 @@ class BusSession:
 
     async def _read_loop(self) -> None:
         limit = self.broker.settings.max_message_size
-        while not self.connection.closed.is_set():
-            receive = asyncio.create_task(self.websocket.receive())
-            closed = asyncio.create_task(self.connection.closed.wait())
-            done, _ = await asyncio.wait({receive, closed}, return_when=asyncio.FIRST_COMPLETED)
-            if receive not in done:
-                receive.cancel()
+        while True:
+            frame = await self.websocket.receive()
+            # Closed by the broker (a ban, missed heartbeats, a slow reader): its writer's
+            # close makes `receive` answer a disconnect; frames read before it go unheard.
+            if frame["type"] == "websocket.disconnect" or self.connection.closed.is_set():
                 return
-            closed.cancel()
-            frame = receive.result()
-            if frame["type"] == "websocket.disconnect":
-                return
-            self.last_heard = time.monotonic()
+            self.connection.last_heard = time.monotonic()
             raw = frame.get("text") if frame.get("text") is not None else frame.get("bytes")
             if raw is None:
                 continue
@@ -253,7 +214,7 @@ class BusSession:
             message_id = message.id
             if type(message) not in NEEDS_NO_ACCOUNT:
                 await self._store_guest()
-            reply = await self._handlers[type(message)](message)
+            reply = await HANDLERS[type(message)](self, message)
             if reply is not None:
                 self.send(reply.model_copy(update={"response_to": message_id}))
         except ProtocolError as exc:
@@ -276,17 +237,6 @@ class BusSession:
                     code=ErrorCode.INTERNAL, message="internal error", response_to=message_id
                 )
             )
-
-    async def _heartbeat(self) -> None:
-        """Ping every `ping_interval`; a client silent for two intervals is dropped."""
-        interval = self.broker.settings.ping_interval
-        while True:
-            await asyncio.sleep(interval)
-            if time.monotonic() - self.last_heard > 2 * interval:
-                log.info("ws.heartbeat_lost", user_id=self.user.id)
-                self.connection.close(1001, "missed heartbeats")
-                return
-            self.send(events.Ping())
 
     # --- user messages ---------------------------------------------------------------------
 
@@ -471,3 +421,36 @@ class BusSession:
     async def on_sysop_message(self, message: m.SysopMessage) -> Reply:
         await self.broker.broadcaster.broadcast(self.user, message.message)
         return events.Ack(message="Message sent")
+
+
+# The handler of each message type (one table for every session).
+HANDLERS: dict[type[m.Inbound], Callable[[BusSession, Any], Awaitable[Reply]]] = {
+    m.SetNickname: BusSession.on_set_nickname,
+    m.SubmitQuery: BusSession.on_submit_query,
+    m.Chat: BusSession.on_shorthand_query,
+    m.Vision: BusSession.on_shorthand_query,
+    m.SpeechToText: BusSession.on_shorthand_query,
+    m.TextToSpeech: BusSession.on_shorthand_query,
+    m.VisionChunk: BusSession.on_vision_chunk,
+    m.Intent: BusSession.on_intent,
+    m.ListIntents: BusSession.on_list_intents,
+    m.Subscribe: BusSession.on_subscribe,
+    m.GetPreviousQueries: BusSession.on_get_previous_queries,
+    m.CancelQuery: BusSession.on_cancel_query,
+    m.Pong: BusSession.on_pong,
+    m.Ping: BusSession.on_ping,
+    m.GetStats: BusSession.on_get_stats,
+    m.AddWorker: BusSession.on_add_worker,
+    m.RemoveWorker: BusSession.on_remove_worker,
+    m.AddHuggingfaceModel: BusSession.on_add_huggingface_model,
+    m.RemoveHuggingfaceModel: BusSession.on_remove_huggingface_model,
+    m.BanUser: BusSession.on_ban_user,
+    m.UnbanUser: BusSession.on_unban_user,
+    m.SetRole: BusSession.on_set_role,
+    m.TerminateQuery: BusSession.on_terminate_query,
+    m.ClearQueue: BusSession.on_clear_queue,
+    m.AddPool: BusSession.on_add_pool,
+    m.UpdatePool: BusSession.on_update_pool,
+    m.RemovePool: BusSession.on_remove_pool,
+    m.SysopMessage: BusSession.on_sysop_message,
+}

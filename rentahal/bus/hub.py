@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -57,6 +58,8 @@ class Connection:
         self._finished: dict[str, None] = {}
         self.close_code = 1000
         self.close_reason = ""
+        # When the client last sent anything (`rentahal.bus.heartbeat` drops the silent).
+        self.last_heard = time.monotonic()
         # Called with the user's new account row when it changes (a new role, registered),
         # so the session behind this connection acts on it at once (`Hub.user_changed`).
         self.on_user_changed: Callable[[User], None] | None = None
