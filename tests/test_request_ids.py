@@ -3,6 +3,7 @@ answered to the client, and sent on to the worker that runs the query (issue 15,
 
 from __future__ import annotations
 
+import os
 import re
 
 import httpx
@@ -107,3 +108,20 @@ async def test_a_bus_query_carries_the_id_of_its_socket(
             "query_result", lambda m: m.get("query_id") == accepted["query_id"], within=30
         )
     assert await worker_saw(ollama_stub, prompt) == "trace-bus-1"
+
+
+def test_a_forked_process_makes_ids_of_its_own() -> None:
+    """New ids are a per-process half and a count: a child forked after import (a pre-forking
+    server, the tests' fork server) must not repeat its parent's."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report its first id and leave at once
+        os.write(write, accepted_or_new(None).encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    child = os.read(read, 64).decode()
+    os.close(read)
+    parent = accepted_or_new(None)
+    assert re.fullmatch(r"[0-9a-f]{32}", child)
+    assert child[:16] != parent[:16]
