@@ -1,8 +1,9 @@
 """The bus heartbeat: one task pings every socket and drops the silent ones.
 
-Every `interval` seconds each connection gets a `ping`; one that has sent nothing (a `pong`
-counts) for two intervals is closed with 1001. One sweep over all sockets, rather than a
-timer and a task per socket, keeps an idle connection cheap: a broker holds thousands.
+Every `interval` seconds each connection open for at least that long gets a `ping` (so its
+greeting always comes first); one that has sent nothing (a `pong` counts) for two intervals is
+closed with 1001. One sweep over all sockets, rather than a timer and a task per socket, keeps
+an idle connection cheap: a broker holds thousands.
 """
 
 from __future__ import annotations
@@ -41,14 +42,15 @@ class Heartbeat:
         """Ping every connection heard from lately and close the others; returns how many
         were closed."""
         ping = encode(events.Ping())
-        silent_since = time.monotonic() - 2 * self._interval
+        now = time.monotonic()
+        silent_since, opened_before = now - 2 * self._interval, now - self._interval
         dropped = 0
         for connection in self._hub.connections():
             if connection.last_heard < silent_since:
                 log.info("ws.heartbeat_lost", user_id=connection.user_id)
                 connection.close(*MISSED_HEARTBEATS_CLOSE)
                 dropped += 1
-            else:
+            elif connection.opened_at <= opened_before:
                 connection.send(ping)
         return dropped
 

@@ -58,8 +58,9 @@ class Connection:
         self._finished: dict[str, None] = {}
         self.close_code = 1000
         self.close_reason = ""
-        # When the client last sent anything (`rentahal.bus.heartbeat` drops the silent).
-        self.last_heard = time.monotonic()
+        # When it opened, and when the client last sent anything (`rentahal.bus.heartbeat`
+        # pings it from one interval after it opened, and drops it when it falls silent).
+        self.opened_at = self.last_heard = time.monotonic()
         # Called with the user's new account row when it changes (a new role, registered),
         # so the session behind this connection acts on it at once (`Hub.user_changed`).
         self.on_user_changed: Callable[[User], None] | None = None
