@@ -12,7 +12,7 @@ from httpx_aiohttp import AiohttpTransport
 from rentahal import request_ids
 from rentahal.admin.audit import AuditTrail
 from rentahal.admin.broadcast import Broadcaster
-from rentahal.admin.catalog import WorkerCatalog
+from rentahal.admin.catalog import WorkerCatalog, worker_view
 from rentahal.admin.dashboard import Dashboard
 from rentahal.admin.models import HuggingFaceModels
 from rentahal.admin.queue import QueueAdmin
@@ -28,7 +28,6 @@ from rentahal.bus.heartbeat import Heartbeat
 from rentahal.bus.hub import Hub
 from rentahal.bus.notifier import BusNotifier
 from rentahal.bus.uploads import ChunkedUploads
-from rentahal.bus.views import worker_view
 from rentahal.cloud import CloudWorkers
 from rentahal.config import Settings
 from rentahal.core.spotting import vocabulary_of

@@ -108,6 +108,20 @@ def test_core_imports_nothing_of_the_project() -> None:
     assert not outside, "core imports the project:\n" + "\n".join(sorted(outside))
 
 
+def test_the_bus_imports_only_core_and_store() -> None:
+    """`rentahal.bus` is the wire (envelopes, events, views, the hub): it reads the store's
+    rows and speaks the core vocabulary, and knows nothing of routing, the scheduler or the
+    services that use it."""
+    via = _reachable(_package_modules("rentahal.bus"))
+    allowed = ("rentahal.bus", "rentahal.core", "rentahal.store")
+    outside = [
+        _chain(via, module)
+        for module in via
+        if module != "rentahal" and not module.startswith(allowed)
+    ]
+    assert not outside, "the bus reaches beyond core and store:\n" + "\n".join(sorted(outside))
+
+
 def _top_level(tree: ast.Module) -> Iterator[ast.stmt]:
     """The statements a module runs when imported: its body, and the bodies of its `if`
     (`if TYPE_CHECKING:` included: a type checker follows those imports too), `try` and

@@ -10,6 +10,7 @@ import structlog
 
 from rentahal.admin.audit import AuditTrail
 from rentahal.backends import BACKENDS
+from rentahal.bus.events import WorkerView
 from rentahal.core.errors import ErrorCode, ProtocolError
 from rentahal.core.specs import WorkerSpec
 from rentahal.routing.monitor import HealthMonitor
@@ -123,3 +124,22 @@ class WorkerCatalog:
         log.info("sysop.worker_removed", worker=name)
         await self._audit.record(actor, "remove_worker", name)
         self._announce(f"Removed worker: {name}")
+
+
+def worker_view(worker: WorkerState, realm: str) -> WorkerView:
+    """A worker as the bus and REST show it (the caller hides the address from non-sysops)."""
+    return WorkerView(
+        name=worker.name,
+        realm=realm,
+        address=worker.address,
+        kind=worker.kind,
+        type=worker.primary_type,
+        capabilities=sorted(worker.capabilities),
+        models=list(worker.models),
+        max_concurrency=worker.max_concurrency,
+        in_flight=worker.in_flight,
+        health_score=worker.health_score,
+        is_blacklisted=worker.blacklisted,
+        circuit=worker.circuit.state.value,
+        last_active=worker.last_active,
+    )

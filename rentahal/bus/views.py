@@ -6,11 +6,10 @@ from collections.abc import Iterable
 from datetime import datetime
 
 from rentahal.bus import events
-from rentahal.bus.events import QueryView, StatsView, UserView, WorkerView
+from rentahal.bus.events import QueryView, StatsView, UserView
 from rentahal.core.errors import ErrorCode
 from rentahal.core.spotting import spot
 from rentahal.core.stages import speaks
-from rentahal.routing.registry import WorkerState
 from rentahal.store import Query, QueryState, SystemStats, User
 from rentahal.store.queries import UnfinishedQuery
 from rentahal.store.stats import Timeline
@@ -53,24 +52,6 @@ def has_output(query: Query) -> bool:
     if query.state != QueryState.DONE:
         return False
     return query.result_type in ("audio", "image") or speaks(query.query_type, query.options)
-
-
-def worker_view(worker: WorkerState, realm: str) -> WorkerView:
-    return WorkerView(
-        name=worker.name,
-        realm=realm,
-        address=worker.address,
-        kind=worker.kind,
-        type=worker.primary_type,
-        capabilities=sorted(worker.capabilities),
-        models=list(worker.models),
-        max_concurrency=worker.max_concurrency,
-        in_flight=worker.in_flight,
-        health_score=worker.health_score,
-        is_blacklisted=worker.blacklisted,
-        circuit=worker.circuit.state.value,
-        last_active=worker.last_active,
-    )
 
 
 def stats_view(stats: SystemStats, connected_users: int) -> StatsView:

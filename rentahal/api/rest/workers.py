@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, status
 
+from rentahal.admin.catalog import worker_view
 from rentahal.api.deps import BrokerDep, SysopDep
 from rentahal.bus import events
-from rentahal.bus.views import worker_view
 from rentahal.core.specs import WorkerSpec
 from rentahal.core.validation import StorableText
 
