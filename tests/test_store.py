@@ -107,7 +107,7 @@ async def postgresql_store(pg_module_store: Store) -> Store:
     tables = ", ".join(table.name for table in Base.metadata.sorted_tables)
     async with pg_module_store.db.engine.begin() as connection:
         await connection.execute(text(f"TRUNCATE {tables}"))
-    pg_module_store.credential_cache.clear()  # it names users that are gone
+    pg_module_store.forget_remembered()  # its cached keys and mark name rows that are gone
     return pg_module_store
 
 

@@ -58,6 +58,12 @@ class Store:
         await self.db.migrate()
         return self
 
+    def forget_remembered(self) -> None:
+        """Drop what the store keeps in memory of its rows (API keys and their users, the
+        connected-users mark): for a database whose tables were emptied behind its back."""
+        self.credential_cache.clear()
+        self.stats.forget_remembered()
+
     async def close(self) -> None:
         await self.credentials.close()
         await self.health.close()

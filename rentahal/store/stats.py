@@ -74,6 +74,10 @@ class StatsRepository:
         # a count at or under it needs no write (one upsert per connection otherwise).
         self._max_connected = 0
 
+    def forget_remembered(self) -> None:
+        """Forget the mark last read or written (see `Store.forget_remembered`)."""
+        self._max_connected = 0
+
     async def system(self) -> SystemStats:
         stats = SystemStats()
         async with self._db.session() as session:
