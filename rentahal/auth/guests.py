@@ -8,12 +8,11 @@ deletes guests last seen over `guest_expiry_days` ago who left nothing behind (t
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from datetime import timedelta
 
 import structlog
 
+from rentahal.core.periodic import Periodic
 from rentahal.store import Store, is_outage, utcnow
 
 log = structlog.get_logger(__name__)
@@ -21,21 +20,11 @@ log = structlog.get_logger(__name__)
 SWEEP_INTERVAL = 3600.0  # seconds; expiry is counted in days, so an hour is exact enough
 
 
-class GuestSweep:
+class GuestSweep(Periodic):
     def __init__(self, store: Store, expiry_days: int) -> None:
+        super().__init__("guest-sweep", SWEEP_INTERVAL)
         self._store = store
         self._expiry = timedelta(days=expiry_days)
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="guest-sweep")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
 
     async def sweep(self) -> int:
         """Delete the idle guests now; returns how many."""
@@ -44,13 +33,11 @@ class GuestSweep:
             log.info("guests.swept", deleted=deleted)
         return deleted
 
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.sweep()
-            except Exception as exc:  # try again next time
-                if is_outage(exc):
-                    self._store.health.failed(exc)  # said once, for the whole outage
-                else:
-                    log.warning("guests.sweep_failed", exc_info=True)
-            await asyncio.sleep(SWEEP_INTERVAL)
+    async def tick(self) -> None:
+        await self.sweep()
+
+    def failed(self, exc: Exception) -> None:
+        if is_outage(exc):
+            self._store.health.failed(exc)  # said once, for the whole outage
+        else:
+            log.warning("guests.sweep_failed", exc_info=exc)  # tried again next time

@@ -8,42 +8,30 @@ an idle connection cheap: a broker holds thousands.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
 
 import structlog
 
 from rentahal.bus import events
 from rentahal.bus.hub import Hub, encode
+from rentahal.core.periodic import Periodic
 
 log = structlog.get_logger(__name__)
 
 MISSED_HEARTBEATS_CLOSE = (1001, "missed heartbeats")
 
 
-class Heartbeat:
+class Heartbeat(Periodic):
     def __init__(self, hub: Hub, interval: float) -> None:
+        super().__init__("bus-heartbeat", interval)
         self._hub = hub
-        self._interval = interval
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="bus-heartbeat")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
 
     def beat(self) -> int:
         """Ping every connection heard from lately and close the others; returns how many
         were closed."""
         ping = encode(events.Ping())
         now = time.monotonic()
-        silent_since, opened_before = now - 2 * self._interval, now - self._interval
+        silent_since, opened_before = now - 2 * self.interval, now - self.interval
         dropped = 0
         for connection in self._hub.connections():
             if connection.last_heard < silent_since:
@@ -54,7 +42,8 @@ class Heartbeat:
                 connection.send(ping)
         return dropped
 
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
-            self.beat()
+    async def tick(self) -> None:
+        self.beat()
+
+    def failed(self, exc: Exception) -> None:
+        log.error("ws.heartbeat_failed", exc_info=exc)

@@ -14,6 +14,7 @@ import structlog
 
 from rentahal.backends import BACKENDS
 from rentahal.config import Settings
+from rentahal.core.periodic import Periodic
 from rentahal.routing.health import Probe
 from rentahal.routing.registry import Registry, WorkerState
 from rentahal.store import Store, is_outage, utcnow
@@ -27,7 +28,7 @@ DEFAULT_TIMEOUT = 5.0
 HealthListener = Callable[[list[tuple[WorkerState, str]]], Awaitable[None]]
 
 
-class HealthMonitor:
+class HealthMonitor(Periodic):
     def __init__(
         self,
         settings: Settings,
@@ -36,31 +37,21 @@ class HealthMonitor:
         http: httpx.AsyncClient,
         on_checked: HealthListener,
     ) -> None:
+        super().__init__("health-monitor", settings.health_check_interval)
         self._settings = settings
         self._store = store
         self._registry = registry
         self._http = http
         self._on_checked = on_checked
-        self._task: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="health-monitor")
+    async def tick(self) -> None:
+        await self.check_all()
 
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-
-    async def _loop(self) -> None:
-        while True:
-            try:
-                await self.check_all()
-            except Exception as exc:
-                if is_outage(exc):
-                    self._store.health.failed(exc)  # said once, not every tick
-                else:
-                    log.exception("health.tick_failed")
-            await asyncio.sleep(self._settings.health_check_interval)
+    def failed(self, exc: Exception) -> None:
+        if is_outage(exc):
+            self._store.health.failed(exc)  # said once, not every tick
+        else:
+            log.error("health.tick_failed", exc_info=exc)
 
     async def check_all(self) -> None:
         """One tick: sync with the store, probe everyone at once, persist, notify."""
