@@ -22,6 +22,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from rentahal.config.database_url import async_database_url
 from rentahal.config.file_source import ConfigFileSource
 from rentahal.config.secret_files import SecretFilesSource, is_secret_field
 
@@ -170,6 +171,13 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
+    @field_validator("database_url")
+    @classmethod
+    def _a_database_the_broker_runs_on(cls, value: str | None) -> str | None:
+        if value:
+            async_database_url(value)  # refused now, by name, rather than at the first query
+        return value or None
+
     @field_validator("local_workers")
     @classmethod
     def _known_roles(cls, roles: list[str]) -> list[str]:
@@ -180,9 +188,10 @@ class Settings(BaseSettings):
 
     @property
     def resolved_database_url(self) -> str:
-        """`database_url` if set, else the SQLite file in the data directory."""
+        """`database_url` with its async driver if set, else the SQLite file in the data
+        directory."""
         if self.database_url:
-            return self.database_url
+            return async_database_url(self.database_url)
         return f"sqlite+aiosqlite:///{(self.data_dir / self.database_name).resolve()}"
 
     @property
