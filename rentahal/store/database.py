@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import CursorResult, Engine, Result, create_engine, event
+from sqlalchemy import CursorResult, Engine, Result, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
@@ -13,6 +13,9 @@ from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from rentahal.store.migrations import upgrade_to_head
 
 __all__ = ["Database", "DbSession", "affected_rows"]
+
+# The advisory lock that brokers migrating one PostgreSQL database take turns on.
+MIGRATION_LOCK = 0x52454E5441484148
 
 
 def affected_rows(result: Result[Any]) -> int:
@@ -51,8 +54,17 @@ class Database:
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
 
     async def migrate(self) -> None:
-        """Bring the schema to the newest Alembic revision."""
+        """Bring the schema to the newest Alembic revision.
+
+        Brokers starting together on one PostgreSQL database take turns: each migrates
+        holding a transaction-scoped advisory lock, so the first does the work and the others
+        then find the schema at head (without it, two creating the same table at once failed
+        to start). SQLite is one broker's file."""
         async with self.engine.begin() as connection:
+            if not self.is_sqlite:
+                await connection.execute(
+                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK}
+                )
             await connection.run_sync(upgrade_to_head)
 
     def session(self) -> DbSession:
