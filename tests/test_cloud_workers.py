@@ -17,6 +17,7 @@ from tests.conftest import FAST_ENV, create_sysop
 
 CLAUDE_KEY = "sk-ant-from-the-config-0123456789"
 HF_KEY = "hf_from_the_config_0123456789"
+MODELS = "/api/v1/huggingface/models"
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -107,6 +108,28 @@ async def test_configured_cloud_models_serve_with_their_secret_keys(
             )
             assert removed["type"] == "ok", removed
         assert "hf-other-model" not in await workers(broker, key)
+
+        # And over REST, as the same sysop.
+        async with httpx.AsyncClient(
+            base_url=broker.url,
+            headers={"Authorization": f"Bearer {key}"},
+        ) as rest:
+            added_by_rest = await rest.post(
+                MODELS, json={"name": "org/third-model", "type": "chat"}
+            )
+            assert added_by_rest.status_code == 201, added_by_rest.text
+            assert added_by_rest.json() == {"name": "org/third-model", "type": "chat"}
+            assert "hf-org-third-model" in await workers(broker, key)
+            again = await rest.post(MODELS, json={"name": "org/third-model"})
+            assert again.status_code == 409 and again.json()["detail"]["code"] == "conflict"
+            listed_models = (await rest.get(MODELS)).json()
+            assert {"name": "org/third-model", "type": "chat"} in listed_models
+            assert (await rest.delete(f"{MODELS}/org/third-model")).status_code == 204
+            assert "hf-org-third-model" not in await workers(broker, key)
+            gone = await rest.delete(f"{MODELS}/org/third-model")
+            assert gone.status_code == 404 and gone.json()["detail"]["code"] == "not_found"
+            anonymous = await rest.post(MODELS, json={"name": "x"}, headers={"Authorization": ""})
+            assert anonymous.status_code == 401
     # The keys never reach a log line.
     assert CLAUDE_KEY not in broker.output and HF_KEY not in broker.output
 

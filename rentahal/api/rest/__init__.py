@@ -9,13 +9,14 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from rentahal.api.errors import REFUSED
-from rentahal.api.rest import keys, queries, routing, session, stats, sysop, workers
+from rentahal.api.rest import huggingface, keys, queries, routing, session, stats, sysop, workers
 
 router = APIRouter(prefix="/api/v1", responses=REFUSED)
 router.include_router(session.router)  # who you are; a browser session for an API key
 router.include_router(queries.router)
 router.include_router(sysop.router)  # broadcast, the audit log
 router.include_router(workers.router)
+router.include_router(huggingface.router)  # Hugging Face models, each a cloud worker
 router.include_router(routing.router)  # pools and realms
 router.include_router(keys.router)
 router.include_router(stats.router)
