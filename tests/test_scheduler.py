@@ -168,7 +168,6 @@ async def test_round_robin_between_users_and_sysop_priority(
         await bob.expect("user_info")
         accepted = [await submit(alice, f"a{i}") for i in range(6)]
         bobs = await submit(bob, "b0")
-        bob_arrived = time.time()
         await results(alice, [a["query_id"] for a in accepted])
         await results(bob, [bobs["query_id"]])
 
@@ -178,10 +177,9 @@ async def test_round_robin_between_users_and_sysop_priority(
     calls = await inference_calls(stub_x)
     order = [c["json"]["prompt"] for c in calls]
     assert sorted(order) == [*(f"a{i}" for i in range(6)), "b0"], order  # each ran once
-    before_bob = calls[: order.index("b0")]
-    alices_after_bob_arrived = [c["json"]["prompt"] for c in before_bob if c["time"] > bob_arrived]
-    assert len(alices_after_bob_arrived) <= 1, order
-    assert order.index("b0") < order.index("a5"), order
+    # Bob waited for one of Alice's queued jobs at most: a0 was at the worker already (its
+    # request may reach the stub after Bob is accepted, so the stub's clock cannot tell).
+    assert order[: order.index("b0")] in (["a0"], ["a0", "a1"]), order
 
     # A guest's jobs wait; the sysop's job, submitted last, runs next.
     await fresh(stub_x, latency=0.6)
