@@ -10,6 +10,7 @@ worker is not routed to until the broker has handed it its key again.
 
 from __future__ import annotations
 
+import contextlib
 import re
 
 import structlog
@@ -20,7 +21,7 @@ from rentahal.config import Settings
 from rentahal.core.specs import WorkerSpec
 from rentahal.core.vocabulary import QueryType, WorkerKind
 from rentahal.routing.registry import Registry
-from rentahal.store.workers import ModelRepository
+from rentahal.store.workers import AlreadyExists, ModelRepository
 
 log = structlog.get_logger(__name__)
 
@@ -63,7 +64,9 @@ class CloudWorkers:
         models = self._models
         if not await models.list(HUGGINGFACE):  # a new store: the seed's default models
             for name in settings.huggingface_default_models:
-                await models.add(HUGGINGFACE, name, "chat")
+                # Brokers starting together on a new store may both seed them.
+                with contextlib.suppress(AlreadyExists):
+                    await models.add(HUGGINGFACE, name, "chat")
         for model in await models.list(HUGGINGFACE):
             try:
                 spec = self.huggingface_spec(model.name, model.query_type)

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import delete, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from rentahal.store.database import Database, affected_rows
@@ -22,15 +23,16 @@ class RealmRepository:
             return (await session.scalars(select(Realm).order_by(Realm.name))).all()
 
     async def ensure(self, defaults: Sequence[tuple[str, Sequence[str]]], queue_size: int) -> None:
-        """Create the default realms that do not exist yet (first start, or after an upgrade)."""
-        async with self._db.session() as session:
-            existing = set((await session.scalars(select(Realm.name))).all())
+        """Create the default realms that do not exist yet (first start, or after an upgrade).
+        Brokers starting together may all try: a realm another made meanwhile is kept."""
+        async with self._db.engine.begin() as connection:
+            dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
             for name, primary_for in defaults:
-                if name not in existing:
-                    session.add(
-                        Realm(name=name, primary_for=list(primary_for), max_queue_size=queue_size)
-                    )
-            await session.commit()
+                await connection.execute(
+                    dialect.insert(Realm)
+                    .values(name=name, primary_for=list(primary_for), max_queue_size=queue_size)
+                    .on_conflict_do_nothing(index_elements=[Realm.name])
+                )
 
     async def add(self, realm: Realm) -> Realm:
         async with self._db.session() as session:
