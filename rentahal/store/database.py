@@ -6,13 +6,14 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import CursorResult, Engine, Result, create_engine, event, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 
 from rentahal.store.migrations import upgrade_to_head
 
-__all__ = ["Database", "DbSession", "affected_rows"]
+__all__ = ["Database", "DbSession", "affected_rows", "conflict_insert"]
 
 # The advisory lock that brokers migrating one PostgreSQL database take turns on.
 MIGRATION_LOCK = 0x52454E5441484148
@@ -21,6 +22,12 @@ MIGRATION_LOCK = 0x52454E5441484148
 def affected_rows(result: Result[Any]) -> int:
     """Rows an UPDATE or DELETE touched (only cursor results carry the count)."""
     return result.rowcount if isinstance(result, CursorResult) else 0
+
+
+def conflict_insert(dialect_name: str, entity: Any) -> postgresql.Insert | sqlite.Insert:
+    """An INSERT that can say what a conflict does (`ON CONFLICT …`), in the dialect's own
+    form: both engines take it, with the same methods."""
+    return (postgresql if dialect_name == "postgresql" else sqlite).insert(entity)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

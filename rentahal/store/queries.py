@@ -8,11 +8,10 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, func, insert, select, tuple_, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import undefer_group
 
 from rentahal.core.vocabulary import UNFINISHED_STATES
-from rentahal.store.database import Database
+from rentahal.store.database import Database, conflict_insert
 from rentahal.store.group_commit import GroupCommitter
 from rentahal.store.ledger import append as append_to_ledger
 from rentahal.store.models import (
@@ -61,8 +60,7 @@ _ADD_TO_USER = (
 
 
 def _upsert_type_stats(dialect_name: str) -> Any:
-    dialect = postgresql if dialect_name == "postgresql" else sqlite
-    upsert = dialect.insert(TypeStats).values(
+    upsert = conflict_insert(dialect_name, TypeStats).values(
         query_type=bindparam("query_type"),
         query_count=1,
         total_processing_time=bindparam("seconds"),

@@ -6,10 +6,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import delete, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
-from rentahal.store.database import Database, affected_rows
+from rentahal.store.database import Database, affected_rows, conflict_insert
 from rentahal.store.models import Pool, Realm
 from rentahal.store.workers import AlreadyExists
 
@@ -26,10 +25,9 @@ class RealmRepository:
         """Create the default realms that do not exist yet (first start, or after an upgrade).
         Brokers starting together may all try: a realm another made meanwhile is kept."""
         async with self._db.engine.begin() as connection:
-            dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
             for name, primary_for in defaults:
                 await connection.execute(
-                    dialect.insert(Realm)
+                    conflict_insert(connection.dialect.name, Realm)
                     .values(name=name, primary_for=list(primary_for), max_queue_size=queue_size)
                     .on_conflict_do_nothing(index_elements=[Realm.name])
                 )

@@ -7,9 +7,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import case, select
-from sqlalchemy.dialects import postgresql, sqlite
 
-from rentahal.store.database import Database
+from rentahal.store.database import Database, conflict_insert
 from rentahal.store.models import INTERNAL_MODEL_TYPE, Counter, Query, QueryState, TypeStats
 
 MAX_CONNECTED_USERS = "max_connected_users"
@@ -106,8 +105,9 @@ class StatsRepository:
         if connected <= self._max_connected:
             return self._max_connected
         async with self._db.engine.begin() as conn:
-            dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-            insert = dialect.insert(Counter).values(name=MAX_CONNECTED_USERS, value=connected)
+            insert = conflict_insert(conn.dialect.name, Counter).values(
+                name=MAX_CONNECTED_USERS, value=connected
+            )
             upsert = insert.on_conflict_do_update(
                 index_elements=[Counter.name],
                 set_={
