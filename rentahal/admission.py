@@ -10,6 +10,7 @@ API key, per client IP, each a token bucket (`rentahal.limits`). A refusal is a
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from datetime import timedelta
 from typing import TypeVar
 
@@ -38,22 +39,28 @@ class Admission:
         store: Store,
         scheduler: Scheduler,
         limiter: RateLimiter | None = None,
+        shared_state: Callable[[], None] | None = None,
     ) -> None:
+        """`shared_state` refuses new work while what the cluster shares cannot be reached
+        (`ClusterNode.require`): accepted then, it could not be shared."""
         self._settings = settings
         self._store = store
         self._scheduler = scheduler
         self._limiter = limiter or RateLimiter()
+        self._shared_state = shared_state
 
     async def submit(self, principal: Principal, spec: QuerySpec) -> tuple[Query, int]:
         """Queue the query as the caller, if they may; returns it and its position."""
         principal.check_query_scope(spec.query_type)
         await self.check(principal)
-        return await self._scheduler.submit(principal.user, spec)
+        return await self.queue_counted(principal, spec)
 
     async def queue_counted(self, principal: Principal, spec: QuerySpec) -> tuple[Query, int]:
         """Queue a query for a request whose limits `check` already counted (an intent
         that goes on to queue one): the key's scopes still apply."""
         principal.check_query_scope(spec.query_type)
+        if self._shared_state is not None:
+            self._shared_state()
         return await self._scheduler.submit(principal.user, spec)
 
     async def check(self, principal: Principal) -> None:

@@ -29,6 +29,11 @@ from rentahal.bus.hub import Hub
 from rentahal.bus.notifier import BusNotifier
 from rentahal.bus.uploads import ChunkedUploads
 from rentahal.cloud import CloudWorkers
+from rentahal.cluster.cancelling import ClusterCancelling
+from rentahal.cluster.hub import ClusterHub
+from rentahal.cluster.node import ClusterNode
+from rentahal.cluster.reclaim import Reclaim
+from rentahal.cluster.slots import RedisSlots
 from rentahal.config import Settings
 from rentahal.core.spotting import vocabulary_of
 from rentahal.intents.service import Intents
@@ -57,7 +62,13 @@ class Broker:
         self.settings = settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.store = Store(settings.resolved_database_url)
-        self.hub = Hub()
+        # One of a cluster's brokers (docs/cluster.md), or the whole installation.
+        self.node = (
+            ClusterNode(settings.redis_url, settings.cluster_name, settings.cluster_lease)
+            if settings.redis_url
+            else None
+        )
+        self.hub = Hub() if self.node is None else ClusterHub(self.node, self.store.users)
         self.heartbeat = Heartbeat(self.hub, settings.ping_interval)
         self.metrics = Metrics()
         self.registry = Registry(
@@ -90,6 +101,11 @@ class Broker:
             settings.max_nickname_chars,
             registrations_per_hour=settings.registrations_per_hour_per_ip,
         )
+        self.shared_slots = (
+            RedisSlots(self.node, lambda: self.registry, lambda: self.scheduler.pump())
+            if self.node
+            else None
+        )
         self.scheduler = Scheduler(
             settings,
             self.store,
@@ -99,7 +115,8 @@ class Broker:
             self._on_health_events,
             notifier=BusNotifier(self.hub, lambda: self.scheduler.vocabulary),
             queue=RealmQueues(self.router.realms, settings.max_queue_size),
-            slots=RegistrySlots(),
+            slots=self.shared_slots or RegistrySlots(),
+            broker_id=self.node.id if self.node else None,
         )
         self.monitor = HealthMonitor(
             settings, self.store, self.registry, self.http, self._on_health_events
@@ -112,7 +129,7 @@ class Broker:
             self.router,
             self.monitor,
             self.audit,
-            self.announce_workers,
+            self._workers_changed,
             self.scheduler.pump,
         )
         self.routing_admin = RoutingAdmin(
@@ -123,7 +140,12 @@ class Broker:
             self.audit,
             self._routing_changed,
         )
-        self.user_admin = UserAdmin(self.store.users, self.hub, self.scheduler, self.audit)
+        self.user_admin = UserAdmin(
+            self.store.users,
+            self.hub,
+            ClusterCancelling(self.node, self.scheduler) if self.node else self.scheduler,
+            self.audit,
+        )
         self.queue_admin = QueueAdmin(self.hub, self.scheduler, self.audit)
         self.broadcaster = Broadcaster(self.hub, self.audit)
         self.dashboard = Dashboard(self.store, self.hub, self.worker_views)
@@ -132,7 +154,12 @@ class Broker:
         self.local_workers = LocalWorkers(settings, self.registry, self.catalog)
         self.cloud = CloudWorkers(settings, self.store.models, self.registry, self.catalog)
         self.huggingface = HuggingFaceModels(self.store.models, self.cloud, self.hub, self.audit)
-        self.admission = Admission(settings, self.store, self.scheduler)
+        self.admission = Admission(
+            settings,
+            self.store,
+            self.scheduler,
+            shared_state=self.node.require if self.node else None,
+        )
         self.queries = Queries(self.admission, self.scheduler, self.store, self.hub)
         self.intents = Intents(
             settings,
@@ -142,14 +169,49 @@ class Broker:
             secret_key=self.secret_key,
         )
         self.scheduler.vocabulary = vocabulary_of(self.intents.registry)
+        self.reclaim = (
+            Reclaim(self.node, self.store.queries, self.scheduler.resume) if self.node else None
+        )
+        if self.node is not None:
+            self._join_cluster(self.node)
         self.ready = False
+
+    def _join_cluster(self, node: ClusterNode) -> None:
+        """What the other brokers tell this one: a cached credential that changed, workers
+        or routing that a sysop changed. After a gap in the channel, all of it is read
+        afresh."""
+        cache = self.store.credential_cache
+        cache.announce = lambda kind, id_: node.publish("forget", what=kind, id=id_)
+        node.on(
+            "forget",
+            lambda m: (
+                cache.forget_user(m["id"], announce=False)
+                if m["what"] == "user"
+                else cache.forget_key(m["id"], announce=False)
+            ),
+        )
+        node.on("workers_changed", lambda _: self.sync_workers())
+        node.on("routing_changed", lambda _: self.reload_routing())
+
+        async def resync() -> None:
+            cache.clear()
+            await self.sync_workers()
+            await self.reload_routing()
+
+        node.on_resubscribed(resync)
 
     async def start(self) -> None:
         await self.store.open()
         await self.store.realms.ensure(DEFAULT_REALMS, self.settings.max_queue_size)
         await self.reload_routing()
         self.registry.sync(await self.store.workers.list())
-        await self.scheduler.start()
+        if self.node is not None:
+            await self.node.start()
+        if self.shared_slots is not None:
+            self.shared_slots.start()
+        await self.scheduler.start(resume=self.reclaim is None)
+        if self.reclaim is not None:
+            self.reclaim.start()
         await self.cloud.start()
         self.monitor.start()
         self.guest_sweep.start()
@@ -163,12 +225,18 @@ class Broker:
         await self.monitor.stop()
         await self.guest_sweep.stop()
         await self.heartbeat.stop()
+        if self.reclaim is not None:
+            await self.reclaim.stop()
         await self.scheduler.stop()
         await self.local_workers.stop()  # after the monitor, which would mark them down
         for connection in self.hub.connections():
             connection.close(1001, "broker shutting down")
         await self.http.aclose()
         await self.intents.close()
+        if self.shared_slots is not None:
+            await self.shared_slots.stop()
+        if self.node is not None:
+            await self.node.stop()  # its lease given up: the others take over its jobs now
         await self.store.close()
         log.info("broker.stopped")
 
@@ -178,10 +246,25 @@ class Broker:
         self.router.pools = {p.name: PoolState.from_row(p) for p in await self.store.pools.list()}
         self.scheduler.resize_queues()
 
+    async def sync_workers(self) -> None:
+        """Adopt the store's workers (another broker of the cluster changed them)."""
+        async with self.registry.membership:
+            self.registry.sync(await self.store.workers.list())
+        self.scheduler.pump()
+
+    def _workers_changed(self, note: str) -> None:
+        """A worker was added or removed here (`WorkerCatalog`): tell the sockets, and the
+        other brokers, which read the store's list again."""
+        self.announce_workers(note)
+        if self.node is not None:
+            self.node.publish("workers_changed")
+
     async def _routing_changed(self, note: str) -> None:
         """After a sysop changed pools or realms (`RoutingAdmin`): route by the new ones and
-        tell the sockets."""
+        tell the sockets (and the other brokers, which read them again)."""
         await self.reload_routing()
+        if self.node is not None:
+            self.node.publish("routing_changed")
         self.hub.broadcast(self.pools_event())
         self.announce_workers(note)
         self.scheduler.pump()

@@ -116,10 +116,18 @@ def serve(
         str | None,
         typer.Option(help="Worker roles to run on this machine too, e.g. stt,tts,chat,vision."),
     ] = None,
+    database_url: Annotated[
+        str | None,
+        typer.Option(help="PostgreSQL, e.g. postgresql://user@host:5432/db (default: SQLite)."),
+    ] = None,
+    redis_url: Annotated[
+        str | None,
+        typer.Option(help="Redis, e.g. redis://host:6379/0: join the brokers sharing it."),
+    ] = None,
     data_dir: DataDir = None,
     config: ConfigFile = None,
 ) -> None:
-    """Run the broker."""
+    """Run the broker (one of a cluster's, with --redis-url: docs/cluster.md)."""
     from rentahal.api.app import create_app
     from rentahal.api.connections import ConnectionLimits, http_concurrency_limit
     from rentahal.api.slow_clients import BodyTimeout, header_timeout_protocol
@@ -129,6 +137,8 @@ def serve(
         host=host,
         port=port,
         local_workers=local_workers,
+        database_url=database_url,
+        redis_url=redis_url,
         data_dir=data_dir,
         config_file=config,
     )

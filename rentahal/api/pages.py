@@ -38,11 +38,15 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz", tags=["operations"])
 async def readyz(broker: BrokerDep) -> Response:
-    """The broker has started (migrations ran, the scheduler is running) and its store
-    answers now; each part's state is in the body."""
+    """The broker has started (migrations ran, the scheduler is running) and its store (and,
+    in a cluster, its Redis) answers now; each part's state is in the body."""
     store = await broker.store.health.check()
     ready = broker.ready and store
     body = {"ready": ready, "store": "ok" if store else "unavailable"}
+    if broker.node is not None:  # one of a cluster's brokers: its Redis too
+        cluster = await broker.node.ready()
+        ready = ready and cluster
+        body |= {"ready": ready, "cluster": "ok" if cluster else "unavailable"}
     return JSONResponse(body, status_code=200 if ready else 503)
 
 

@@ -33,6 +33,11 @@ OUTBOX_LIMIT = 1000
 FINALS_REMEMBERED = 256
 
 
+def topic_of(event: Outbound | dict[str, Any]) -> Topic | None:
+    """The topic a broadcast of the event goes to (a raw dict has none: everybody hears it)."""
+    return event.topic if isinstance(event, Outbound) else None
+
+
 def encode(event: Outbound | dict[str, Any]) -> str:
     """The event as JSON text. Text with a lone surrogate (a worker may send one, escaped in
     its JSON) has no UTF-8 form: it goes out escaped, as JSON allows, instead of failing."""
@@ -85,10 +90,10 @@ class Connection:
         self._topics = topics.chosen(names, sysop=self.is_sysop)
         return self._topics
 
-    def hears(self, event: Outbound | dict[str, Any]) -> bool:
-        """Whether a broadcast of this event is for this connection (a raw dict has no topic:
-        everybody hears it)."""
-        return not isinstance(event, Outbound) or event.topic in self.topics
+    def hears(self, topic: Topic | None) -> bool:
+        """Whether a broadcast of this topic is for this connection (an event with no topic,
+        a raw dict, is for everybody)."""
+        return topic is None or topic in self.topics
 
     def start(self) -> None:
         self._writer = asyncio.create_task(self._write_loop(), name=f"ws-writer-{self.user_id}")
@@ -106,7 +111,7 @@ class Connection:
             return False
         return True
 
-    def send_final(self, query_id: str, event: Outbound) -> bool:
+    def send_final(self, query_id: str, event: Outbound | str) -> bool:
         """Send a query's final event once per connection: a result that finishes while the
         user reconnects is found both live and among the missed ones."""
         if query_id in self._finished:
@@ -239,8 +244,11 @@ class Hub:
 
     def send_user(self, user_id: str, event: Outbound | dict[str, Any]) -> bool:
         """True if at least one of the user's connections took the event."""
-        text = encode(event)
         self._to_watchers(event)
+        return self.deliver(user_id, encode(event))
+
+    def deliver(self, user_id: str, text: str) -> bool:
+        """An encoded event to every connection of the user; True if one took it."""
         delivered = False
         for connection in list(self._by_user.get(user_id, ())):
             delivered = connection.send(text) or delivered
@@ -249,26 +257,36 @@ class Hub:
     def send_final(self, user_id: str, query_id: str, event: Outbound) -> bool:
         """`Connection.send_final` on each of the user's connections; True if any took it."""
         self._to_watchers(event)
+        return self.deliver_final(user_id, query_id, encode(event))
+
+    def deliver_final(self, user_id: str, query_id: str, text: str) -> bool:
         delivered = False
         for connection in list(self._by_user.get(user_id, ())):
-            delivered = connection.send_final(query_id, event) or delivered
+            delivered = connection.send_final(query_id, text) or delivered
         return delivered
 
     def broadcast(self, event: Outbound | dict[str, Any], *, sysops_only: bool = False) -> None:
         """To every connection that hears the event's topic (only sysops', if asked)."""
-        text = encode(event)
+        self.deliver_all(encode(event), topic_of(event), sysops_only=sysops_only)
+
+    def deliver_all(self, text: str, topic: Topic | None, *, sysops_only: bool = False) -> None:
         for connection in self.connections():
-            if (connection.is_sysop or not sysops_only) and connection.hears(event):
+            if (connection.is_sysop or not sysops_only) and connection.hears(topic):
                 connection.send(text)
 
     def broadcast_by_role(
         self, *, sysops: Outbound | dict[str, Any], others: Outbound | dict[str, Any]
     ) -> None:
         """One event in two versions: the full one for sysops, a redacted one for the rest."""
-        sysop_text, other_text = encode(sysops), encode(others)
+        self.deliver_by_role((encode(sysops), topic_of(sysops)), (encode(others), topic_of(others)))
+
+    def deliver_by_role(
+        self, sysops: tuple[str, Topic | None], others: tuple[str, Topic | None]
+    ) -> None:
         for connection in self.connections():
-            if connection.hears(sysops if connection.is_sysop else others):
-                connection.send(sysop_text if connection.is_sysop else other_text)
+            text, topic = sysops if connection.is_sysop else others
+            if connection.hears(topic):
+                connection.send(text)
 
     def user_changed(self, user_id: str, user: User) -> int:
         """Hand a user's changed account to each of their connections; returns how many."""

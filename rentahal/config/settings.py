@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -56,6 +56,15 @@ class Settings(BaseSettings):
     # [Database]
     database_name: str = "llm_broker.db"
     database_url: str | None = None
+    # [Cluster] — with a Redis URL (and a PostgreSQL `database_url`), this broker is one of
+    # an installation's many (docs/cluster.md): worker slots, events, bans and the jobs of a
+    # broker that died are shared through Redis and PostgreSQL.
+    redis_url: str | None = None
+    # The prefix of every Redis key and channel: several installations may share one Redis.
+    cluster_name: str = Field(default="rentahal", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    # Seconds a broker that stopped answering keeps its jobs and worker slots before the
+    # other brokers take them over.
+    cluster_lease: float = Field(default=10.0, ge=1.0, le=300.0)
     # [Websocket]
     max_message_size: int = Field(default=1_048_576, ge=1024)
     # Origins (scheme://host[:port]) besides the broker's own that may open /ws with cookies.
@@ -177,6 +186,15 @@ class Settings(BaseSettings):
         if value:
             async_database_url(value)  # refused now, by name, rather than at the first query
         return value or None
+
+    @model_validator(mode="after")
+    def _a_cluster_needs_postgresql(self) -> Settings:
+        if self.redis_url and not self.database_url:
+            raise ValueError(
+                "redis_url needs a PostgreSQL database_url: brokers in a cluster share one "
+                "database (SQLite is one machine's file)"
+            )
+        return self
 
     @field_validator("local_workers")
     @classmethod

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import httpx
@@ -78,8 +78,12 @@ class Scheduler:
         notifier: Notifier[Query, User],
         queue: JobQueue[Job],
         slots: WorkerSlots[WorkerState],
+        broker_id: str | None = None,
     ) -> None:
+        """`broker_id` names this broker on the jobs it accepts: in a cluster, the others
+        take them over if it dies (`rentahal.cluster.reclaim`)."""
         self._settings = settings
+        self._broker_id = broker_id
         self._store = store
         self._router = router
         self._metrics = metrics
@@ -114,28 +118,35 @@ class Scheduler:
 
     # --- lifecycle -------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Resume the jobs a previous process accepted, then start dispatching and the
-        housekeeping tasks."""
-        resumed = await self._store.queries.unfinished()
-        for query in resumed:
-            if query.state != QueryState.QUEUED:
-                # Its worker may have been running it when the last process died; the
-                # attempt it recorded counts towards `max_attempts`, so a job that kills
-                # the broker cannot do so forever.
-                await self._store.queries.requeue(query)
-            owner = await self._store.users.get(query.user_id)
-            role = owner.role if owner else Role.GUEST.value
-            realm = query.realm or self._router.queue_realm(query.query_type, query.model_name)
-            await self._queue.push(realm, Job(query, role=role, realm=realm))
-        if resumed:
-            log.info("scheduler.resumed", jobs=len(resumed))
+    async def start(self, *, resume: bool = True) -> None:
+        """Resume the jobs a previous process accepted (unless a cluster's reclaim hands
+        them over instead), then start dispatching and the housekeeping tasks."""
+        if resume:
+            await self.resume(await self._store.queries.unfinished())
         self._background = [
             asyncio.create_task(self._dispatch_loop(), name="dispatch"),
             asyncio.create_task(self._broadcast_queue_updates(), name="queue-updates"),
             asyncio.create_task(self._expire_loop(), name="queue-expiry"),
         ]
         self.pump()
+
+    async def resume(self, queries: Sequence[Query]) -> None:
+        """Queue again jobs a broker that is gone accepted (this one's previous process, or
+        another of the cluster's)."""
+        for query in queries:
+            if query.state != QueryState.QUEUED:
+                # Its worker may have been running it when its broker died; the attempt it
+                # recorded counts towards `max_attempts`, so a job that kills brokers cannot
+                # do so forever.
+                await self._store.queries.requeue(query)
+            owner = await self._store.users.get(query.user_id)
+            role = owner.role if owner else Role.GUEST.value
+            realm = query.realm or self._router.queue_realm(query.query_type, query.model_name)
+            await self._queue.push(realm, Job(query, role=role, realm=realm))
+        if queries:
+            log.info("scheduler.resumed", jobs=len(queries))
+            self._queue_dirty.set()
+            self.pump()
 
     async def stop(self) -> None:
         """Stop without touching job state: running jobs stay `running` in the store and
@@ -200,6 +211,7 @@ class Scheduler:
                 realm=realm,
                 image=image,
                 audio=audio,
+                broker_id=self._broker_id,
             )
         )
         position = await self._queue.push(realm, Job(query, role=user.role, realm=realm))
@@ -257,18 +269,23 @@ class Scheduler:
         limit = self._settings.max_running_per_user
         if job.priority > 0 and self._running_per_user.get(job.user_id, 0) >= limit:
             return False
-        choice = self._router.select(
-            step_type(query),
-            step_model(query),
-            query.prompt,
-            frozenset(job.excluded),
-            model_type=step_model_type(query),
-        )
-        if choice is None:
+        for _ in range(len(self._router.registry) + 1):
+            choice = self._router.select(
+                step_type(query),
+                step_model(query),
+                query.prompt,
+                frozenset(job.excluded),
+                model_type=step_model_type(query),
+            )
+            if choice is None:
+                return False
+            # Shared slots may be taken by another broker since this one last looked: the
+            # failed claim leaves the worker counted full, and the router chooses again.
+            if await self._slots.acquire(choice.worker):
+                break
+        else:
             return False
         worker = choice.worker
-        if not await self._slots.acquire(worker):
-            return False
         await self._queue.take(realm, job)
         worker.circuit.on_dispatch()
         job.dispatched(worker)

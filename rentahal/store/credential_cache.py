@@ -10,9 +10,10 @@ and then answered from here:
   change (the key revoked; its user banned, unbanned, renamed, registered or given another role
   or budget; idle guests swept), so a ban or a revocation holds on the very next request;
 - a read that raced such a change is not kept (`generation`): it may say what was true before;
+- in a cluster, each invalidation is also told to the other brokers (`announce`), whose
+  caches drop the same entries;
 - every entry also ends `ttl` seconds after it was read, which bounds how long a change made
-  outside this process (a command run against the database, another broker until the cluster
-  carries invalidations) goes unseen;
+  outside the brokers (a command run against the database) goes unseen;
 - keys' usage stamps are kept here and written together, at most every `USAGE_FLUSH_SECONDS`
   (`CredentialRepository.flush_usage`).
 """
@@ -68,6 +69,9 @@ class CredentialCache:
         self._flags: OrderedDict[str, tuple[float, UserFlags]] = OrderedDict()  # by user id
         self._used: dict[str, datetime] = {}  # key id → last use not written yet
         self.generation = 0  # counts invalidations; see `put`
+        # Told of each invalidation made here, as ("user" | "key", id): a cluster's brokers
+        # pass them on (`rentahal.cluster`).
+        self.announce: Callable[[str, str], None] | None = None
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -107,13 +111,17 @@ class CredentialCache:
         while len(entries) > self._max_entries:
             entries.popitem(last=False)
 
-    def forget_user(self, user_id: str) -> None:
+    def forget_user(self, user_id: str, *, announce: bool = True) -> None:
         """Every credential of the user, and its flags: its role, ban or name changed."""
         self._flags.pop(user_id, None)
         self._forget_where(lambda credential: credential.user.id == user_id)
+        if announce and self.announce is not None:
+            self.announce("user", user_id)
 
-    def forget_key(self, key_id: str) -> None:
+    def forget_key(self, key_id: str, *, announce: bool = True) -> None:
         self._forget_where(lambda credential: credential.key_id == key_id)
+        if announce and self.announce is not None:
+            self.announce("key", key_id)
 
     def clear(self) -> None:
         self.generation += 1

@@ -135,6 +135,7 @@ class Query(Base):
     __table_args__ = (
         Index("ix_queries_user_created", "user_id", "created_at"),
         Index("ix_queries_state", "state"),
+        Index("ix_queries_broker_state", "broker_id", "state"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
@@ -176,6 +177,8 @@ class Query(Base):
     )
     # Which step of a multi-step query runs next (a speech query: stt → chat → tts).
     stage: Mapped[int] = mapped_column(Integer, default=0)
+    # The broker process that holds it while it is unfinished (`rentahal.cluster.reclaim`).
+    broker_id: Mapped[str | None] = mapped_column(String(32), default=None)
 
     @property
     def is_internal(self) -> bool:

@@ -42,6 +42,8 @@ class UnfinishedQuery:
     created_at: datetime
 
 
+_UNFINISHED = [s.value for s in UNFINISHED_STATES]
+
 # The hot path's statements are built once, with bound parameters, so each execution reuses
 # SQLAlchemy's compiled form instead of building and hashing a new expression tree.
 _INSERT_QUERY = insert(Query)
@@ -112,6 +114,7 @@ class QueryRepository:
             "image": query.image,
             "audio": query.audio,
             "stage": query.stage or 0,
+            "broker_id": query.broker_id,
         }
         await self._writes.run(lambda conn: conn.execute(_INSERT_QUERY, values))
         for name, value in values.items():
@@ -169,8 +172,43 @@ class QueryRepository:
             rows = await session.scalars(
                 select(Query)
                 .options(undefer_group("media"))
-                .where(Query.state.in_([s.value for s in UNFINISHED_STATES]))
+                .where(Query.state.in_(_UNFINISHED))
                 .order_by(Query.created_at)
+            )
+            return rows.all()
+
+    async def holders(self) -> set[str | None]:
+        """The brokers holding unfinished jobs (None: one from before brokers were named)."""
+        async with self._db.session() as session:
+            rows = await session.scalars(
+                select(Query.broker_id).where(Query.state.in_(_UNFINISHED)).distinct()
+            )
+            return set(rows.all())
+
+    async def claim(self, holder: str | None, claimant: str) -> Sequence[Query]:
+        """Take over the unfinished jobs `holder` held, oldest first. One statement moves
+        them: when two brokers claim the same dead one's jobs, each job goes to one of them
+        (the second's update finds them held by the first)."""
+        held = Query.broker_id.is_(None) if holder is None else Query.broker_id == holder
+        async with self._db.session() as session:
+            ids = (
+                await session.scalars(
+                    update(Query)
+                    .where(held, Query.state.in_(_UNFINISHED))
+                    .values(broker_id=claimant)
+                    .returning(Query.id)
+                    .execution_options(synchronize_session=False)
+                )
+            ).all()
+            await session.commit()
+            if not ids:
+                return []
+            rows = await session.scalars(
+                select(Query)
+                .options(undefer_group("media"))
+                .where(Query.id.in_(ids), Query.broker_id == claimant)
+                .order_by(Query.created_at)
+                .execution_options(populate_existing=True)
             )
             return rows.all()
 

@@ -1,0 +1,99 @@
+"""The socket fan-out of a cluster: this broker's connections, and everyone else's through
+the brokers' channel.
+
+Whatever the hub sends reaches this broker's connections at once, as in one process, and is
+published for the other brokers, which hand it to theirs: a result reaches its owner on
+whichever broker they are connected to, a broadcast reaches every user, a ban closes the
+user's sockets everywhere. Events travel encoded (the JSON the sockets are sent), so a
+receiving broker only looks at who they are for.
+
+`send_user` and `send_final` answer for this broker's connections alone. A final event that
+found none here stays undelivered in the store even if another broker's connection took it,
+so the owner is sent it again at their next connection, and the client drops the repeat
+(`rentahal.client.handle`): nothing is lost in the gap between brokers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rentahal.bus.events import Outbound
+from rentahal.bus.hub import Hub, encode, topic_of
+from rentahal.bus.topics import Topic
+from rentahal.cluster.node import ClusterNode
+from rentahal.store.models import User
+from rentahal.store.users import UserRepository
+
+
+def _topic(value: str | None) -> Topic | None:
+    return Topic(value) if value is not None else None
+
+
+class ClusterHub(Hub):
+    def __init__(self, node: ClusterNode, users: UserRepository) -> None:
+        super().__init__()
+        self._node = node
+        self._users = users
+        node.on("user", lambda m: self.deliver(m["user"], m["text"]))
+        node.on("final", lambda m: self.deliver_final(m["user"], m["query"], m["text"]))
+        node.on(
+            "all",
+            lambda m: self.deliver_all(m["text"], _topic(m["topic"]), sysops_only=m["sysops"]),
+        )
+        node.on(
+            "by_role",
+            lambda m: self.deliver_by_role(
+                (m["sysops"], _topic(m["sysops_topic"])), (m["others"], _topic(m["others_topic"]))
+            ),
+        )
+        node.on("close_user", lambda m: Hub.close_user(self, m["user"], m["code"], m["reason"]))
+        node.on("user_changed", self._user_changed_elsewhere)
+
+    def send_user(self, user_id: str, event: Outbound | dict[str, Any]) -> bool:
+        text = encode(event)
+        self._node.publish("user", user=user_id, text=text)
+        self._to_watchers(event)
+        return self.deliver(user_id, text)
+
+    def send_final(self, user_id: str, query_id: str, event: Outbound) -> bool:
+        text = encode(event)
+        self._node.publish("final", user=user_id, query=query_id, text=text)
+        self._to_watchers(event)
+        return self.deliver_final(user_id, query_id, text)
+
+    def broadcast(self, event: Outbound | dict[str, Any], *, sysops_only: bool = False) -> None:
+        text, topic = encode(event), topic_of(event)
+        self._node.publish("all", text=text, topic=topic, sysops=sysops_only)
+        self.deliver_all(text, topic, sysops_only=sysops_only)
+
+    def broadcast_by_role(
+        self, *, sysops: Outbound | dict[str, Any], others: Outbound | dict[str, Any]
+    ) -> None:
+        to_sysops = (encode(sysops), topic_of(sysops))
+        to_others = (encode(others), topic_of(others))
+        self._node.publish(
+            "by_role",
+            sysops=to_sysops[0],
+            sysops_topic=to_sysops[1],
+            others=to_others[0],
+            others_topic=to_others[1],
+        )
+        self.deliver_by_role(to_sysops, to_others)
+
+    def close_user(self, user_id: str, code: int, reason: str) -> int:
+        """Close the user's connections on every broker; returns how many were open here."""
+        self._node.publish("close_user", user=user_id, code=code, reason=reason)
+        return super().close_user(user_id, code, reason)
+
+    def user_changed(self, user_id: str, user: User) -> int:
+        """The user's connections on every broker act on their new account (each broker
+        reads it from the store)."""
+        self._node.publish("user_changed", user=user_id)
+        return super().user_changed(user_id, user)
+
+    async def _user_changed_elsewhere(self, message: dict[str, Any]) -> None:
+        user_id = message["user"]
+        if not self.is_connected(user_id):
+            return
+        if (user := await self._users.get(user_id)) is not None:
+            super().user_changed(user_id, user)

@@ -1,0 +1,289 @@
+"""Many brokers, one installation (issue 17): broker processes sharing a real PostgreSQL
+database and a real Redis, each test in a Redis namespace (`cluster_name`) of its own."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import shutil
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+import httpx
+import pytest
+import pytest_asyncio
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from rentahal.net import free_port
+from rentahal.testing.broker import BrokerProcess, BusClient
+from rentahal.testing.process import ServerProcess, StubServer
+from rentahal.testing.waiting import eventually
+from tests.conftest import FAST_ENV, Realm, create_sysop
+from tests.test_scheduler import peak_stats
+
+REDIS_URL = os.environ.get("RENTAHAL_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+LEASE = 2.0  # seconds; short, so that a dead broker's jobs are taken over quickly
+
+
+def cluster_env(database_url: str, redis_url: str = REDIS_URL) -> dict[str, str]:
+    """One installation: one database, one Redis namespace, one secret."""
+    return FAST_ENV | {
+        "RENTAHAL_DATABASE_URL": database_url,
+        "RENTAHAL_REDIS_URL": redis_url,
+        "RENTAHAL_CLUSTER_NAME": f"test_{secrets.token_hex(6)}",
+        "RENTAHAL_CLUSTER_LEASE": str(LEASE),
+        "RENTAHAL_SECRET_KEY": secrets.token_urlsafe(32),
+    }
+
+
+async def start_brokers(
+    stack: AsyncExitStack, tmp_path: Path, env: dict[str, str], count: int
+) -> list[BrokerProcess]:
+    brokers = [BrokerProcess(tmp_path / f"broker{n}", env=env) for n in range(count)]
+    for broker in brokers:
+        await stack.enter_async_context(broker)
+    return brokers
+
+
+async def worker_names(broker: BrokerProcess, key: str) -> list[str]:
+    async with httpx.AsyncClient(base_url=broker.url) as http:
+        response = await http.get("/api/v1/workers", headers={"Authorization": f"Bearer {key}"})
+    return [w["name"] for w in response.json()]
+
+
+async def greeted(bus: BusClient) -> str:
+    return str((await bus.expect("user_info"))["data"]["guid"])
+
+
+async def completions(stub: StubServer, prompt: str) -> int:
+    return sum(
+        1
+        for r in await stub.requests()
+        if r["path"] == "/predict" and r["json"]["prompt"] == prompt and r["outcome"] == "completed"
+    )
+
+
+async def test_a_worker_added_on_one_broker_is_used_by_all_and_never_oversubscribed(
+    tmp_path: Path, rentahal_stub: StubServer, fresh_pg_url: str
+) -> None:
+    """Three brokers, a worker with one slot added on the first: every broker lists it within
+    a second, users on all three are answered, and the worker never has two jobs at once."""
+    await rentahal_stub.reset()
+    await rentahal_stub.configure(latency=0.15)
+    key = await create_sysop(tmp_path, database_url=fresh_pg_url)
+    async with AsyncExitStack() as stack:
+        brokers = await start_brokers(stack, tmp_path, cluster_env(fresh_pg_url), 3)
+        await Realm(brokers[0], key).add_worker("w1", rentahal_stub, max_concurrency=1)
+        for broker in brokers[1:]:
+
+            async def listed(broker: BrokerProcess = broker) -> bool:
+                return await worker_names(broker, key) == ["w1"]
+
+            await eventually(listed, within=1.0)
+
+        cookie = await brokers[0].guest_cookie()  # one session, valid on every broker
+        buses = [await stack.enter_async_context(b.bus(cookie=cookie)) for b in brokers]
+        guids = {await greeted(bus) for bus in buses}
+        assert len(guids) == 1
+        prompts = [f"p{n}-{i}" for n in range(3) for i in range(3)]
+        for n, bus in enumerate(buses):
+            for i in range(3):
+                await bus.send({"type": "chat", "prompt": f"p{n}-{i}"})
+        for n, bus in enumerate(buses):
+            got = set()
+            while len(got) < 3:
+                result = await bus.expect(
+                    "query_result", lambda m, n=n: m["result"].startswith(f"echo: p{n}-"), 20
+                )
+                got.add(result["result"])
+        stats = await peak_stats(rentahal_stub)
+        assert stats["peak_in_flight"] == 1, stats
+        assert sorted([await completions(rentahal_stub, p) for p in prompts]) == [1] * 9
+
+
+async def test_broadcasts_bans_and_roles_reach_every_broker(
+    tmp_path: Path, fresh_pg_url: str
+) -> None:
+    """A sysop on one broker; a user on another. The sysop's message reaches the user, the
+    user's promotion reaches their socket, and a ban closes it and refuses their next
+    request there at once (the other broker's cached credentials are dropped too)."""
+    key = await create_sysop(tmp_path, database_url=fresh_pg_url)
+    async with AsyncExitStack() as stack:
+        a, b = await start_brokers(stack, tmp_path, cluster_env(fresh_pg_url), 2)
+        sysop = await stack.enter_async_context(a.bus(api_key=key))
+        await greeted(sysop)
+        cookie = await b.guest_cookie()
+        user = await stack.enter_async_context(b.bus(cookie=cookie))
+        guid = await greeted(user)
+        session = {"Cookie": f"rentahal_session={cookie}"}
+        async with httpx.AsyncClient(base_url=b.url, headers=session) as http:
+            made = await http.post(
+                "/api/v1/keys", json={"name": "script"}, headers={"Origin": b.url}
+            )
+            assert made.status_code == 201, made.text
+            as_key = {"Authorization": f"Bearer {made.json()['key']}"}
+            me = await http.get("/api/v1/me", headers=as_key)  # B now has the key cached
+            assert me.status_code == 200, me.text
+
+            assert (await sysop.request({"type": "sysop_message", "message": "noon"}))[
+                "type"
+            ] == "ok"
+            said = await user.expect("sysop_message", within=3)
+            assert said["message"] == "noon"
+
+            promoted = await sysop.request(
+                {"type": "set_role", "user_guid": guid, "role": "premium"}
+            )
+            assert promoted["type"] == "ok", promoted
+            await user.expect("user_info", lambda m: m["data"]["role"] == "premium", 3)
+            assert (await http.get("/api/v1/me")).json()["role"] == "premium"
+
+            reply = await sysop.request({"type": "ban_user", "user_guid": guid})
+            assert reply["type"] == "ok", reply
+            await asyncio.wait_for(user.closed.wait(), 3)
+            assert user.close_code == 4003
+            for headers in ({}, as_key):
+                banned = await http.get("/api/v1/me", headers=headers)
+                assert banned.status_code == 403, banned.text
+
+
+async def test_a_killed_brokers_jobs_are_taken_over_and_finish_once(
+    tmp_path: Path, rentahal_stub: StubServer, fresh_pg_url: str
+) -> None:
+    """A broker SIGKILLed with a job at the worker and one waiting: within a lease another
+    broker takes both over, each completes at the worker exactly once, and the user, back on
+    the living broker, receives both results."""
+    await rentahal_stub.reset()
+    key = await create_sysop(tmp_path, database_url=fresh_pg_url)
+    env = cluster_env(fresh_pg_url)
+    async with AsyncExitStack() as stack:
+        doomed = BrokerProcess(tmp_path / "doomed", env=env)
+        await doomed.start()
+        stack.push_async_callback(doomed.stop)
+        (survivor,) = await start_brokers(stack, tmp_path, env, 1)
+        await Realm(doomed, key).add_worker("w1", rentahal_stub, max_concurrency=1)
+        await rentahal_stub.configure(latency=30)
+        cookie = await doomed.guest_cookie()
+        async with doomed.bus(cookie=cookie) as bus:
+            await greeted(bus)
+            running = await bus.request({"type": "chat", "prompt": "running"})
+            queued = await bus.request({"type": "chat", "prompt": "queued"})
+
+            async def worker_has_it() -> bool:
+                return (await rentahal_stub.stats())["in_flight"] == 1
+
+            await eventually(worker_has_it)
+            await rentahal_stub.configure(latency=0)
+            await doomed.kill()
+            killed_at = asyncio.get_running_loop().time()
+
+        async with survivor.bus(cookie=cookie) as bus:
+            ids = {
+                (await bus.expect("query_result", within=LEASE * 4 + 10))["query_id"]
+                for _ in range(2)
+            }
+        assert ids == {running["query_id"], queued["query_id"]}
+        assert asyncio.get_running_loop().time() - killed_at < LEASE * 4 + 10
+        assert await completions(rentahal_stub, "running") == 1
+        assert await completions(rentahal_stub, "queued") == 1
+        keys = Counter(
+            r["headers"].get("idempotency-key")
+            for r in await rentahal_stub.requests()
+            if r["path"] == "/predict" and r["json"]["prompt"] == "running"
+        )
+        assert set(keys) == {f"{running['query_id']}.0"}  # the same job, however often sent
+
+
+class RedisServer(ServerProcess):
+    """A Redis of the test's own, on a free port, that it may stop and start again."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        executable = shutil.which("redis-server") or "redis-server"
+        super().__init__(
+            [executable, *("--port", str(port), "--bind", "127.0.0.1"), "--save", ""],
+            None,
+        )
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    async def start(self) -> None:
+        await super().start()
+        client = Redis.from_url(self.url)
+
+        async def answers() -> bool:
+            try:
+                return bool(await client.ping())
+            except RedisError:
+                return False
+
+        try:
+            await eventually(answers)
+        finally:
+            await client.aclose()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def own_redis() -> AsyncIterator[RedisServer]:
+    server = RedisServer(free_port())
+    await server.start()
+    try:
+        yield server
+    finally:
+        with contextlib.suppress(Exception):
+            await server.stop()
+
+
+async def test_redis_going_away_is_said_and_refused_and_recovered_from(
+    tmp_path: Path, rentahal_stub: StubServer, fresh_pg_url: str, own_redis: RedisServer
+) -> None:
+    """Redis stopped under a running cluster: `/readyz` says so, new queries are refused as
+    `unavailable` (nothing is accepted that could not be shared), the log says it once; Redis
+    back on the same port: the brokers recover by themselves and answer again."""
+    await rentahal_stub.reset()
+    key = await create_sysop(tmp_path, database_url=fresh_pg_url)
+    async with AsyncExitStack() as stack:
+        (broker,) = await start_brokers(
+            stack, tmp_path, cluster_env(fresh_pg_url, own_redis.url), 1
+        )
+        await Realm(broker, key).add_worker("w1", rentahal_stub)
+        bus = await stack.enter_async_context(broker.bus(api_key=key))
+        await greeted(bus)
+        async with httpx.AsyncClient(base_url=broker.url) as http:
+            await own_redis.stop()
+
+            async def not_ready() -> bool:
+                return (await http.get("/readyz")).status_code == 503
+
+            await eventually(not_ready, within=10)
+            assert (await http.get("/readyz")).json()["cluster"] == "unavailable"
+            refused = await bus.request({"type": "chat", "prompt": "during"})
+            assert refused["type"] == "error" and refused["code"] == "unavailable", refused
+
+            await own_redis.start()
+
+            async def ready() -> bool:
+                return (await http.get("/readyz")).status_code == 200
+
+            await eventually(ready, within=15)
+            await bus.send({"type": "chat", "prompt": "after"})
+            await bus.expect("query_result", lambda m: m["result"] == "echo: after", 15)
+        assert broker.output.count("redis.unavailable") == 1, broker.output
+        assert "redis.recovered" in broker.output
+
+
+@pytest.mark.parametrize("database_url", [None])
+def test_a_cluster_needs_postgresql(database_url: str | None) -> None:
+    from pydantic import ValidationError
+
+    from rentahal.config import Settings
+
+    with pytest.raises(ValidationError, match="redis_url needs a PostgreSQL database_url"):
+        Settings(redis_url=REDIS_URL, database_url=database_url)
