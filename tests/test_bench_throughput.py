@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
 
 import pytest
 from rich.console import Console
@@ -25,6 +26,7 @@ from rentahal.bench.throughput import (
     ThroughputReport,
 )
 from rentahal.cli import app
+from tests.postgres import pg_admin_url
 
 
 @pytest.mark.timeout(180)
@@ -138,3 +140,26 @@ def _rendered(report: ThroughputReport) -> str:
     text = out.getvalue()
     assert "Through the broker" in text and not math.isnan(report.broker_vs_ideal)
     return text
+
+
+@pytest.mark.timeout(180)
+def test_a_quick_run_through_two_brokers_of_one_cluster() -> None:
+    """`--brokers 2`: the users dealt out to two brokers sharing a PostgreSQL database and
+    a Redis; the workers added on one are used by both, and every job is answered."""
+    pg = pg_admin_url().render_as_string(hide_password=False)
+    redis_url = os.environ.get("RENTAHAL_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+    args = ["--brokers", "2", "--database", "postgresql", "--database-url", pg]
+    result = CliRunner().invoke(
+        app, ["bench", "throughput", "--quick", "--json", *args, "--redis-url", redis_url]
+    )
+
+    assert result.exit_code == 0, result.output + result.stderr
+    report = json.loads(result.stdout)
+    assert report["params"]["brokers"] == 2
+    assert report["broker"]["completed"] == QUICK_JOBS and report["broker"]["errors"] == 0
+    assert report["broker_cpu_seconds"] > 0  # both brokers' CPU, summed
+
+
+def test_more_than_one_broker_needs_redis_and_postgresql() -> None:
+    with pytest.raises(ValueError, match="--redis-url and --database postgresql"):
+        ThroughputParams(brokers=2)

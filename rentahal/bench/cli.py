@@ -177,6 +177,16 @@ def throughput(
             "run and dropped after it (the role needs CREATEDB)."
         ),
     ] = None,
+    brokers: Annotated[
+        int,
+        typer.Option(
+            min=1, max=16, help="Broker processes of one cluster (needs --redis-url, postgresql)."
+        ),
+    ] = 1,
+    redis_url: Annotated[
+        str | None,
+        typer.Option(help="Redis for --brokers over 1, e.g. redis://127.0.0.1:6379/0."),
+    ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the report as JSON on stdout.")
     ] = False,
@@ -200,6 +210,8 @@ def throughput(
             database=database.value,
             database_url=database_url,
             quick=quick,
+            brokers=brokers,
+            redis_url=redis_url,
         )
     report = _run(
         err,
@@ -681,6 +693,7 @@ def throughput_tables(report: ThroughputReport) -> Group:
     title = (
         f"Throughput: W={p.workers} workers × c={p.concurrency}, L={p.latency * 1000:g} ms, "
         f"U={p.users} users, N={p.jobs} jobs, {p.database}"
+        + (f", {p.brokers} brokers" if p.brokers > 1 else "")
     )
     side = Table(title=title, title_justify="left")
     side.add_column("")

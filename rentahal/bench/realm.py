@@ -12,12 +12,14 @@ import os
 import secrets
 import shutil
 import tempfile
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
+import httpx
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -111,6 +113,19 @@ class BenchBroker:
                 if reply.get("type") != "ok":
                     raise BenchmarkError(f"the broker refused worker {worker}: {reply}")
 
+    async def wait_for_workers(self, count: int, within: float = 10.0) -> None:
+        """Wait until this broker lists `count` live workers (another broker of its cluster
+        added them)."""
+        headers = {"Authorization": f"Bearer {self.sysop_key}"}
+        deadline = time.monotonic() + within
+        async with httpx.AsyncClient(base_url=self.process.url, headers=headers) as http:
+            while time.monotonic() < deadline:
+                workers = (await http.get("/api/v1/workers")).json()
+                if sum(1 for w in workers if w["health_score"] > 0) >= count:
+                    return
+                await asyncio.sleep(0.1)
+        raise BenchmarkError(f"the broker at {self.process.url} did not see the workers")
+
 
 def sqlite_url(data_dir: Path) -> str:
     """The SQLite store the broker would use in ``data_dir`` (absolute) by default.
@@ -182,13 +197,40 @@ async def bench_broker(
     ``env`` holds ``RENTAHAL_*`` settings for the broker. With ``postgres_server_url`` the
     store is a new database on that server, otherwise SQLite in the temporary data dir.
     """
+    async with bench_brokers(env, postgres_server_url=postgres_server_url) as (broker,):
+        yield broker
+
+
+@asynccontextmanager
+async def bench_brokers(
+    env: Mapping[str, str],
+    *,
+    count: int = 1,
+    postgres_server_url: str | None = None,
+    redis_url: str | None = None,
+) -> AsyncIterator[Sequence[BenchBroker]]:
+    """`bench_broker`, or with ``redis_url`` ``count`` brokers of one cluster: one new
+    PostgreSQL database, one Redis namespace made for the run, one secret, one sysop."""
+    if count > 1 and (redis_url is None or postgres_server_url is None):
+        raise BenchmarkError("more than one broker needs --redis-url and --database postgresql")
     data_dir = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="rentahal-bench-"))
     try:
-        async with _store_url(data_dir, postgres_server_url) as store_url:
+        async with (
+            _store_url(data_dir, postgres_server_url) as store_url,
+            AsyncExitStack() as stack,
+        ):
             key = await create_sysop(store_url)
             broker_env = {**env, "RENTAHAL_DATABASE_URL": store_url}
-            async with BrokerProcess(data_dir, env=broker_env) as broker:
-                yield BenchBroker(broker, key)
+            if redis_url is not None:
+                broker_env |= {
+                    "RENTAHAL_REDIS_URL": redis_url,
+                    "RENTAHAL_CLUSTER_NAME": f"bench_{secrets.token_hex(6)}",
+                    "RENTAHAL_SECRET_KEY": secrets.token_urlsafe(32),
+                }
+            processes = [BrokerProcess(data_dir / f"b{n}", env=broker_env) for n in range(count)]
+            for process in processes:
+                await stack.enter_async_context(process)
+            yield [BenchBroker(process, key) for process in processes]
     finally:
         await asyncio.to_thread(shutil.rmtree, data_dir, ignore_errors=True)
 

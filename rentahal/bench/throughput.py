@@ -47,11 +47,12 @@ from rentahal.bench.provenance import measured_now, this_machine
 from rentahal.bench.realm import (
     BenchBroker,
     BenchmarkError,
-    bench_broker,
+    bench_brokers,
     limits_out_of_the_way,
     process_cpu_seconds,
 )
 from rentahal.bench.stats import Quantiles, jain_index
+from rentahal.cluster.node import redacted
 from rentahal.testing.process import StubServer
 
 DatabaseKind = Literal["sqlite", "postgresql"]
@@ -82,6 +83,10 @@ class ThroughputParams:
     database_url: str | None = None
     """For ``postgresql``: a server URL; the benchmark creates (and drops) its own database."""
     quick: bool = False
+    brokers: int = 1
+    """Broker processes of one cluster (more than one needs PostgreSQL and ``redis_url``);
+    the users are dealt out to them in turn, as a round-robin balancer would."""
+    redis_url: str | None = None
 
     def __post_init__(self) -> None:
         if self.workers < 1 or self.concurrency < 1 or self.users < 1:
@@ -94,6 +99,8 @@ class ThroughputParams:
             raise ValueError(
                 "--database postgresql needs --database-url, which is only for postgresql"
             )
+        if self.brokers > 1 and (self.redis_url is None or self.database != "postgresql"):
+            raise ValueError("--brokers over 1 needs --redis-url and --database postgresql")
 
     @property
     def slots(self) -> int:
@@ -106,8 +113,9 @@ class ThroughputParams:
 
     @property
     def judged(self) -> bool:
-        """Whether :data:`GOAL` applies: the default shape, either store, not quick."""
-        return not self.quick and self.shape == ThroughputParams().shape
+        """Whether :data:`GOAL` applies: the default shape, either store, one broker, not
+        quick."""
+        return not self.quick and self.brokers == 1 and self.shape == ThroughputParams().shape
 
     @property
     def ideal_throughput(self) -> float:
@@ -205,12 +213,14 @@ class ThroughputReport:
         return self.direct.errors + self.broker.errors
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON-ready, with the derived ratios included (and no database password)."""
+        """JSON-ready, with the derived ratios included (and no database or Redis password)."""
         data = asdict(self)
         if self.params.database_url is not None:
             data["params"]["database_url"] = make_url(self.params.database_url).render_as_string(
                 hide_password=True
             )
+        if self.params.redis_url is not None:
+            data["params"]["redis_url"] = redacted(self.params.redis_url)
         return data | {
             "ideal_throughput": self.ideal_throughput,
             "direct_throughput": self.direct.throughput,
@@ -257,9 +267,14 @@ async def run_throughput(
         # on the exit stack) before the stack unwinds.
         try:
             async with asyncio.TaskGroup() as group:
-                broker_task = group.create_task(
+                brokers_task = group.create_task(
                     stack.enter_async_context(
-                        bench_broker(params.broker_env(), postgres_server_url=params.database_url)
+                        bench_brokers(
+                            params.broker_env(),
+                            count=params.brokers,
+                            postgres_server_url=params.database_url,
+                            redis_url=params.redis_url,
+                        )
                     )
                 )
                 stub_tasks = [
@@ -270,19 +285,21 @@ async def run_throughput(
                 ]
         except ExceptionGroup as failed:
             raise failed.exceptions[0] from None
-        broker, stubs = broker_task.result(), [task.result() for task in stub_tasks]
+        brokers, stubs = brokers_task.result(), [task.result() for task in stub_tasks]
         with _progress(console) as progress:
             direct = await _run_direct(
                 stubs, params, _track(progress, "direct to the stubs", params.jobs)
             )
-        await broker.add_workers(stubs, max_concurrency=params.concurrency)
+        await brokers[0].add_workers(stubs, max_concurrency=params.concurrency)
+        for broker in brokers[1:]:
+            await broker.wait_for_workers(len(stubs))
         with _progress(console) as progress:
             try:
                 report = await _run_broker(
-                    broker, params, direct, _track(progress, "through the broker", params.jobs)
+                    brokers, params, direct, _track(progress, "through the broker", params.jobs)
                 )
             except BenchmarkError as exc:
-                tail = broker.process.output[-4000:]
+                tail = brokers[0].process.output[-4000:]
                 raise BenchmarkError(f"{exc}\n--- broker output (tail) ---\n{tail}") from None
     return report
 
@@ -476,17 +493,19 @@ class _Guest:
 
 
 async def _run_broker(
-    broker: BenchBroker,
+    brokers: Sequence[BenchBroker],
     params: ThroughputParams,
     direct: PhaseFigures,
     progress: ProgressCallback,
 ) -> ThroughputReport:
-    """Connect the guests, submit everything, wait for every job to end, then report."""
+    """Connect the guests (dealt out to the brokers in turn), submit everything, wait for
+    every job to end, then report."""
     tally = _Tally(params, progress)
     guests = [
-        _Guest(user, broker.process.ws_url, params.jobs_of(user), tally)
+        _Guest(user, brokers[user % len(brokers)].process.ws_url, params.jobs_of(user), tally)
         for user in range(params.users)
     ]
+    pids = [broker.process.pid for broker in brokers]
     # However slow, a healthy run finishes within a small multiple of the ideal time.
     deadline = 60.0 + 10 * params.jobs / params.ideal_throughput
     try:
@@ -496,7 +515,7 @@ async def _run_broker(
             raise BenchmarkError(
                 f"connecting {params.users} guests to the bus failed: {exc!r}"
             ) from exc
-        cpu_before = _Cpu.now(broker.process.pid)
+        cpu_before = _Cpu.now(pids)
         started = time.perf_counter()
         await asyncio.gather(*(guest.submit() for guest in guests))
         waiters = [
@@ -516,7 +535,7 @@ async def _run_broker(
                 f"{sum(len(g.accepted) for g in guests)} were accepted, "
                 f"{len(tally.errors)} error messages: {_samples(tally.errors)}"
             )
-        cpu = _Cpu.now(broker.process.pid) - cpu_before
+        cpu = _Cpu.now(pids) - cpu_before
     finally:
         await asyncio.gather(*(guest.close() for guest in guests))
     return _report(params, direct, guests, tally, started, cpu)
@@ -574,8 +593,11 @@ class _Cpu:
     loadgen: float
 
     @classmethod
-    def now(cls, broker_pid: int | None) -> _Cpu:
-        return cls(process_cpu_seconds(broker_pid), time.process_time())
+    def now(cls, broker_pids: Sequence[int | None]) -> _Cpu:
+        """The brokers' CPU seconds summed (None if any is unknown), and this process's."""
+        used = [process_cpu_seconds(pid) for pid in broker_pids]
+        brokers = None if None in used else sum(u for u in used if u is not None)
+        return cls(brokers, time.process_time())
 
     def __sub__(self, earlier: _Cpu) -> _Cpu:
         broker = (
