@@ -3,7 +3,8 @@ OpenAI-compatible API, intents).
 
 In order: the API key's scopes; a ban (read fresh); credit, for a user whose budget is
 enforced; the role's queries a day; rate limits — per user by role, per
-API key, per client IP, each a token bucket (`rentahal.limits`). A refusal is a
+API key, per client IP, each a token bucket (`rentahal.limits`; in a cluster, counted in Redis
+across the brokers). A refusal is a
 `ProtocolError` whose `retry_after` says when to try again. Sysops are not limited.
 """
 
@@ -18,7 +19,7 @@ from rentahal.auth import Principal
 from rentahal.config import Settings
 from rentahal.core.errors import ErrorCode, ProtocolError
 from rentahal.core.specs import QuerySpec
-from rentahal.limits import Limit, RateLimiter
+from rentahal.limits import Buckets, Limit, RateLimiter
 from rentahal.scheduler.scheduler import Scheduler
 from rentahal.store import Query, Role, Store, utcnow
 from rentahal.store.ledger import MICROS, to_micros
@@ -38,7 +39,7 @@ class Admission:
         settings: Settings,
         store: Store,
         scheduler: Scheduler,
-        limiter: RateLimiter | None = None,
+        limiter: Buckets | None = None,
         shared_state: Callable[[], None] | None = None,
     ) -> None:
         """`shared_state` refuses new work while what the cluster shares cannot be reached
@@ -83,7 +84,7 @@ class Admission:
             limits.append(Limit(f"key:{principal.key_id}", settings.queries_per_minute_per_key))
         if principal.client_ip:
             limits.append(Limit(f"ip:{principal.client_ip}", settings.queries_per_minute_per_ip))
-        if (wait := self._limiter.acquire(limits)) > 0:
+        if (wait := await self._limiter.take(limits)) > 0:
             raise ProtocolError(
                 ErrorCode.RATE_LIMITED,
                 f"too many requests: try again in {math.ceil(wait)} s",

@@ -32,6 +32,7 @@ from rentahal.cloud import CloudWorkers
 from rentahal.cluster.cancelling import ClusterCancelling
 from rentahal.cluster.hub import ClusterHub
 from rentahal.cluster.node import ClusterNode
+from rentahal.cluster.rate_limits import RedisBuckets
 from rentahal.cluster.reclaim import Reclaim
 from rentahal.cluster.slots import RedisSlots
 from rentahal.config import Settings
@@ -100,6 +101,7 @@ class Broker:
             self.store,
             settings.max_nickname_chars,
             registrations_per_hour=settings.registrations_per_hour_per_ip,
+            registrations=RedisBuckets(self.node, "registrations") if self.node else None,
         )
         self.shared_slots = (
             RedisSlots(self.node, lambda: self.registry, lambda: self.scheduler.pump())
@@ -158,6 +160,7 @@ class Broker:
             settings,
             self.store,
             self.scheduler,
+            limiter=RedisBuckets(self.node, "queries") if self.node else None,
             shared_state=self.node.require if self.node else None,
         )
         self.queries = Queries(self.admission, self.scheduler, self.store, self.hub)

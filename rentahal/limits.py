@@ -3,7 +3,8 @@ connection slots: how many connections a room holds open, in all and per client 
 
 A bucket holds up to `capacity` tokens and gains `capacity` per `period` seconds, evenly; a
 request takes one. So a caller may burst up to the capacity, then goes at the refill rate —
-the shape people expect of "60 a minute". Buckets live in memory, by key. A forgotten bucket
+the shape people expect of "60 a minute". Buckets live in memory, by key (in a cluster,
+in Redis: `rentahal.cluster.rate_limits`). A forgotten bucket
 comes back full, so a bucket that has had time to refill carries nothing worth keeping: those
 are forgotten as they go (least recently used first), and beyond `max_keys` the least recently
 used are forgotten anyway, so neither a flood of new keys nor a long uptime grows the broker's
@@ -16,7 +17,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 
 @dataclass(slots=True)
@@ -39,6 +40,16 @@ class TokenBucket:
         """Seconds until a token is there (0: one is there now). Call after `refill`."""
         missing = 1.0 - self.tokens
         return 0.0 if missing <= 0 else missing * self.period / self.capacity
+
+
+class Buckets(Protocol):
+    """Token buckets as the callers use them: `RateLimiter` in one process, and in a
+    cluster `rentahal.cluster.rate_limits.RedisBuckets`, shared by every broker."""
+
+    async def take(self, limits: Sequence[Limit]) -> float:
+        """`RateLimiter.acquire`: a token from each limit's bucket and 0, or none and the
+        seconds until each has one."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +77,10 @@ class RateLimiter:
             for bucket in buckets:
                 bucket.tokens -= 1.0
         return wait
+
+    async def take(self, limits: Sequence[Limit]) -> float:
+        """`acquire`, as a `Buckets`."""
+        return self.acquire(limits)
 
     def __len__(self) -> int:
         return len(self._buckets)

@@ -19,6 +19,9 @@ import pytest_asyncio
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from rentahal.cluster.node import ClusterNode
+from rentahal.cluster.rate_limits import RedisBuckets
+from rentahal.limits import Limit
 from rentahal.net import free_port
 from rentahal.testing.broker import BrokerProcess, BusClient
 from rentahal.testing.process import ServerProcess, StubServer
@@ -287,3 +290,39 @@ def test_a_cluster_needs_postgresql(database_url: str | None) -> None:
 
     with pytest.raises(ValidationError, match="redis_url needs a PostgreSQL database_url"):
         Settings(redis_url=REDIS_URL, database_url=database_url)
+
+
+async def test_rate_limits_are_counted_in_redis_all_or_nothing() -> None:
+    """The shared buckets behave as the in-process ones: a token from every bucket or from
+    none, and the wait until each has one."""
+    node = ClusterNode(REDIS_URL, f"test_{secrets.token_hex(6)}", LEASE)
+    buckets, elsewhere = RedisBuckets(node, "queries"), RedisBuckets(node, "queries")
+    try:
+        tight, loose = Limit("user:u", 2), Limit("ip:1.2.3.4", 5)
+        assert await buckets.take([tight, loose]) == 0
+        assert await elsewhere.take([tight, loose]) == 0  # another broker's view: the same
+        wait = await buckets.take([tight, loose])
+        assert 29 < wait <= 30  # a token of 2 a minute comes back in 30 s
+        # The refused request took nothing from the looser bucket: 3 of its 5 remain.
+        assert [await elsewhere.take([loose]) for _ in range(3)] == [0, 0, 0]
+        assert await buckets.take([loose]) > 0
+        assert await buckets.take([Limit("user:u", 0)]) == 0  # 0: no limit
+    finally:
+        await node.redis.aclose()
+
+
+async def test_a_users_rate_limit_holds_across_brokers(tmp_path: Path, fresh_pg_url: str) -> None:
+    """Three queries a minute for a guest, asked alternately of two brokers: the fourth is
+    refused, whichever broker gets it."""
+    env = cluster_env(fresh_pg_url) | {"RENTAHAL_QUERIES_PER_MINUTE_GUEST": "3"}
+    async with AsyncExitStack() as stack:
+        a, b = await start_brokers(stack, tmp_path, env, 2)
+        cookie = await a.guest_cookie()
+        buses = [await stack.enter_async_context(x.bus(cookie=cookie)) for x in (a, b)]
+        for bus in buses:
+            await greeted(bus)
+        replies = [
+            await buses[n % 2].request({"type": "chat", "prompt": f"q{n}"}) for n in range(4)
+        ]
+    # No worker serves chat: the three within the limit are refused for that, not the limit.
+    assert [r.get("code") for r in replies] == ["no_worker"] * 3 + ["rate_limited"], replies

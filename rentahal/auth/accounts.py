@@ -23,7 +23,7 @@ from rentahal.auth.passwords import (
     verify_password_async,
 )
 from rentahal.core.errors import ErrorCode, ProtocolError
-from rentahal.limits import Limit, RateLimiter
+from rentahal.limits import Buckets, Limit, RateLimiter
 from rentahal.store import NicknameTaken, Role, Store, User
 
 log = structlog.get_logger(__name__)
@@ -40,13 +40,14 @@ class Accounts:
         limiter: LoginLimiter | None = None,
         *,
         registrations_per_hour: float = 0,
+        registrations: Buckets | None = None,
     ) -> None:
         self._store = store
         self._max_nickname_chars = max_nickname_chars
         self.limiter = limiter or LoginLimiter()
         # Each registration costs an argon2 hash and makes an account: so many an hour per
         # client address (0: no limit).
-        self._registrations = RateLimiter()
+        self._registrations = registrations or RateLimiter()
         self._registrations_per_hour = registrations_per_hour
 
     async def register(
@@ -57,7 +58,7 @@ class Accounts:
         check_nickname(nickname, self._max_nickname_chars)
         check_password(password)
         limit = Limit(ip_key(client_ip or "unknown"), self._registrations_per_hour, 3600.0)
-        if (wait := self._registrations.acquire([limit])) > 0:
+        if (wait := await self._registrations.take([limit])) > 0:
             raise ProtocolError(
                 ErrorCode.RATE_LIMITED,
                 f"too many registrations from your address: try again in {math.ceil(wait)} s",
