@@ -9,7 +9,7 @@ channel, so it sees the ``http.disconnect`` as soon as it arrives, and handlers 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from http import HTTPStatus
 from typing import Any, TypeVar
 
@@ -138,12 +138,16 @@ class _Exchange:
     middleware is the single reader of the real connection.
     """
 
-    def __init__(self, body: bytes, receive: Receive, send: Send) -> None:
+    def __init__(
+        self, body: bytes, receive: Receive, send: Send, answering: Callable[[], None]
+    ) -> None:
+        """`answering` is called once, just before the response's last bytes go out."""
         self.gone = asyncio.Event()
         self.finished = False
         self._body: bytes | None = body
         self._receive = receive
         self._send = send
+        self._answering: Callable[[], None] | None = answering
 
     async def receive(self) -> Message:
         if self._body is not None:
@@ -157,8 +161,14 @@ class _Exchange:
             # uvicorn silently drops writes to a closed connection; stop the app instead
             # so a finished-looking stream is never counted as delivered.
             raise ClientGone
+        last = message["type"] == "http.response.body" and not message.get("more_body", False)
+        if last and self._answering is not None:
+            # Before the bytes go: the client may send its next call as soon as they arrive,
+            # and that call must not find this one still counted in flight.
+            self._answering()
+            self._answering = None
         await self._send(message)
-        if message["type"] == "http.response.body" and not message.get("more_body", False):
+        if last:
             self.finished = True
 
     async def watch(self) -> None:
@@ -208,7 +218,14 @@ class TrackingMiddleware:
         entry = state.record(scope, body)
         # Every protocol's inference routes are POSTs; probes and listings are GET/HEAD.
         inference = scope["method"] == "POST"
-        exchange = _Exchange(body, receive, send)
+        answered = False
+
+        def answering() -> None:
+            nonlocal answered
+            answered = True
+            state.answering(inference=inference)
+
+        exchange = _Exchange(body, receive, send, answering)
         scope[_GONE_KEY] = exchange.gone
         watcher = asyncio.create_task(exchange.watch())
         state.started(inference=inference)
@@ -220,7 +237,7 @@ class TrackingMiddleware:
             watcher.cancel()
             state.finished(
                 entry,
-                inference=inference,
+                inference=inference and not answered,
                 completed=exchange.finished,
                 disconnected=exchange.gone.is_set(),
             )

@@ -124,10 +124,17 @@ class StubState:
             self.inference_in_flight += 1
             self.peak_in_flight = max(self.peak_in_flight, self.inference_in_flight)
 
+    def answering(self, *, inference: bool) -> None:
+        """A request's last response bytes are about to go: an inference call stops counting
+        toward the peak now (`inference` False for `finished` then)."""
+        if inference:
+            self.inference_in_flight -= 1
+
     def finished(
         self, entry: dict[str, Any], *, inference: bool, completed: bool, disconnected: bool
     ) -> None:
-        """A logged request ended: count how, and note it in its log entry."""
+        """A logged request ended: count how, and note it in its log entry (`inference`: it
+        still counts as an inference call in flight)."""
         self.in_flight -= 1
         if inference:
             self.inference_in_flight -= 1
