@@ -32,6 +32,7 @@ from rentahal.cloud import CloudWorkers
 from rentahal.cluster.cancelling import ClusterCancelling
 from rentahal.cluster.hub import ClusterHub
 from rentahal.cluster.node import ClusterNode
+from rentahal.cluster.queue import RedisQueue
 from rentahal.cluster.rate_limits import RedisBuckets
 from rentahal.cluster.reclaim import Reclaim
 from rentahal.cluster.slots import RedisSlots
@@ -116,7 +117,17 @@ class Broker:
             self.metrics,
             self._on_health_events,
             notifier=BusNotifier(self.hub, lambda: self.scheduler.vocabulary),
-            queue=RealmQueues(self.router.realms, settings.max_queue_size),
+            queue=(
+                RealmQueues(self.router.realms, settings.max_queue_size)
+                if self.node is None
+                else RedisQueue(
+                    self.node,
+                    self.router.realms,
+                    settings.max_queue_size,
+                    load=lambda query_id: self.store.queries.get(query_id, with_media=True),
+                    pump=lambda: self.scheduler.pump(),
+                )
+            ),
             slots=self.shared_slots or RegistrySlots(),
             broker_id=self.node.id if self.node else None,
         )
@@ -142,12 +153,13 @@ class Broker:
             self.audit,
             self._routing_changed,
         )
-        self.user_admin = UserAdmin(
-            self.store.users,
-            self.hub,
-            ClusterCancelling(self.node, self.scheduler) if self.node else self.scheduler,
-            self.audit,
+        # Cancelling a ban's or a sysop's queries, or an owner's, wherever they run.
+        self.cancelling = (
+            ClusterCancelling(self.node, self.scheduler, self.store.queries)
+            if self.node
+            else self.scheduler
         )
+        self.user_admin = UserAdmin(self.store.users, self.hub, self.cancelling, self.audit)
         self.queue_admin = QueueAdmin(self.hub, self.scheduler, self.audit)
         self.broadcaster = Broadcaster(self.hub, self.audit)
         self.dashboard = Dashboard(self.store, self.hub, self.worker_views)
@@ -163,7 +175,14 @@ class Broker:
             limiter=RedisBuckets(self.node, "queries") if self.node else None,
             shared_state=self.node.require if self.node else None,
         )
-        self.queries = Queries(self.admission, self.scheduler, self.store, self.hub)
+        self.queries = Queries(
+            self.admission,
+            self.scheduler,
+            self.store,
+            self.hub,
+            cancelling=self.cancelling,
+            shared=self.node is not None,
+        )
         self.intents = Intents(
             settings,
             self.queries,
@@ -200,6 +219,7 @@ class Broker:
             cache.clear()
             await self.sync_workers()
             await self.reload_routing()
+            await self.scheduler.queue_held()  # in case Redis came back without its data
 
         node.on_resubscribed(resync)
 

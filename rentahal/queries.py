@@ -26,6 +26,7 @@ from rentahal.bus.events import Outbound
 from rentahal.bus.hub import Hub, Watch
 from rentahal.bus.views import final_event
 from rentahal.core.errors import ErrorCode, ProtocolError
+from rentahal.core.ports import Cancelling
 from rentahal.core.specs import QuerySpec
 from rentahal.core.vocabulary import UNFINISHED_STATES
 from rentahal.scheduler.scheduler import Scheduler
@@ -35,11 +36,26 @@ from rentahal.store import Query, Store
 class Queries:
     """Submit, wait, stream, cancel and list queries, for any transport."""
 
-    def __init__(self, admission: Admission, scheduler: Scheduler, store: Store, hub: Hub) -> None:
+    def __init__(
+        self,
+        admission: Admission,
+        scheduler: Scheduler,
+        store: Store,
+        hub: Hub,
+        *,
+        cancelling: Cancelling | None = None,
+        shared: bool = False,
+    ) -> None:
+        """`cancelling`: who stops a query (default: the scheduler, in this process).
+        `shared`: the realms' lines are shared between brokers (`rentahal.cluster`), so
+        a query may run on another broker; its outcome is then read from the store, once its
+        final event has come (the hub hands on other brokers' events)."""
         self._admission = admission
         self._scheduler = scheduler
         self._store = store
         self._hub = hub
+        self._shared = shared
+        self._cancelling = cancelling or scheduler
         self._live: weakref.WeakValueDictionary[str, Query] = weakref.WeakValueDictionary()
 
     async def submit(
@@ -53,7 +69,8 @@ class Queries:
         caller that calls `stream` right after misses none of its events."""
         admit = self._admission.queue_counted if counted else self._admission.submit
         query, position = await admit(principal, spec)
-        self._live[query.id] = query
+        if not self._shared:
+            self._live[query.id] = query
         return query, position
 
     async def get(self, query_id: str, *, with_media: bool = False) -> Query | None:
@@ -66,11 +83,27 @@ class Queries:
     async def outcome(self, query_id: str, within: float) -> Query:
         """The query once it has finished, or as it is when `within` seconds have passed
         (then still unfinished: the caller decides whether to cancel it)."""
-        await self._scheduler.wait_finished(query_id, within)
-        query = await self.get(query_id)
+        if self._shared:
+            await self._final_event(query_id, within)
+        else:
+            await self._scheduler.wait_finished(query_id, within)
+        query = await self.get(query_id, with_media=self._shared)
         if query is None:
             raise ProtocolError(ErrorCode.NOT_FOUND, "no such query")
         return query
+
+    async def _final_event(self, query_id: str, within: float) -> None:
+        """Wait for the query's final event, from whichever broker runs it (or the time)."""
+        with self._hub.watch(query_id) as watch:
+            if await self._ended(query_id, read_store=True) is not None:
+                return
+            deadline = asyncio.get_running_loop().time() + within
+            while (left := deadline - asyncio.get_running_loop().time()) > 0:
+                try:
+                    if (await asyncio.wait_for(watch.get(), left)).is_final:
+                        return
+                except TimeoutError:
+                    return
 
     def stream(self, query_id: str, *, idle: float) -> QueryEvents:
         """The query's events from now to its final event (see `QueryEvents`)."""
@@ -78,7 +111,7 @@ class Queries:
 
     async def cancel(self, query_id: str, *, reason: str, by_sysop: bool = False) -> bool:
         """Cancel the query if it is queued or running; False if it had already ended."""
-        return await self._scheduler.cancel(query_id, reason=reason, by_sysop=by_sysop)
+        return await self._cancelling.cancel(query_id, reason=reason, by_sysop=by_sysop)
 
     async def history(self, user_id: str, limit: int) -> Sequence[Query]:
         """The user's latest queries, newest first."""

@@ -8,16 +8,19 @@ import contextlib
 import os
 import secrets
 import shutil
+import signal
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from pathlib import Path
 
+import asyncpg
 import httpx
 import pytest
 import pytest_asyncio
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
+from sqlalchemy.engine import make_url
 
 from rentahal.cluster.node import ClusterNode
 from rentahal.cluster.rate_limits import RedisBuckets
@@ -159,8 +162,8 @@ async def test_a_killed_brokers_jobs_are_taken_over_and_finish_once(
     tmp_path: Path, rentahal_stub: StubServer, fresh_pg_url: str
 ) -> None:
     """A broker SIGKILLed with a job at the worker and one waiting: within a lease another
-    broker takes both over, each completes at the worker exactly once, and the user, back on
-    the living broker, receives both results."""
+    broker takes over the first and dispatches the second, each completes at the worker
+    exactly once, and the user, back on the living broker, receives both results."""
     await rentahal_stub.reset()
     key = await create_sysop(tmp_path, database_url=fresh_pg_url)
     env = cluster_env(fresh_pg_url)
@@ -168,7 +171,6 @@ async def test_a_killed_brokers_jobs_are_taken_over_and_finish_once(
         doomed = BrokerProcess(tmp_path / "doomed", env=env)
         await doomed.start()
         stack.push_async_callback(doomed.stop)
-        (survivor,) = await start_brokers(stack, tmp_path, env, 1)
         await Realm(doomed, key).add_worker("w1", rentahal_stub, max_concurrency=1)
         await rentahal_stub.configure(latency=30)
         cookie = await doomed.guest_cookie()
@@ -181,6 +183,9 @@ async def test_a_killed_brokers_jobs_are_taken_over_and_finish_once(
                 return (await rentahal_stub.stats())["in_flight"] == 1
 
             await eventually(worker_has_it)
+            # The survivor joins now, so the job at the worker is the doomed broker's; the
+            # waiting one is in the shared line, where the survivor finds it.
+            (survivor,) = await start_brokers(stack, tmp_path, env, 1)
             await rentahal_stub.configure(latency=0)
             await doomed.kill()
             killed_at = asyncio.get_running_loop().time()
@@ -247,18 +252,24 @@ async def own_redis() -> AsyncIterator[RedisServer]:
 async def test_redis_going_away_is_said_and_refused_and_recovered_from(
     tmp_path: Path, rentahal_stub: StubServer, fresh_pg_url: str, own_redis: RedisServer
 ) -> None:
-    """Redis stopped under a running cluster: `/readyz` says so, new queries are refused as
-    `unavailable` (nothing is accepted that could not be shared), the log says it once; Redis
-    back on the same port: the brokers recover by themselves and answer again."""
+    """Redis stopped under a running cluster, with a job at the worker and one waiting in
+    the shared line: `/readyz` says so, new queries are refused as `unavailable` (nothing is
+    accepted that could not be shared), the log says it once. Redis back on the same port,
+    empty (no persistence): the broker recovers by itself, queues its waiting job again from
+    the database, and every accepted job is answered."""
     await rentahal_stub.reset()
     key = await create_sysop(tmp_path, database_url=fresh_pg_url)
     async with AsyncExitStack() as stack:
         (broker,) = await start_brokers(
             stack, tmp_path, cluster_env(fresh_pg_url, own_redis.url), 1
         )
-        await Realm(broker, key).add_worker("w1", rentahal_stub)
+        await Realm(broker, key).add_worker("w1", rentahal_stub, max_concurrency=1)
         bus = await stack.enter_async_context(broker.bus(api_key=key))
         await greeted(bus)
+        await rentahal_stub.configure(latency=1.0)
+        for prompt in ("running", "waiting"):
+            await bus.request({"type": "chat", "prompt": prompt})
+        await eventually(lambda: _at_worker(rentahal_stub, "running"))
         async with httpx.AsyncClient(base_url=broker.url) as http:
             await own_redis.stop()
 
@@ -277,7 +288,10 @@ async def test_redis_going_away_is_said_and_refused_and_recovered_from(
 
             await eventually(ready, within=15)
             await bus.send({"type": "chat", "prompt": "after"})
-            await bus.expect("query_result", lambda m: m["result"] == "echo: after", 15)
+            for prompt in ("running", "waiting", "after"):
+                await bus.expect(
+                    "query_result", lambda m, p=prompt: m["result"] == f"echo: {p}", 15
+                )
         assert broker.output.count("redis.unavailable") == 1, broker.output
         assert "redis.recovered" in broker.output
 
@@ -326,3 +340,105 @@ async def test_a_users_rate_limit_holds_across_brokers(tmp_path: Path, fresh_pg_
         ]
     # No worker serves chat: the three within the limit are refused for that, not the limit.
     assert [r.get("code") for r in replies] == ["no_worker"] * 3 + ["rate_limited"], replies
+
+
+async def test_users_take_turns_across_brokers(
+    tmp_path: Path, rentahal_stub: StubServer, fresh_pg_url: str
+) -> None:
+    """One worker slot; a user on one broker queues six jobs, then a user on another broker
+    queues one. The lines are shared, so the newcomer waits for one of the first user's jobs
+    beyond the one running, not for all six (each broker alone would run its own first)."""
+    await rentahal_stub.reset()
+    await rentahal_stub.configure(latency=0.3)
+    key = await create_sysop(tmp_path, database_url=fresh_pg_url)
+    async with AsyncExitStack() as stack:
+        a, b = await start_brokers(stack, tmp_path, cluster_env(fresh_pg_url), 2)
+        await Realm(a, key).add_worker("w1", rentahal_stub, max_concurrency=1)
+        await eventually(lambda: _lists(b, key, ["w1"]), within=1.0)
+        heavy = await stack.enter_async_context(a.bus(cookie=await a.guest_cookie()))
+        light = await stack.enter_async_context(b.bus(cookie=await b.guest_cookie()))
+        await greeted(heavy)
+        await greeted(light)
+        for n in range(6):
+            await heavy.request({"type": "chat", "prompt": f"heavy{n}"})
+
+        async def worker_has_one() -> bool:
+            return (await rentahal_stub.stats())["in_flight"] == 1
+
+        await eventually(worker_has_one)
+        await light.request({"type": "chat", "prompt": "light"})
+        await light.expect("query_result", lambda m: m["result"] == "echo: light", 10)
+    order = [r["json"]["prompt"] for r in await rentahal_stub.requests() if r["path"] == "/predict"]
+    assert order.index("light") <= 2, order  # heavy0 running, at most heavy1, then light
+
+
+async def _lists(broker: BrokerProcess, key: str, names: list[str]) -> bool:
+    return await worker_names(broker, key) == names
+
+
+async def test_an_openai_request_is_answered_by_the_broker_asked_when_another_runs_it(
+    tmp_path: Path, rentahal_stub: StubServer, fresh_pg_url: str
+) -> None:
+    """The one worker slot is busy with broker A's job; `/v1/chat/completions` asked of
+    broker B waits in the shared line, and B is paused (SIGSTOP) so that A takes it when the
+    slot frees. B, resumed, answers its client with the result A's run produced."""
+    await rentahal_stub.reset()
+    await rentahal_stub.configure(latency=1.0)
+    key = await create_sysop(tmp_path, database_url=fresh_pg_url)
+    async with AsyncExitStack() as stack:
+        a, b = await start_brokers(stack, tmp_path, cluster_env(fresh_pg_url), 2)
+        await Realm(a, key).add_worker("w1", rentahal_stub, max_concurrency=1)
+        await eventually(lambda: _lists(b, key, ["w1"]), within=1.0)
+        sysop = await stack.enter_async_context(a.bus(api_key=key))
+        await greeted(sysop)
+        await sysop.request({"type": "chat", "prompt": "hold"})
+        await eventually(lambda: _at_worker(rentahal_stub, "hold"))
+
+        async def ask() -> httpx.Response:
+            headers = {"Authorization": f"Bearer {key}"}
+            async with httpx.AsyncClient(base_url=b.url, headers=headers, timeout=20) as http:
+                body = {"model": "w1", "messages": [{"role": "user", "content": "across"}]}
+                return await http.post("/v1/chat/completions", json=body)
+
+        asking = asyncio.create_task(ask())
+        await eventually(lambda: _queued(fresh_pg_url, "across"))
+        assert b.pid is not None
+        os.kill(b.pid, signal.SIGSTOP)
+        try:
+            await eventually(lambda: _at_worker(rentahal_stub, "across"), within=5)
+        finally:
+            os.kill(b.pid, signal.SIGCONT)
+        response = await asyncio.wait_for(asking, 20)
+    assert response.status_code == 200, response.text
+    assert "across" in response.json()["choices"][0]["message"]["content"]
+    runs = await _dispatchers(fresh_pg_url)
+    assert runs["across"] == runs["hold"]  # A ran it, and B answered
+
+
+async def _at_worker(stub: StubServer, prompt: str) -> bool:
+    return any(
+        r["path"] == "/predict" and prompt in str(r["json"]["prompt"])
+        for r in await stub.requests()
+    )
+
+
+async def _queued(database_url: str, prompt: str) -> bool:
+    rows = await _fetch(
+        database_url, "SELECT state FROM queries WHERE prompt LIKE $1", f"%{prompt}%"
+    )
+    return [row["state"] for row in rows] == ["queued"]
+
+
+async def _dispatchers(database_url: str) -> dict[str, str]:
+    """The broker that ran each query, by prompt."""
+    rows = await _fetch(database_url, "SELECT prompt, broker_id FROM queries")
+    return {row["prompt"].split(":")[-1].strip(): row["broker_id"] for row in rows}
+
+
+async def _fetch(database_url: str, sql: str, *args: object) -> list[asyncpg.Record]:
+    dsn = make_url(database_url).set(drivername="postgresql").render_as_string(False)
+    connection = await asyncpg.connect(dsn)
+    try:
+        return list(await connection.fetch(sql, *args))
+    finally:
+        await connection.close()

@@ -2,28 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Protocol
-
 import structlog
 
 from rentahal.admin.audit import AuditTrail
 from rentahal.bus import events
 from rentahal.bus.hub import Hub
 from rentahal.core.errors import ErrorCode, ProtocolError
+from rentahal.core.ports import Cancelling
 from rentahal.store import Role, User
 from rentahal.store.users import LastSysop, NotRegistered, UserRepository
 
 log = structlog.get_logger(__name__)
 
 BANNED_CLOSE_CODE = 4003  # the close code of a banned user's sockets (the SDK knows it too)
-
-
-class Cancelling(Protocol):
-    """What of the scheduler stopping a user's jobs needs."""
-
-    async def cancel(self, query_id: str, *, reason: str, by_sysop: bool = False) -> bool: ...
-
-    async def cancel_user(self, user_id: str, *, reason: str, by_sysop: bool) -> int: ...
 
 
 class UserAdmin:

@@ -441,3 +441,17 @@ class Ack(Outbound):
 
     type: Literal["ok"] = "ok"
     message: str
+
+
+def _schemas(base: type[Outbound]) -> dict[str, type[Outbound]]:
+    found: dict[str, type[Outbound]] = {}
+    for schema in base.__subclasses__():
+        found[schema.__name__] = schema
+        found |= _schemas(schema)
+    return found
+
+
+def schema_named(name: str) -> type[Outbound] | None:
+    """The event schema of this class name (an event another broker encoded names its
+    schema, so that the one receiving it can hand it on typed: `rentahal.cluster.hub`)."""
+    return _schemas(Outbound).get(name)

@@ -7,6 +7,11 @@ whichever broker they are connected to, a broadcast reaches every user, a ban cl
 user's sockets everywhere. Events travel encoded (the JSON the sockets are sent), so a
 receiving broker only looks at who they are for.
 
+A query's events also reach those watching it on another broker (REST and `/v1` requests,
+intents): the broker that ran it may not be the one that was asked, when the realms' lines
+are shared (`rentahal.cluster.queue`). Each such event names its schema, and is typed again
+only where someone watches its query.
+
 `send_user` and `send_final` answer for this broker's connections alone. A final event that
 found none here stays undelivered in the store even if another broker's connection took it,
 so the owner is sent it again at their next connection, and the client drops the repeat
@@ -17,7 +22,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rentahal.bus.events import Outbound
+from rentahal.bus.events import Outbound, schema_named
 from rentahal.bus.hub import Hub, encode, topic_of
 from rentahal.bus.topics import Topic
 from rentahal.cluster.node import ClusterNode
@@ -29,13 +34,22 @@ def _topic(value: str | None) -> Topic | None:
     return Topic(value) if value is not None else None
 
 
+def _watched(event: Outbound | dict[str, Any]) -> dict[str, str]:
+    """The query a typed event is about and its schema, for watchers on other brokers."""
+    query_id = getattr(event, "query_id", None)
+    if not isinstance(event, Outbound) or not query_id:
+        return {}
+    return {"query": query_id, "schema": type(event).__name__}
+
+
 class ClusterHub(Hub):
     def __init__(self, node: ClusterNode, users: UserRepository) -> None:
         super().__init__()
         self._node = node
         self._users = users
-        node.on("user", lambda m: self.deliver(m["user"], m["text"]))
-        node.on("final", lambda m: self.deliver_final(m["user"], m["query"], m["text"]))
+        node.on("user", self._user_event_elsewhere)
+        node.on("final", self._final_elsewhere)
+        node.on("watch", self._to_watchers_here)
         node.on(
             "all",
             lambda m: self.deliver_all(m["text"], _topic(m["topic"]), sysops_only=m["sysops"]),
@@ -51,15 +65,40 @@ class ClusterHub(Hub):
 
     def send_user(self, user_id: str, event: Outbound | dict[str, Any]) -> bool:
         text = encode(event)
-        self._node.publish("user", user=user_id, text=text)
+        self._node.publish("user", user=user_id, text=text, **_watched(event))
         self._to_watchers(event)
         return self.deliver(user_id, text)
 
     def send_final(self, user_id: str, query_id: str, event: Outbound) -> bool:
         text = encode(event)
-        self._node.publish("final", user=user_id, query=query_id, text=text)
+        self._node.publish(
+            "final", user=user_id, text=text, **_watched(event) | {"query": query_id}
+        )
         self._to_watchers(event)
         return self.deliver_final(user_id, query_id, text)
+
+    def send_watchers(self, event: Outbound | dict[str, Any]) -> None:
+        """An internal query's events: its watcher may be on the broker that asked."""
+        if watched := _watched(event):
+            self._node.publish("watch", text=encode(event), **watched)
+        self._to_watchers(event)
+
+    def _user_event_elsewhere(self, message: dict[str, Any]) -> None:
+        self._to_watchers_here(message)
+        self.deliver(message["user"], message["text"])
+
+    def _final_elsewhere(self, message: dict[str, Any]) -> None:
+        self._to_watchers_here(message)
+        self.deliver_final(message["user"], message["query"], message["text"])
+
+    def _to_watchers_here(self, message: dict[str, Any]) -> None:
+        """Hand another broker's event to this broker's watchers of its query, typed again
+        (only if there are any: most events are watched nowhere)."""
+        if message.get("query") not in self._watchers:
+            return
+        schema = schema_named(message["schema"])
+        if schema is not None:
+            self._to_watchers(schema.model_validate_json(message["text"]))
 
     def broadcast(self, event: Outbound | dict[str, Any], *, sysops_only: bool = False) -> None:
         text, topic = encode(event), topic_of(event)

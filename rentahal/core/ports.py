@@ -84,8 +84,8 @@ class EventFanout(Protocol[E_contra]):
 
 class JobQueue(Protocol[J]):
     """The jobs waiting for a worker, one fair line per realm (priority classes, then one
-    turn per user). `rentahal.scheduler.queues.RealmQueues` is today's: a `FairQueue` per
-    realm in this process.
+    turn per user). `rentahal.scheduler.queues.RealmQueues` keeps a `FairQueue` per realm in
+    this process; `rentahal.cluster.queue.RedisQueue` shares the lines between brokers.
 
     Acknowledgement is explicit: a job leaves its line only by `take` (it is being
     dispatched) or `remove` (cancelled or expired); a job that fails its attempt is `push`ed
@@ -105,9 +105,10 @@ class JobQueue(Protocol[J]):
     async def heads(self, realm: str) -> Sequence[J]:
         """Each user's next job in the realm, in the order they get their turns."""
 
-    async def take(self, realm: str, job: J) -> None:
+    async def take(self, realm: str, job: J) -> bool:
         """The job is being dispatched: it leaves the line, its owner goes to the back of
-        the turn order."""
+        the turn order. False if it had left the line already (a shared line: another
+        broker took it first)."""
 
     async def remove(self, realm: str, job: J) -> bool:
         """The job leaves the line without taking a turn (cancelled, expired); False if it
@@ -132,3 +133,14 @@ class WorkerSlots(Protocol[W_contra]):
 
     async def release(self, worker: W_contra) -> None:
         """Give back a slot `acquire` claimed."""
+
+
+class Cancelling(Protocol):
+    """Stopping queries, queued or running: `rentahal.scheduler.scheduler.Scheduler` stops
+    this process's; `rentahal.cluster.cancelling.ClusterCancelling` every broker's."""
+
+    async def cancel(self, query_id: str, *, reason: str, by_sysop: bool = False) -> bool:
+        """Cancel a query; False if it had ended already (or was never there)."""
+
+    async def cancel_user(self, user_id: str, *, reason: str, by_sysop: bool) -> int:
+        """Cancel every queued and running query of a user; how many (here)."""

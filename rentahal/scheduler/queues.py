@@ -45,8 +45,9 @@ class RealmQueues(Generic[J]):
     async def heads(self, realm: str) -> list[J]:
         return self._queue(realm).heads()
 
-    async def take(self, realm: str, job: J) -> None:
+    async def take(self, realm: str, job: J) -> bool:
         self._queue(realm).take(job)
+        return True
 
     async def remove(self, realm: str, job: J) -> bool:
         return self._queue(realm).remove(job)

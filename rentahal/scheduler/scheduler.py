@@ -148,6 +148,13 @@ class Scheduler:
             self._queue_dirty.set()
             self.pump()
 
+    async def queue_held(self) -> None:
+        """Queue again the waiting jobs this broker holds (a shared line that lost them:
+        Redis restarted without its data); one waiting already is left as it is, and so is
+        one this broker is dispatching now."""
+        held = await self._store.queries.waiting_held_by(self._broker_id)
+        await self.resume([q for q in held if q.id not in self._running])
+
     async def stop(self) -> None:
         """Stop without touching job state: running jobs stay `running` in the store and
         the next process re-dispatches them."""
@@ -214,7 +221,13 @@ class Scheduler:
                 broker_id=self._broker_id,
             )
         )
-        position = await self._queue.push(realm, Job(query, role=user.role, realm=realm))
+        job = Job(query, role=user.role, realm=realm)
+        try:
+            position = await self._queue.push(realm, job)
+        except ProtocolError as exc:
+            # A shared line out of reach: the query is refused, and recorded so.
+            await self._runner.finish_unsuccessful(job, QueryState.FAILED, exc.code, exc.message)
+            raise
         self._queue_dirty.set()
         self.pump()
         return query, position
@@ -237,6 +250,11 @@ class Scheduler:
             self._pump_wanted.clear()
             try:
                 await self._dispatch_all()
+            except ProtocolError as exc:
+                # A shared line out of reach (its outage is said where it is met); the jobs
+                # wait, and its return pumps again.
+                if exc.code != ErrorCode.UNAVAILABLE:
+                    log.exception("scheduler.dispatch_failed")
             except Exception:
                 # A bug in one pass must not end dispatching for the life of the process;
                 # the jobs stay queued and the next pump tries again.
@@ -286,7 +304,11 @@ class Scheduler:
         else:
             return False
         worker = choice.worker
-        await self._queue.take(realm, job)
+        if not await self._queue.take(realm, job):  # another broker took it first
+            await self._slots.release(worker)
+            return False
+        query = job.query  # as taken: a shared line loads another broker's job afresh
+        query.broker_id = self._broker_id  # written with the attempt: who holds it now
         worker.circuit.on_dispatch()
         job.dispatched(worker)
         self._running[query.id] = job
@@ -415,6 +437,7 @@ class Scheduler:
             await asyncio.sleep(min(1.0, timeout / 4))
             self.pump()  # workers may have come back since the last look
             now = time.monotonic()
-            for realm, job in await self._queue.waiting():
-                if now - job.enqueued > timeout:
-                    await self._drop_queued(realm, job, why)
+            with contextlib.suppress(ProtocolError):  # a shared line out of reach just now
+                for realm, job in await self._queue.waiting():
+                    if now - job.enqueued > timeout:
+                        await self._drop_queued(realm, job, why)

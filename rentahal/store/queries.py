@@ -185,6 +185,17 @@ class QueryRepository:
             )
             return set(rows.all())
 
+    async def waiting_held_by(self, holder: str | None) -> Sequence[Query]:
+        """The queued jobs a broker holds, oldest first, media included."""
+        async with self._db.session() as session:
+            rows = await session.scalars(
+                select(Query)
+                .options(undefer_group("media"))
+                .where(Query.broker_id == holder, Query.state == QueryState.QUEUED.value)
+                .order_by(Query.created_at)
+            )
+            return rows.all()
+
     async def claim(self, holder: str | None, claimant: str) -> Sequence[Query]:
         """Take over the unfinished jobs `holder` held, oldest first. One statement moves
         them: when two brokers claim the same dead one's jobs, each job goes to one of them
@@ -295,12 +306,14 @@ class QueryRepository:
     async def mark_dispatched(
         self, query: Query, worker_name: str, attempts: int, at: datetime
     ) -> None:
+        """The attempt begins, by the broker the query names (`broker_id`) now."""
         await self._set(
             query,
             state=QueryState.DISPATCHED.value,
             worker_name=worker_name,
             attempts=attempts,
             dispatched_at=at,
+            broker_id=query.broker_id,
         )
 
     async def mark_running(self, query: Query) -> None:
