@@ -6,9 +6,10 @@ The rules are `FairQueue`'s: priority classes first, then one turn per user, and
 pushed back (a retry, a next step) goes to the front of its owner's line. In Redis, each realm
 has a sorted set of the users with jobs waiting, scored by priority and then by when their
 turn came; each user has a list of job ids. A hash holds each waiting job's description: who,
-where, its retry state, and its query's columns without its media. Every change is one
-script, so two brokers can never both take the same job. `take` says whether this broker got
-the job, and the dispatcher moves on if it did not.
+where, its retry state, and its query's columns without its media. Each push gives the
+description a new version, so a broker reads a description once and knows when it changed.
+Every change is one script, so two brokers can never both take the same job. `take` says
+whether this broker got the job, and the dispatcher moves on if it did not.
 
 Every broker reads the same lines and dispatches whatever it has a worker slot for. A broker
 that takes a job it did not accept loads the query, media included, from the database. A push
@@ -61,12 +62,15 @@ end
 """
 
 # ARGV: prefix, realm, user, priority, id, description, front. Returns the job's place in
-# dispatch order (1 = next), or 0 if it was waiting already.
+# dispatch order (1 = next) and the version of its description, or {0, 0} if it was waiting
+# already.
 _PUSH = (
     _LIB
     + """
 local user, priority, id = ARGV[3], tonumber(ARGV[4]), ARGV[5]
-if redis.call('HSETNX', p .. 'jobs', id, ARGV[6]) == 0 then return 0 end
+if redis.call('HSETNX', p .. 'jobs', id, ARGV[6]) == 0 then return {0, 0} end
+local version = redis.call('INCR', p .. 'version')
+redis.call('HSET', p .. 'versions', id, version)
 redis.call(ARGV[7] == '1' and 'LPUSH' or 'RPUSH', line(user), id)
 if not redis.call('ZSCORE', turns, user) then next_turn(user, priority) end
 count('depth', realm, 1)
@@ -86,7 +90,7 @@ for i = 1, #users, 2 do
     end
   end
 end
-return ahead + 1
+return {ahead + 1, version}
 """
 )
 
@@ -98,6 +102,7 @@ _LEAVE = (
 local user, id = ARGV[3], ARGV[4]
 if redis.call('LREM', line(user), 1, id) == 0 then return 0 end
 redis.call('HDEL', p .. 'jobs', id)
+redis.call('HDEL', p .. 'versions', id)
 count('depth', realm, -1)
 count('per_user', user, -1)
 if redis.call('LLEN', line(user)) == 0 then
@@ -109,7 +114,7 @@ return 1
 """
 )
 
-# ARGV: prefix, realm. Each user's next job in turn order, as id, description, id, ...
+# ARGV: prefix, realm. Each user's next job in turn order, as id, version, id, ...
 _HEADS = (
     _LIB
     + """
@@ -118,7 +123,7 @@ for _, user in ipairs(redis.call('ZRANGE', turns, 0, -1)) do
   local id = redis.call('LINDEX', line(user), 0)
   if id then
     heads[#heads + 1] = id
-    heads[#heads + 1] = redis.call('HGET', p .. 'jobs', id) or ''
+    heads[#heads + 1] = redis.call('HGET', p .. 'versions', id) or '0'
   end
 end
 return heads
@@ -192,10 +197,10 @@ class RedisQueue:
         self._push = node.redis.register_script(_PUSH)
         self._leave = node.redis.register_script(_LEAVE)
         self._heads = node.redis.register_script(_HEADS)
-        # The jobs this broker has seen, by id, with the description they were seen under:
-        # its own keep their media, and one described anew (another broker's retry) is
-        # built anew.
-        self._seen: dict[str, tuple[str, Job]] = {}
+        # The jobs this broker has seen, by id, with the version of the description they
+        # were seen under: its own keep their media, one described anew (another broker's
+        # retry) is read and built anew, and the others' descriptions are read only once.
+        self._seen: dict[str, tuple[int, Job]] = {}
         self._partial: set[str] = set()  # built from a description: media not loaded
         self._depths: dict[str, int] = {}
         node.on("queued", lambda _: pump())
@@ -210,7 +215,7 @@ class RedisQueue:
     async def push(self, realm: str, job: Job, *, front: bool = False) -> int:
         description = describe(job)
         try:
-            place = await self._push(
+            place, version = await self._push(
                 args=[
                     self._prefix,
                     realm,
@@ -223,7 +228,8 @@ class RedisQueue:
             )
         except (RedisError, OSError):
             raise _unavailable() from None
-        self._seen[job.query.id] = (description, job)
+        if version:
+            self._seen[job.query.id] = (int(version), job)
         self._node.publish("queued")
         return int(place) or 1
 
@@ -241,8 +247,7 @@ class RedisQueue:
 
     async def heads(self, realm: str) -> list[Job]:
         flat = await self._read(self._heads(args=[self._prefix, realm]))
-        pairs = zip(flat[::2], flat[1::2], strict=True)
-        return [self._job(id_, description) for id_, description in pairs]
+        return await self._jobs(dict(zip(flat[::2], map(int, flat[1::2]), strict=True)))
 
     async def take(self, realm: str, job: Job) -> bool:
         if not await self._leaves(realm, job, turn=True):
@@ -267,11 +272,11 @@ class RedisQueue:
 
     async def waiting(self) -> list[tuple[str, Job]]:
         """Every waiting job; what this broker remembers of jobs that left is let go."""
-        descriptions = await self._read(self._node.redis.hgetall(self._key("jobs")))
-        for gone in set(self._seen) - set(descriptions):
+        versions = await self._read(self._node.redis.hgetall(self._key("versions")))
+        for gone in set(self._seen) - set(versions):
             self._seen.pop(gone, None)
             self._partial.discard(gone)
-        jobs = [self._job(id_, text) for id_, text in descriptions.items()]
+        jobs = await self._jobs({id_: int(version) for id_, version in versions.items()})
         return [(job.realm, job) for job in jobs]
 
     def depths(self) -> dict[str, int]:
@@ -281,14 +286,18 @@ class RedisQueue:
     def resize(self) -> None:
         """Nothing to do: each realm's limit is read when a job is pushed."""
 
-    def _job(self, id_: str, description: str) -> Job:
-        seen = self._seen.get(id_)
-        if seen is not None and seen[0] == description:
-            return seen[1]
-        job = job_from(description)
-        self._seen[id_] = (description, job)
-        self._partial.add(id_)
-        return job
+    async def _jobs(self, versions: dict[str, int]) -> list[Job]:
+        """The jobs of these ids (in this order) as of these versions of their descriptions;
+        the descriptions not seen yet are read in one call. A job that left meanwhile is
+        left out."""
+        unseen = [id_ for id_, v in versions.items() if self._seen.get(id_, (0,))[0] != v]
+        if unseen:
+            texts = await self._read(self._node.redis.hmget(self._key("jobs"), unseen))
+            for id_, text in zip(unseen, texts, strict=True):
+                if text is not None:
+                    self._seen[id_] = (versions[id_], job_from(text))
+                    self._partial.add(id_)
+        return [self._seen[id_][1] for id_ in versions if id_ in self._seen]
 
     async def _read(self, call: Awaitable[Any]) -> Any:
         try:
