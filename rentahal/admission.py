@@ -11,7 +11,7 @@ across the brokers). A refusal is a
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import TypeVar
 
@@ -50,19 +50,24 @@ class Admission:
         self._limiter = limiter or RateLimiter()
         self._shared_state = shared_state
 
-    async def submit(self, principal: Principal, spec: QuerySpec) -> tuple[Query, int]:
-        """Queue the query as the caller, if they may; returns it and its position."""
+    async def submit(
+        self, principal: Principal, spec: QuerySpec, *, hops: Sequence[str] = ()
+    ) -> tuple[Query, int]:
+        """Queue the query as the caller, if they may; returns it and its position. `hops`:
+        the installations a forwarded query has been through (`Scheduler.submit`)."""
         principal.check_query_scope(spec.query_type)
         await self.check(principal)
-        return await self.queue_counted(principal, spec)
+        return await self.queue_counted(principal, spec, hops=hops)
 
-    async def queue_counted(self, principal: Principal, spec: QuerySpec) -> tuple[Query, int]:
+    async def queue_counted(
+        self, principal: Principal, spec: QuerySpec, *, hops: Sequence[str] = ()
+    ) -> tuple[Query, int]:
         """Queue a query for a request whose limits `check` already counted (an intent
         that goes on to queue one): the key's scopes still apply."""
         principal.check_query_scope(spec.query_type)
         if self._shared_state is not None:
             self._shared_state()
-        return await self._scheduler.submit(principal.user, spec)
+        return await self._scheduler.submit(principal.user, spec, hops=hops)
 
     async def check(self, principal: Principal) -> None:
         """Count one request against the caller's limits, or refuse it."""

@@ -38,6 +38,7 @@ from rentahal.cluster.reclaim import Reclaim
 from rentahal.cluster.slots import RedisSlots
 from rentahal.config import Settings
 from rentahal.core.spotting import vocabulary_of
+from rentahal.federation.peers import PeerDirectory, federation_id_of
 from rentahal.intents.service import Intents
 from rentahal.local_workers import LocalWorkers
 from rentahal.membership import Membership
@@ -61,6 +62,10 @@ log = structlog.get_logger(__name__)
 
 class Broker:
     def __init__(self, settings: Settings) -> None:
+        self.secret_key = load_or_create_secret_key(settings)
+        # This installation's name among federated ones, the same on each of its brokers.
+        federation_id = federation_id_of(self.secret_key, settings.federation_id)
+        settings = settings.model_copy(update={"federation_id": federation_id})
         self.settings = settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.store = Store(settings.resolved_database_url)
@@ -95,7 +100,6 @@ class Broker:
                 )
             },
         )
-        self.secret_key = load_or_create_secret_key(settings)
         self.auth = Authenticator(self.store, self.secret_key, settings.token_expiration)
         self.guest_sweep = GuestSweep(self.store, settings.guest_expiry_days)
         self.accounts = Accounts(
@@ -194,6 +198,16 @@ class Broker:
         self.reclaim = (
             Reclaim(self.node, self.store.queries, self.scheduler.resume) if self.node else None
         )
+        self.peers = PeerDirectory(
+            self.store.peers,
+            self.store.users,
+            self.http,
+            self.secret_key,
+            own_id=federation_id,
+            max_hops=settings.federation_max_hops,
+            interval=settings.federation_refresh_interval,
+        )
+        self.router.peers = self.peers.routable
         if self.node is not None:
             self._join_cluster(self.node)
         self.ready = False
@@ -213,6 +227,7 @@ class Broker:
             ),
         )
         node.on("workers_changed", lambda _: self.sync_workers())
+        node.on("peers_changed", lambda _: self.peers.refresh())
         node.on("routing_changed", lambda _: self.reload_routing())
 
         async def resync() -> None:
@@ -237,6 +252,7 @@ class Broker:
             self.reclaim.start()
         await self.cloud.start()
         self.monitor.start()
+        self.peers.start()
         self.guest_sweep.start()
         self.heartbeat.start()
         await self.local_workers.start()
@@ -246,6 +262,7 @@ class Broker:
     async def stop(self) -> None:
         self.ready = False
         await self.monitor.stop()
+        await self.peers.stop()
         await self.guest_sweep.stop()
         await self.heartbeat.stop()
         if self.reclaim is not None:
@@ -273,6 +290,13 @@ class Broker:
         """Adopt the store's workers (another broker of the cluster changed them)."""
         async with self.registry.membership:
             self.registry.sync(await self.store.workers.list())
+        self.scheduler.pump()
+
+    def peers_changed(self) -> None:
+        """A sysop added or removed a peer installation here: the other brokers read the
+        peers again, and queries waiting for one are looked at."""
+        if self.node is not None:
+            self.node.publish("peers_changed")
         self.scheduler.pump()
 
     def _workers_changed(self, note: str) -> None:

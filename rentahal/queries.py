@@ -59,16 +59,22 @@ class Queries:
         self._live: weakref.WeakValueDictionary[str, Query] = weakref.WeakValueDictionary()
 
     async def submit(
-        self, principal: Principal, spec: QuerySpec, *, counted: bool = False
+        self,
+        principal: Principal,
+        spec: QuerySpec,
+        *,
+        counted: bool = False,
+        hops: Sequence[str] = (),
     ) -> tuple[Query, int]:
         """Queue the query as the caller, if admission lets them; returns it and its place in
         line. `counted`: the request was already counted against the caller's limits (an
-        intent that goes on to queue a query); the key's scopes still apply.
+        intent that goes on to queue a query); the key's scopes still apply. `hops`: the
+        installations a query forwarded by federation has been through.
 
         Nothing awaits between the scheduler accepting the query and the return, so a
         caller that calls `stream` right after misses none of its events."""
         admit = self._admission.queue_counted if counted else self._admission.submit
-        query, position = await admit(principal, spec)
+        query, position = await admit(principal, spec, hops=hops)
         if not self._shared:
             self._live[query.id] = query
         return query, position

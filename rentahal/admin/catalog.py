@@ -13,6 +13,7 @@ from rentahal.backends import BACKENDS
 from rentahal.bus.events import WorkerView
 from rentahal.core.errors import ErrorCode, ProtocolError
 from rentahal.core.specs import WorkerSpec
+from rentahal.core.vocabulary import WorkerKind
 from rentahal.routing.monitor import HealthMonitor
 from rentahal.routing.registry import Registry, WorkerState
 from rentahal.routing.router import Router
@@ -24,6 +25,11 @@ log = structlog.get_logger(__name__)
 
 def validate_worker_spec(spec: WorkerSpec) -> None:
     """Refuse a worker asked to serve a query type its protocol cannot."""
+    if spec.kind == WorkerKind.FEDERATION:
+        raise ProtocolError(
+            ErrorCode.INVALID,
+            "another installation is added as a peer (/api/v1/federation/peers), not a worker",
+        )
     backend = BACKENDS[spec.kind]
     if spec.type not in backend.query_types:
         supported = ", ".join(sorted(backend.query_types))

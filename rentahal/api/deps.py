@@ -20,6 +20,7 @@ async def get_broker(request: Request) -> Broker:
 
 
 BrokerDep = Annotated[Broker, Depends(get_broker)]
+FEDERATION_ROUTES = "/api/v1/federation/"
 
 
 async def require_principal(request: Request, broker: BrokerDep) -> Principal:
@@ -31,6 +32,11 @@ async def require_principal(request: Request, broker: BrokerDep) -> Principal:
             status.HTTP_401_UNAUTHORIZED,
             detail={"code": "unauthorized", "message": "send a session cookie or an API key"},
             headers={"WWW-Authenticate": "Bearer"},
+        )
+    if principal.is_peer_key and not request.url.path.startswith(FEDERATION_ROUTES):
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            detail={"code": "forbidden", "message": "a peer key is for the federation routes"},
         )
     if principal.via == "session" and not csrf_safe(
         request.method, request.headers, broker.settings

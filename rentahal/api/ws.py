@@ -62,6 +62,9 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         broker.store.health.failed(exc)
         await UNAVAILABLE_AT_HANDSHAKE.send(websocket)
         return
+    if principal is not None and principal.is_peer_key:
+        await refuse(websocket, "a peer key is for the federation routes")
+        return
     over_limit: Refusal | None = websocket.scope.get(OVER_LIMIT)
     if over_limit is not None and (principal is None or not principal.is_sysop):
         await over_limit.send(websocket)  # a sysop gets in over the limits, nobody else

@@ -33,9 +33,11 @@ from rentahal.store.users import unsaved_guest
 BANNED_MESSAGE = "You are banned from this service."
 
 SESSION_COOKIE = "rentahal_session"
-# What an API key may be scoped to; "*" is everything but `worker`, which only a sysop
-# grants and only by name: a worker token lets a machine join the realm, nothing else.
-Scope = Literal["chat", "vision", "imagine", "speech", "admin", "worker", "*"]
+# What an API key may be scoped to; "*" is everything but `worker` and `federation`, which
+# only a sysop grants and only by name: a worker token lets a machine join the realm, a peer
+# key lets another installation forward queries (`rentahal.federation`), nothing else.
+Scope = Literal["chat", "vision", "imagine", "speech", "admin", "worker", "federation", "*"]
+NAMED_ONLY_SCOPES = frozenset({"worker", "federation"})
 QUERY_SCOPES = {"speech": "speech", "stt": "speech", "tts": "speech"}
 GUEST_TOKEN_PREFIX = "guest."  # not in token_urlsafe's alphabet: no other token has it
 
@@ -65,9 +67,14 @@ class Principal:
         return replace(self, client_ip=client_ip)
 
     def allows(self, scope: str) -> bool:
-        if scope == "worker":
+        if scope in NAMED_ONLY_SCOPES:
             return scope in self.scopes
         return "*" in self.scopes or scope in self.scopes
+
+    @property
+    def is_peer_key(self) -> bool:
+        """Another installation's key: good on the federation routes and nowhere else."""
+        return self.scopes == {"federation"}
 
     @property
     def is_sysop(self) -> bool:

@@ -14,6 +14,9 @@ TAKEN = "Nickname already taken"
 # may choose one: a guest is stored only when it first acts, and its nickname must still be
 # free then (and nobody can pass for a guest they saw).
 GUEST_NICKNAME = re.compile(r"user_[0-9a-f]{8}", re.IGNORECASE)
+# The accounts of peer installations (`rentahal.federation.peers.peer_account`): nobody may
+# choose such a name, so a peer's account is never someone else's.
+PEER_PREFIX = "peer-"
 
 
 def check_nickname(nickname: str, max_chars: int, *, current: str | None = None) -> None:
@@ -25,7 +28,7 @@ def check_nickname(nickname: str, max_chars: int, *, current: str | None = None)
             ErrorCode.INVALID,
             f"a nickname is {MIN_CHARS} to {max_chars} letters, digits, '_', '.' or '-'",
         )
-    if nickname.lower() in RESERVED_NICKNAMES:
+    if nickname.lower() in RESERVED_NICKNAMES or nickname.lower().startswith(PEER_PREFIX):
         raise ProtocolError(ErrorCode.CONFLICT, TAKEN)
     if GUEST_NICKNAME.fullmatch(nickname) and nickname.lower() != (current or "").lower():
         raise ProtocolError(ErrorCode.CONFLICT, TAKEN)

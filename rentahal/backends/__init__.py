@@ -19,6 +19,7 @@ ADAPTERS: dict[str, str] = {
     "a1111": "a1111:A1111Backend",
     "claude": "claude:ClaudeBackend",
     "huggingface": "huggingface:HuggingFaceBackend",
+    "federation": "federation:FederationBackend",
 }
 
 

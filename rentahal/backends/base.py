@@ -65,6 +65,9 @@ class BackendRequest:
     # Names this attempt's work (the job and its step) so that a worker that can tell
     # answers a repeat from its first run instead of running it again.
     job_id: str = ""
+    # The installations the query has come through, this one last (a peer installation
+    # never sends it back to one of them: `rentahal.federation`).
+    hops: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

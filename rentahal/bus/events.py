@@ -113,7 +113,7 @@ class Vocabulary(Outbound):
 
     type: Literal["vocabulary"] = "vocabulary"
     query_types: list[str] = [t.value for t in QueryType]
-    worker_kinds: list[str] = [k.value for k in WorkerKind]
+    worker_kinds: list[str] = [k.value for k in WorkerKind if k != WorkerKind.FEDERATION]
     strategies: list[str] = [s.value for s in Strategy]
     roles: list[str] = [r.value for r in ASSIGNABLE_ROLES]  # what a sysop may give a user
 

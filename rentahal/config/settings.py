@@ -65,6 +65,13 @@ class Settings(BaseSettings):
     # Seconds a broker that stopped answering keeps its jobs and worker slots before the
     # other brokers take them over.
     cluster_lease: float = Field(default=10.0, ge=1.0, le=300.0)
+    # [Federation] — installations forwarding to each other what they cannot serve
+    # (docs/cluster.md). This installation's name in hop lists; empty: derived from the
+    # secret key, which every broker of an installation shares.
+    federation_id: str = Field(default="", pattern=r"^[A-Za-z0-9_.-]{0,64}$")
+    federation_max_hops: int = Field(default=3, ge=1, le=8)
+    # How often each peer is asked what it serves.
+    federation_refresh_interval: float = Field(default=30.0, gt=0)
     # [Websocket]
     max_message_size: int = Field(default=1_048_576, ge=1024)
     # Origins (scheme://host[:port]) besides the broker's own that may open /ws with cookies.

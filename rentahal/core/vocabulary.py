@@ -49,6 +49,9 @@ class WorkerKind(enum.StrEnum):
     A1111 = "a1111"
     CLAUDE = "claude"
     HUGGINGFACE = "huggingface"
+    # Another RENT A HAL installation, reached through its federation routes: a peer the
+    # sysop added, never a worker one registers (`rentahal.federation`).
+    FEDERATION = "federation"
 
 
 class Role(enum.StrEnum):

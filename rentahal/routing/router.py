@@ -9,10 +9,10 @@ in whichever realm.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from rentahal.core.vocabulary import ModelType, WorkerKind
+from rentahal.core.vocabulary import ModelType, Strategy, WorkerKind
 from rentahal.routing.pools import PoolState, specialists
 from rentahal.routing.realms import RealmTable
 from rentahal.routing.registry import Registry, WorkerState
@@ -42,12 +42,19 @@ class Choice:
     cross_realm: bool
 
 
+def no_peers(hops: Sequence[str]) -> list[WorkerState]:
+    return []
+
+
 class Router:
     def __init__(self, registry: Registry, realms: RealmTable) -> None:
         self.registry = registry
         self.realms = realms
         self.pools: dict[str, PoolState] = {}
         self.chooser = Chooser()
+        # The peer installations a query that has been through these installations may be
+        # forwarded to (`rentahal.federation.peers.PeerDirectory.routable`).
+        self.peers: Callable[[Sequence[str]], list[WorkerState]] = no_peers
 
     def home_realm(self, worker: WorkerState) -> str:
         return self.realms.home_of(worker.realm, worker.primary_type)
@@ -109,8 +116,19 @@ class Router:
         model_name: str,
         exclude: frozenset[str] = frozenset(),
         model_type: str = "",
+        hops: Sequence[str] | None = None,
     ) -> bool:
-        """Is there a live worker for this query at all, busy or not?"""
+        """Is there a live worker for this query at all, busy or not? With `hops` (the
+        installations the query has been through), a peer installation counts too."""
+        if self._serves_here(query_type, model_name, exclude, model_type):
+            return True
+        return hops is not None and any(
+            w.alive for w in self._peer_members(query_type, model_name, exclude, hops)
+        )
+
+    def _serves_here(
+        self, query_type: str, model_name: str, exclude: frozenset[str], model_type: str
+    ) -> bool:
         return any(
             w.alive
             for tier in self.tiers(query_type, model_name, model_type)
@@ -124,8 +142,11 @@ class Router:
         prompt: str = "",
         exclude: frozenset[str] = frozenset(),
         model_type: str = "",
+        hops: Sequence[str] | None = None,
     ) -> Choice | None:
-        """A worker with a free slot now, by the first tier that has one."""
+        """A worker with a free slot now, by the first tier that has one; with `hops`, a
+        peer installation when no worker here is alive for the query (busy ones are waited
+        for)."""
         for index, tier in enumerate(self.tiers(query_type, model_name, model_type)):
             candidates = [w for w in self._members(tier, query_type, exclude) if w.available]
             if candidates:
@@ -133,4 +154,21 @@ class Router:
                     tier.key, tier.strategy, specialists(candidates, prompt)
                 )
                 return Choice(worker, tier.realm, cross_realm=index > 0)
-        return None
+        if hops is None or self._serves_here(query_type, model_name, exclude, model_type):
+            return None
+        peers = [
+            w for w in self._peer_members(query_type, model_name, exclude, hops) if w.available
+        ]
+        if not peers:
+            return None
+        realm = self.queue_realm(query_type, model_name)
+        return Choice(self.chooser.choose("federation", Strategy.LEAST_BUSY, peers), realm, True)
+
+    def _peer_members(
+        self, query_type: str, model_name: str, exclude: frozenset[str], hops: Sequence[str]
+    ) -> list[WorkerState]:
+        return [
+            w
+            for w in self.peers(hops)
+            if w.serves(query_type, model_name) and w.name not in exclude
+        ]

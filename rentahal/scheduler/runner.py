@@ -200,6 +200,7 @@ class Runner:
             image=query.image,
             audio=query.audio,
             job_id=f"{query.id}.{query.stage}",
+            hops=(*query.hops, self._settings.federation_id),
         )
         async with self._speaking(job, step) as speaker:
             result, result_type = await self._generate(job, worker, request, writes, speaker)
@@ -412,6 +413,7 @@ class Runner:
             step_model(query),
             frozenset(job.excluded),
             model_type=step_model_type(query),
+            hops=query.hops,
         ):
             await self.finish_unsuccessful(job, QueryState.FAILED, failure.code, failure.message)
             return False

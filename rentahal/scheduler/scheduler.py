@@ -179,14 +179,18 @@ class Scheduler:
     def depths(self) -> dict[str, int]:
         return self._queue.depths()
 
-    async def submit(self, user: User, spec: QuerySpec) -> tuple[Query, int]:
-        """Accept a query or refuse it with a `ProtocolError`; returns it and its position."""
+    async def submit(
+        self, user: User, spec: QuerySpec, *, hops: Sequence[str] = ()
+    ) -> tuple[Query, int]:
+        """Accept a query or refuse it with a `ProtocolError`; returns it and its position.
+        `hops`: the installations a query forwarded by federation has been through (it may
+        be served by a peer installation only if none of them)."""
         if user.is_banned:
             raise ProtocolError(ErrorCode.BANNED, "You are banned from submitting queries")
         check_inputs(spec, self._settings.max_prompt_chars)
         for step, model in servable(spec.query_type, spec.options, spec.model_name):
             preferred = model_for_step(spec.query_type, step, spec.model_type)
-            if not self._router.could_serve(step, model, model_type=preferred):
+            if not self._router.could_serve(step, model, model_type=preferred, hops=hops):
                 wanted = f" with {model!r}" if model else ""
                 of = f" (a step of a {spec.query_type} query)" if step != spec.query_type else ""
                 raise ProtocolError(
@@ -219,6 +223,7 @@ class Scheduler:
                 image=image,
                 audio=audio,
                 broker_id=self._broker_id,
+                hops=list(hops),
             )
         )
         job = Job(query, role=user.role, realm=realm)
@@ -294,6 +299,7 @@ class Scheduler:
                 query.prompt,
                 frozenset(job.excluded),
                 model_type=step_model_type(query),
+                hops=query.hops,
             )
             if choice is None:
                 return False

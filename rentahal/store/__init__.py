@@ -10,6 +10,7 @@ from rentahal.store.ledger import LedgerRepository
 from rentahal.store.models import Query, QueryState, Role, User, Worker, utcnow
 from rentahal.store.oauth_tokens import OAuthTokenRepository
 from rentahal.store.outage import StoreHealth, StoreUnavailable, is_outage
+from rentahal.store.peers import PeerRepository
 from rentahal.store.queries import QueryRepository
 from rentahal.store.realms import PoolRepository, RealmRepository
 from rentahal.store.stats import StatsRepository, SystemStats
@@ -51,6 +52,7 @@ class Store:
         self.pools = PoolRepository(self.db)
         self.audit = AuditRepository(self.db)
         self.oauth_tokens = OAuthTokenRepository(self.db)
+        self.peers = PeerRepository(self.db)
         self.ledger = LedgerRepository(self.db, self.credential_cache)
         self.health = StoreHealth(self.db.engine)
 

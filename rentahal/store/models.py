@@ -179,6 +179,9 @@ class Query(Base):
     stage: Mapped[int] = mapped_column(Integer, default=0)
     # The broker process that holds it while it is unfinished (`rentahal.cluster.reclaim`).
     broker_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    # The installations a query forwarded by federation came through, first first: it is
+    # never sent to one of them again (`rentahal.federation`).
+    hops: Mapped[list[str]] = mapped_column(default=list)
 
     @property
     def is_internal(self) -> bool:
@@ -186,6 +189,20 @@ class Query(Base):
         their words): accounted like theirs, but its events and its place in their history
         are not shown to them."""
         return self.model_type == INTERNAL_MODEL_TYPE
+
+
+class Peer(Base):
+    """Another installation this one may forward queries to (`rentahal.federation`), the key
+    it issued for us (sealed with this installation's secret), and its account here."""
+
+    __tablename__ = "peers"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    url: Mapped[str] = mapped_column(String(512))
+    sealed_key: Mapped[str] = mapped_column(Text)
+    # The account the peer's work is credited to here: its balance is what we owe it.
+    account_id: Mapped[str] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Worker(Base):

@@ -45,10 +45,12 @@ _PURPOSE = b"rentahal/oauth-tokens/v1"
 class TokenCipher:
     """Seals small JSON records with a Fernet key derived from the broker's secret key."""
 
-    def __init__(self, secret_key: str) -> None:
+    def __init__(self, secret_key: str, *, purpose: bytes = _PURPOSE) -> None:
+        """`purpose` keeps apart the keys derived for different records (OAuth tokens,
+        federation peers' keys)."""
         if not secret_key:
             raise ValueError("the broker's secret key is empty")
-        derived = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_PURPOSE).derive(
+        derived = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose).derive(
             secret_key.encode()
         )
         self._fernet = Fernet(base64.urlsafe_b64encode(derived))

@@ -115,6 +115,7 @@ class QueryRepository:
             "audio": query.audio,
             "stage": query.stage or 0,
             "broker_id": query.broker_id,
+            "hops": query.hops or [],
         }
         await self._writes.run(lambda conn: conn.execute(_INSERT_QUERY, values))
         for name, value in values.items():

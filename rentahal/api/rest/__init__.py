@@ -9,7 +9,17 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from rentahal.api.errors import REFUSED
-from rentahal.api.rest import huggingface, keys, queries, routing, session, stats, sysop, workers
+from rentahal.api.rest import (
+    federation,
+    huggingface,
+    keys,
+    queries,
+    routing,
+    session,
+    stats,
+    sysop,
+    workers,
+)
 
 router = APIRouter(prefix="/api/v1", responses=REFUSED)
 router.include_router(session.router)  # who you are; a browser session for an API key
@@ -20,3 +30,4 @@ router.include_router(huggingface.router)  # Hugging Face models, each a cloud w
 router.include_router(routing.router)  # pools and realms
 router.include_router(keys.router)
 router.include_router(stats.router)
+router.include_router(federation.router)  # peers, and what peer installations call

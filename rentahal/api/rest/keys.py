@@ -1,4 +1,4 @@
-"""API keys: issue one (scoped, or a sysop's worker token), list, revoke."""
+"""API keys: issue one (scoped, or a sysop's worker token or peer key), list, revoke."""
 
 from __future__ import annotations
 
@@ -9,8 +9,12 @@ from fastapi import APIRouter, HTTPException, status
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from rentahal.api.deps import BrokerDep, PrincipalDep, SysopDep, TargetUserDep
-from rentahal.auth.identity import Scope
+from rentahal.auth.identity import NAMED_ONLY_SCOPES, Scope
+from rentahal.auth.nicknames import NICKNAME, PEER_PREFIX
+from rentahal.broker import Broker
 from rentahal.core.validation import Storable, StorableText
+from rentahal.federation.peers import peer_account
+from rentahal.store import User
 
 router = APIRouter()
 
@@ -49,27 +53,55 @@ async def create_key(request: KeyRequest, principal: PrincipalDep, broker: Broke
     """A new API key for yourself, scoped; a key cannot grant more than the key that asks.
 
     A sysop may make a worker token (scopes `["worker"]`): it lets a machine join the realm
-    as a worker (`rentahal worker --broker … --token …`) and does nothing else."""
-    if "worker" in request.scopes:
-        if set(request.scopes) != {"worker"}:
+    as a worker (`rentahal worker --broker … --token …`) and does nothing else. A sysop may
+    make a peer key (scopes `["federation"]`, named `peer-<its name>`) for another
+    installation: it may call the federation routes and nothing else, and the queries it
+    forwards run as the peer's account here, with a user's queue, fairness and limits."""
+    owner = principal.user
+    named = set(request.scopes) & NAMED_ONLY_SCOPES
+    if named:
+        scope = min(named)
+        what = "worker token" if scope == "worker" else "peer key"
+        if set(request.scopes) != {scope}:
             raise HTTPException(
                 status.HTTP_422_UNPROCESSABLE_CONTENT,
-                {"code": "invalid", "message": "a worker token has the worker scope alone"},
+                {"code": "invalid", "message": f"a {what} has the {scope} scope alone"},
             )
         if not principal.is_sysop:
             raise HTTPException(
                 status.HTTP_403_FORBIDDEN,
-                {"code": "forbidden", "message": "only a sysop issues worker tokens"},
+                {"code": "forbidden", "message": f"only a sysop issues {what}s"},
             )
+        if scope == "federation":
+            owner = await _peer_account(broker, request.name)
     elif not all(principal.allows(scope) for scope in request.scopes):
         raise HTTPException(
             status.HTTP_403_FORBIDDEN,
             {"code": "forbidden", "message": "a key cannot grant scopes it does not have"},
         )
     row, key = await broker.store.credentials.issue_api_key(
-        principal.user.id, name=request.name, scopes=sorted(set(request.scopes))
+        owner.id, name=request.name, scopes=sorted(set(request.scopes))
     )
     return NewKey(**KeyView.model_validate(row).model_dump(), key=key)
+
+
+async def _peer_account(broker: Broker, name: str) -> User:
+    """The account a peer's forwarded queries run as: `peer-<its name>`."""
+    peer = name.removeprefix(PEER_PREFIX)
+    if (
+        not name.startswith(PEER_PREFIX)
+        or not NICKNAME.fullmatch(peer)
+        or len(name) > broker.settings.max_nickname_chars
+    ):
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            {
+                "code": "invalid",
+                "message": f"a peer key is named for its peer: {PEER_PREFIX}<name> (letters, "
+                f"digits, '_', '.', '-'), at most {broker.settings.max_nickname_chars} characters",
+            },
+        )
+    return await peer_account(broker.store.users, peer)
 
 
 @router.get("/keys", tags=["users"])
