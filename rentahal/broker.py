@@ -75,7 +75,8 @@ class Broker:
             if settings.redis_url
             else None
         )
-        self.hub = Hub() if self.node is None else ClusterHub(self.node, self.store.users)
+        self.cluster_hub = ClusterHub(self.node, self.store.users) if self.node else None
+        self.hub = self.cluster_hub or Hub()
         self.heartbeat = Heartbeat(self.hub, settings.ping_interval)
         self.metrics = Metrics()
         self.registry = Registry(
@@ -245,6 +246,9 @@ class Broker:
         self.registry.sync(await self.store.workers.list())
         if self.node is not None:
             await self.node.start()
+        if self.cluster_hub is not None:
+            self.cluster_hub.on_presence = self.dashboard.users_changed
+            self.cluster_hub.ask_presence()
         if self.shared_slots is not None:
             self.shared_slots.start()
         await self.scheduler.start(resume=self.reclaim is None)

@@ -115,9 +115,10 @@ async def test_a_worker_added_on_one_broker_is_used_by_all_and_never_oversubscri
 async def test_broadcasts_bans_and_roles_reach_every_broker(
     tmp_path: Path, fresh_pg_url: str
 ) -> None:
-    """A sysop on one broker; a user on another. The sysop's message reaches the user, the
-    user's promotion reaches their socket, and a ban closes it and refuses their next
-    request there at once (the other broker's cached credentials are dropped too)."""
+    """A sysop on one broker; a user on another. The sysop sees the user among those
+    connected, the sysop's message reaches the user, the user's promotion reaches their
+    socket, and a ban closes it and refuses their next request there at once (the other
+    broker's cached credentials are dropped too)."""
     key = await create_sysop(tmp_path, database_url=fresh_pg_url)
     async with AsyncExitStack() as stack:
         a, b = await start_brokers(stack, tmp_path, cluster_env(fresh_pg_url), 2)
@@ -126,6 +127,10 @@ async def test_broadcasts_bans_and_roles_reach_every_broker(
         cookie = await b.guest_cookie()
         user = await stack.enter_async_context(b.bus(cookie=cookie))
         guid = await greeted(user)
+        # The sysop sees who is connected to every broker.
+        await sysop.expect("active_users", lambda m: guid in m["users"], 3)
+        stats = await sysop.request({"type": "get_stats"})
+        assert stats["data"]["connected_users"] == 2, stats
         session = {"Cookie": f"rentahal_session={cookie}"}
         async with httpx.AsyncClient(base_url=b.url, headers=session) as http:
             made = await http.post(

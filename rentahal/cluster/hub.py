@@ -12,6 +12,9 @@ intents): the broker that ran it may not be the one that was asked, when the rea
 are shared (`rentahal.cluster.queue`). Each such event names its schema, and is typed again
 only where someone watches its query.
 
+Each broker says who is connected to it when that changes (at most every `PRESENCE_DELAY`),
+so the sysops' view of who is connected, and the count, is the installation's.
+
 `send_user` and `send_final` answer for this broker's connections alone. A final event that
 found none here stays undelivered in the store even if another broker's connection took it,
 so the owner is sent it again at their next connection, and the client drops the repeat
@@ -20,14 +23,18 @@ so the owner is sent it again at their next connection, and the client drops the
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from rentahal.bus.events import Outbound, schema_named
-from rentahal.bus.hub import Hub, encode, topic_of
+from rentahal.bus.hub import Connection, Hub, encode, topic_of
 from rentahal.bus.topics import Topic
 from rentahal.cluster.node import ClusterNode
 from rentahal.store.models import User
 from rentahal.store.users import UserRepository
+
+PRESENCE_DELAY = 0.25  # seconds: who is connected here is said at most this often
 
 
 def _topic(value: str | None) -> Topic | None:
@@ -62,6 +69,63 @@ class ClusterHub(Hub):
         )
         node.on("close_user", lambda m: Hub.close_user(self, m["user"], m["code"], m["reason"]))
         node.on("user_changed", self._user_changed_elsewhere)
+        # Who is connected to each other broker, as it last said (sysops see everyone).
+        self._elsewhere: dict[str, frozenset[str]] = {}
+        self._presence_due: asyncio.TimerHandle | None = None
+        # Called when another broker's connected users changed (the sysops' view).
+        self.on_presence: Callable[[], None] = lambda: None
+        node.on("presence", self._presence_elsewhere)
+        node.on("presence_wanted", lambda _: self._say_presence())
+        node.on_resubscribed(self.ask_presence)
+
+    # --- who is connected, on every broker -------------------------------------------------
+
+    def ask_presence(self) -> None:
+        """Ask every broker to say who is connected to it (this one has just joined, or has
+        missed what they said)."""
+        self._node.publish("presence_wanted")
+        self._say_presence()
+
+    def add(self, connection: Connection) -> None:
+        super().add(connection)
+        self._presence_changed()
+
+    def remove(self, connection: Connection) -> None:
+        super().remove(connection)
+        self._presence_changed()
+
+    def _presence_changed(self) -> None:
+        """Said once for every change within `PRESENCE_DELAY`, not once per socket."""
+        if self._presence_due is None:
+            loop = asyncio.get_running_loop()
+            self._presence_due = loop.call_later(PRESENCE_DELAY, self._say_presence)
+
+    def _say_presence(self) -> None:
+        self._presence_due = None
+        self._node.publish("presence", broker=self._node.id, users=super().connected_users)
+
+    def _presence_elsewhere(self, message: dict[str, Any]) -> None:
+        self._elsewhere[message["broker"]] = frozenset(message["users"])
+        self.on_presence()
+
+    def _everyone(self) -> set[str]:
+        alive = self._node.alive
+        users = set(super().connected_users)
+        for broker, there in list(self._elsewhere.items()):
+            if broker in alive:
+                users |= there
+            else:
+                del self._elsewhere[broker]
+        return users
+
+    @property
+    def connected_users(self) -> list[str]:
+        """Every user connected to any broker."""
+        return sorted(self._everyone())
+
+    @property
+    def connected_count(self) -> int:
+        return len(self._everyone())
 
     def send_user(self, user_id: str, event: Outbound | dict[str, Any]) -> bool:
         text = encode(event)
