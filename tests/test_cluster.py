@@ -353,13 +353,8 @@ async def test_users_take_turns_across_brokers(
     """One worker slot; a user on one broker queues six jobs, then a user on another broker
     queues one. The lines are shared, so the newcomer waits for one of the first user's jobs
     beyond the one running, not for all six (each broker alone would run its own first)."""
-    await rentahal_stub.reset()
-    await rentahal_stub.configure(latency=0.3)
-    key = await create_sysop(tmp_path, database_url=fresh_pg_url)
     async with AsyncExitStack() as stack:
-        a, b = await start_brokers(stack, tmp_path, cluster_env(fresh_pg_url), 2)
-        await Realm(a, key).add_worker("w1", rentahal_stub, max_concurrency=1)
-        await eventually(lambda: _lists(b, key, ["w1"]), within=1.0)
+        a, b, _ = await two_brokers_one_slot(stack, tmp_path, rentahal_stub, fresh_pg_url, 0.3)
         heavy = await stack.enter_async_context(a.bus(cookie=await a.guest_cookie()))
         light = await stack.enter_async_context(b.bus(cookie=await b.guest_cookie()))
         await greeted(heavy)
@@ -377,8 +372,22 @@ async def test_users_take_turns_across_brokers(
     assert order.index("light") <= 2, order  # heavy0 running, at most heavy1, then light
 
 
-async def _lists(broker: BrokerProcess, key: str, names: list[str]) -> bool:
-    return await worker_names(broker, key) == names
+async def two_brokers_one_slot(
+    stack: AsyncExitStack, tmp_path: Path, stub: StubServer, database_url: str, latency: float
+) -> tuple[BrokerProcess, BrokerProcess, str]:
+    """Two brokers of one cluster and a worker with one slot, added on the first and seen by
+    both; returns them and the sysop's key."""
+    await stub.reset()
+    await stub.configure(latency=latency)
+    key = await create_sysop(tmp_path, database_url=database_url)
+    a, b = await start_brokers(stack, tmp_path, cluster_env(database_url), 2)
+    await Realm(a, key).add_worker("w1", stub, max_concurrency=1)
+
+    async def listed() -> bool:
+        return await worker_names(b, key) == ["w1"]
+
+    await eventually(listed, within=1.0)
+    return a, b, key
 
 
 async def test_an_openai_request_is_answered_by_the_broker_asked_when_another_runs_it(
@@ -387,13 +396,8 @@ async def test_an_openai_request_is_answered_by_the_broker_asked_when_another_ru
     """The one worker slot is busy with broker A's job; `/v1/chat/completions` asked of
     broker B waits in the shared line, and B is paused (SIGSTOP) so that A takes it when the
     slot frees. B, resumed, answers its client with the result A's run produced."""
-    await rentahal_stub.reset()
-    await rentahal_stub.configure(latency=1.0)
-    key = await create_sysop(tmp_path, database_url=fresh_pg_url)
     async with AsyncExitStack() as stack:
-        a, b = await start_brokers(stack, tmp_path, cluster_env(fresh_pg_url), 2)
-        await Realm(a, key).add_worker("w1", rentahal_stub, max_concurrency=1)
-        await eventually(lambda: _lists(b, key, ["w1"]), within=1.0)
+        a, b, key = await two_brokers_one_slot(stack, tmp_path, rentahal_stub, fresh_pg_url, 1.0)
         sysop = await stack.enter_async_context(a.bus(api_key=key))
         await greeted(sysop)
         await sysop.request({"type": "chat", "prompt": "hold"})

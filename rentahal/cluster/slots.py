@@ -15,8 +15,6 @@ worker full because of other brokers' jobs is passed over without asking Redis e
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import itertools
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -25,6 +23,7 @@ import structlog
 from redis.exceptions import RedisError
 
 from rentahal.cluster.node import ClusterNode
+from rentahal.core.periodic import Periodic
 from rentahal.routing.registry import WorkerState
 
 log = structlog.get_logger(__name__)
@@ -54,7 +53,7 @@ return redis.call('ZCARD', KEYS[1])
 """
 
 
-class RedisSlots:
+class RedisSlots(Periodic):
     def __init__(
         self,
         node: ClusterNode,
@@ -62,7 +61,9 @@ class RedisSlots:
         slot_freed: Callable[[], None],
     ) -> None:
         """`workers`: the registry's workers (whose counts renewals refresh); `slot_freed`:
-        called when another broker frees a slot (a job here may take it)."""
+        called when another broker frees a slot (a job here may take it). Slots still held
+        when it stops belong to jobs the next broker to hold them goes on with."""
+        super().__init__("cluster-slots", node.lease / 3)
         self._node = node
         self._workers = workers
         self._slot_freed = slot_freed
@@ -71,7 +72,6 @@ class RedisSlots:
         self._lease_ms = int(node.lease * 1000)
         self._held: dict[str, list[str]] = {}  # worker name → this broker's members
         self._serial = itertools.count()
-        self._task: asyncio.Task[None] | None = None
         node.on("slot_freed", self._freed_elsewhere)
 
     def _key(self, worker: str) -> str:
@@ -113,25 +113,14 @@ class RedisSlots:
                 worker.in_flight = max(0, worker.in_flight - 1)
                 self._slot_freed()
 
-    # --- leases ----------------------------------------------------------------------------
+    # --- leases (renewed every third of one) ------------------------------------------------
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._keep_leases(), name="cluster-slots")
+    async def tick(self) -> None:
+        await self.renew()
 
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        # Slots still held belong to jobs that go on in the next broker to own them.
-
-    async def _keep_leases(self) -> None:
-        while True:
-            await asyncio.sleep(self._node.lease / 3)
-            try:
-                await self.renew()
-            except (RedisError, OSError) as exc:
-                log.warning("cluster.slot_renewal_failed", error=str(exc))
+    def failed(self, exc: Exception) -> None:
+        # Slots still held lapse with their leases if this goes on; jobs wait meanwhile.
+        log.warning("cluster.slot_renewal_failed", error=str(exc) or type(exc).__name__)
 
     async def renew(self) -> None:
         """Renew the leases of this broker's slots and read every worker's count afresh (a
