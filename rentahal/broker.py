@@ -35,7 +35,7 @@ from rentahal.cluster.node import ClusterNode
 from rentahal.cluster.queue import RedisQueue
 from rentahal.cluster.rate_limits import RedisBuckets
 from rentahal.cluster.reclaim import Reclaim
-from rentahal.cluster.slots import RedisSlots
+from rentahal.cluster.slots import RedisSlots, RedisUserSlots
 from rentahal.config import Settings
 from rentahal.core.spotting import vocabulary_of
 from rentahal.federation.peers import PeerDirectory, federation_id_of
@@ -134,6 +134,11 @@ class Broker:
                 )
             ),
             slots=self.shared_slots or RegistrySlots(),
+            user_slots=(
+                RedisUserSlots(self.shared_slots, self.node, settings.max_running_per_user)
+                if self.shared_slots and self.node
+                else None
+            ),
             broker_id=self.node.id if self.node else None,
         )
         self.monitor = HealthMonitor(

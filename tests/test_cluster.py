@@ -451,3 +451,27 @@ async def _fetch(database_url: str, sql: str, *args: object) -> list[asyncpg.Rec
         return list(await connection.fetch(sql, *args))
     finally:
         await connection.close()
+
+
+async def test_a_users_running_jobs_are_limited_across_brokers(
+    tmp_path: Path, rentahal_stub: StubServer, fresh_pg_url: str
+) -> None:
+    """`max_running_per_user` 1 and a worker with room for four: a guest asking two brokers
+    for two answers each never has two running at once, whichever brokers run them."""
+    await rentahal_stub.reset()
+    await rentahal_stub.configure(latency=0.3)
+    key = await create_sysop(tmp_path, database_url=fresh_pg_url)
+    env = cluster_env(fresh_pg_url) | {"RENTAHAL_MAX_RUNNING_PER_USER": "1"}
+    async with AsyncExitStack() as stack:
+        a, b = await start_brokers(stack, tmp_path, env, 2)
+        await Realm(a, key).add_worker("w1", rentahal_stub, max_concurrency=4)
+        cookie = await a.guest_cookie()
+        buses = [await stack.enter_async_context(x.bus(cookie=cookie)) for x in (a, b)]
+        for bus in buses:
+            await greeted(bus)
+        for n in range(4):
+            await buses[n % 2].request({"type": "chat", "prompt": f"one at a time {n}"})
+        for n in range(4):
+            echo = f"echo: one at a time {n}"
+            await buses[0].expect("query_result", lambda m, e=echo: m["result"] == e, 15)
+    assert (await peak_stats(rentahal_stub))["peak_in_flight"] == 1

@@ -1,5 +1,5 @@
 """Worker slots counted across every broker of a cluster (the shared `WorkerSlots` of
-`rentahal.core.ports`).
+`rentahal.core.ports`), and in the same way each user's running jobs (`UserSlots`).
 
 A worker's slots are a sorted set in Redis: one member per job running on it, from whichever
 broker, scored by when its lease ends (Redis's clock). Claiming one is a script that first
@@ -70,42 +70,26 @@ class RedisSlots(Periodic):
         self._acquire = node.redis.register_script(_ACQUIRE)
         self._renew = node.redis.register_script(_RENEW)
         self._lease_ms = int(node.lease * 1000)
-        self._held: dict[str, list[str]] = {}  # worker name → this broker's members
+        self._held: dict[str, list[str]] = {}  # a set's key → this broker's members in it
         self._serial = itertools.count()
         node.on("slot_freed", self._freed_elsewhere)
 
-    def _key(self, worker: str) -> str:
+    def _worker_key(self, worker: str) -> str:
         return self._node.key("slots", worker)
 
     async def acquire(self, worker: WorkerState) -> bool:
-        member = f"{self._node.id}:{next(self._serial)}"
-        try:
-            claimed, count = await self._acquire(
-                keys=[self._key(worker.name)],
-                args=[member, worker.max_concurrency, self._lease_ms],
-            )
-        except (RedisError, OSError) as exc:
-            # Nothing is dispatched without a slot the cluster agrees on; the job waits.
-            log.warning("cluster.slot_unavailable", worker=worker.name, error=str(exc))
+        count = await self.claim(self._worker_key(worker.name), worker.max_concurrency)
+        if count is None:
             return False
-        worker.in_flight = int(count)
-        if claimed:
-            self._held.setdefault(worker.name, []).append(member)
-        return bool(claimed)
+        worker.in_flight = abs(count)
+        return count > 0
 
     async def release(self, worker: WorkerState) -> None:
-        held = self._held.get(worker.name)
-        if not held:
+        if not self._held.get(self._worker_key(worker.name)):
             return
-        member = held.pop()
-        if not held:
-            del self._held[worker.name]
         worker.in_flight = max(0, worker.in_flight - 1)
-        try:
-            await self._node.redis.zrem(self._key(worker.name), member)
-        except (RedisError, OSError):
-            return  # not renewed any more: it lapses by itself
-        self._node.publish("slot_freed", worker=worker.name)
+        if await self.give_back(self._worker_key(worker.name)):
+            self._node.publish("slot_freed", worker=worker.name)
 
     def _freed_elsewhere(self, fields: dict[str, Any]) -> None:
         for worker in self._workers():
@@ -113,28 +97,78 @@ class RedisSlots(Periodic):
                 worker.in_flight = max(0, worker.in_flight - 1)
                 self._slot_freed()
 
+    # --- any leased set: a worker's slots, a user's running jobs ---------------------------
+
+    async def claim(self, key: str, limit: int) -> int | None:
+        """Take a place in the set if it has fewer than `limit`: the count after (positive),
+        or minus the count if it was full; None if Redis could not be asked (nothing is
+        dispatched without a place the cluster agrees on: the job waits)."""
+        member = f"{self._node.id}:{next(self._serial)}"
+        try:
+            claimed, count = await self._acquire(keys=[key], args=[member, limit, self._lease_ms])
+        except (RedisError, OSError) as exc:
+            log.warning("cluster.slot_unavailable", key=key, error=str(exc))
+            return None
+        if not claimed:
+            return -int(count)
+        self._held.setdefault(key, []).append(member)
+        return int(count)
+
+    async def give_back(self, key: str) -> bool:
+        """Give back a place `claim` took; False if Redis could not be told (the place lapses
+        with its lease, as it is not renewed any more)."""
+        held = self._held.get(key)
+        if not held:
+            return False
+        member = held.pop()
+        if not held:
+            del self._held[key]
+        try:
+            await self._node.redis.zrem(key, member)
+        except (RedisError, OSError):
+            return False
+        return True
+
     # --- leases (renewed every third of one) ------------------------------------------------
 
     async def tick(self) -> None:
         await self.renew()
 
     def failed(self, exc: Exception) -> None:
-        # Slots still held lapse with their leases if this goes on; jobs wait meanwhile.
+        # Places still held lapse with their leases if this goes on; jobs wait meanwhile.
         log.warning("cluster.slot_renewal_failed", error=str(exc) or type(exc).__name__)
 
     async def renew(self) -> None:
-        """Renew the leases of this broker's slots and read every worker's count afresh (a
-        dead broker's lapsed slots free workers here: a dispatch pass follows)."""
-        workers = list(self._workers())
+        """Renew the leases of every place this broker holds and read every worker's count
+        afresh (a dead broker's lapsed slots free workers here: a dispatch pass follows)."""
+        workers = {self._worker_key(w.name): w for w in self._workers()}
+        keys = [*workers, *(key for key in self._held if key not in workers)]
         async with self._node.redis.pipeline(transaction=False) as pipe:
-            for worker in workers:
-                held = self._held.get(worker.name, [])
-                key = self._key(worker.name)
+            for key in keys:
+                held = self._held.get(key, [])
                 await self._renew(keys=[key], args=[self._lease_ms, *held], client=pipe)
             counts = await pipe.execute()
         freed = False
-        for worker, count in zip(workers, counts, strict=True):
-            freed = freed or int(count) < worker.in_flight
-            worker.in_flight = int(count)
+        for key, count in zip(keys, counts, strict=True):
+            if (worker := workers.get(key)) is not None:
+                freed = freed or int(count) < worker.in_flight
+                worker.in_flight = int(count)
         if freed:
             self._slot_freed()
+
+
+class RedisUserSlots:
+    """A user's jobs running at once across every broker (the shared `UserSlots` of
+    `rentahal.core.ports`), as leased places like a worker's slots."""
+
+    def __init__(self, slots: RedisSlots, node: ClusterNode, limit: int) -> None:
+        self._slots = slots
+        self._node = node
+        self._limit = limit
+
+    async def acquire(self, user_id: str) -> bool:
+        count = await self._slots.claim(self._node.key("running", user_id), self._limit)
+        return count is not None and count > 0
+
+    async def release(self, user_id: str) -> None:
+        await self._slots.give_back(self._node.key("running", user_id))

@@ -135,6 +135,18 @@ class WorkerSlots(Protocol[W_contra]):
         """Give back a slot `acquire` claimed."""
 
 
+class UserSlots(Protocol):
+    """A user's jobs running at once, at most `max_running_per_user` (sysops are not asked).
+    `rentahal.scheduler.slots.UserCounts` counts this process's;
+    `rentahal.cluster.slots.RedisUserSlots` every broker's."""
+
+    async def acquire(self, user_id: str) -> bool:
+        """Count one more running job of the user; False if they have their most."""
+
+    async def release(self, user_id: str) -> None:
+        """A job `acquire` counted has stopped running."""
+
+
 class Cancelling(Protocol):
     """Stopping queries, queued or running: `rentahal.scheduler.scheduler.Scheduler` stops
     this process's; `rentahal.cluster.cancelling.ClusterCancelling` every broker's."""

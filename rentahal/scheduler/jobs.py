@@ -66,6 +66,12 @@ class Job:
         return PRIORITY.get(self.role, 2)
 
     @property
+    def limited(self) -> bool:
+        """Whether its owner's running jobs are limited (`max_running_per_user`: not a
+        sysop's)."""
+        return self.priority > 0
+
+    @property
     def premium(self) -> bool:
         return self.priority < 2
 

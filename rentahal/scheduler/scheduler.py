@@ -22,7 +22,7 @@ import structlog
 from rentahal import request_ids
 from rentahal.config import Settings
 from rentahal.core.errors import ErrorCode, ProtocolError
-from rentahal.core.ports import JobQueue, Notifier, WorkerSlots
+from rentahal.core.ports import JobQueue, Notifier, UserSlots, WorkerSlots
 from rentahal.core.specs import QuerySpec
 from rentahal.core.spotting import COMMANDS
 from rentahal.core.stages import model_for_step, servable, step_model, step_model_type, step_type
@@ -31,10 +31,11 @@ from rentahal.media.audio import normalize_for_speech
 from rentahal.media.images import normalize_for_vision
 from rentahal.metrics import Metrics
 from rentahal.routing.registry import WorkerState
-from rentahal.routing.router import Router
+from rentahal.routing.router import Choice, Router
 from rentahal.scheduler.alarm import Alarm
 from rentahal.scheduler.jobs import CancelReason, Job
 from rentahal.scheduler.runner import HealthListener, Runner
+from rentahal.scheduler.slots import UserCounts
 from rentahal.store import Query, QueryState, Role, Store, User
 
 log = structlog.get_logger(__name__)
@@ -78,10 +79,12 @@ class Scheduler:
         notifier: Notifier[Query, User],
         queue: JobQueue[Job],
         slots: WorkerSlots[WorkerState],
+        user_slots: UserSlots | None = None,
         broker_id: str | None = None,
     ) -> None:
-        """`broker_id` names this broker on the jobs it accepts: in a cluster, the others
-        take them over if it dies (`rentahal.cluster.reclaim`)."""
+        """`user_slots` counts users' running jobs (default: in this process); `broker_id`
+        names this broker on the jobs it accepts: in a cluster, the others take them over if
+        it dies (`rentahal.cluster.reclaim`)."""
         self._settings = settings
         self._broker_id = broker_id
         self._store = store
@@ -104,7 +107,7 @@ class Scheduler:
             vocabulary=lambda: self.vocabulary,
         )
         self._running: dict[str, Job] = {}
-        self._running_per_user: dict[str, int] = {}
+        self._user_slots = user_slots or UserCounts(settings.max_running_per_user)
         self._pump_wanted = asyncio.Event()
         self._queue_dirty = asyncio.Event()
         self._background: list[asyncio.Task[None]] = []
@@ -285,13 +288,44 @@ class Scheduler:
             self._queue_dirty.set()
 
     async def _dispatch(self, realm: str, job: Job, now: float) -> bool:
-        query = job.query
         if job.not_before > now:
             self._wake.at(job.not_before)
             return False
-        limit = self._settings.max_running_per_user
-        if job.priority > 0 and self._running_per_user.get(job.user_id, 0) >= limit:
+        choice = await self._claim(realm, job)
+        if choice is None:
             return False
+        worker = choice.worker
+        query = job.query  # as taken: a shared line loads another broker's job afresh
+        query.broker_id = self._broker_id  # written with the attempt: who holds it now
+        worker.circuit.on_dispatch()
+        job.dispatched(worker)
+        self._running[query.id] = job
+        if choice.cross_realm:
+            self._metrics.cross_realm.labels(job.realm, choice.realm).inc()
+        job.task = asyncio.create_task(self._run(job), name=f"job-{query.id}")
+        job.task.add_done_callback(self._job_ended)
+        return True
+
+    async def _claim(self, realm: str, job: Job) -> Choice | None:
+        """A worker slot for the job, a place among its owner's running jobs, and the job out
+        of its line; None, and nothing held, if one of them is not to be had now (no free
+        worker, the owner at `max_running_per_user`, another broker took the job first).
+        Free workers are the scarcer, so they are looked for first."""
+        choice = await self._worker_slot(job)
+        if choice is None:
+            return None
+        if job.limited and not await self._user_slots.acquire(job.user_id):
+            await self._slots.release(choice.worker)
+            return None
+        if not await self._queue.take(realm, job):  # another broker took it first
+            await self._slots.release(choice.worker)
+            if job.limited:
+                await self._user_slots.release(job.user_id)
+            return None
+        return choice
+
+    async def _worker_slot(self, job: Job) -> Choice | None:
+        query = job.query
         for _ in range(len(self._router.registry) + 1):
             choice = self._router.select(
                 step_type(query),
@@ -302,28 +336,12 @@ class Scheduler:
                 hops=query.hops,
             )
             if choice is None:
-                return False
+                return None
             # Shared slots may be taken by another broker since this one last looked: the
             # failed claim leaves the worker counted full, and the router chooses again.
             if await self._slots.acquire(choice.worker):
-                break
-        else:
-            return False
-        worker = choice.worker
-        if not await self._queue.take(realm, job):  # another broker took it first
-            await self._slots.release(worker)
-            return False
-        query = job.query  # as taken: a shared line loads another broker's job afresh
-        query.broker_id = self._broker_id  # written with the attempt: who holds it now
-        worker.circuit.on_dispatch()
-        job.dispatched(worker)
-        self._running[query.id] = job
-        self._running_per_user[job.user_id] = self._running_per_user.get(job.user_id, 0) + 1
-        if choice.cross_realm:
-            self._metrics.cross_realm.labels(job.realm, choice.realm).inc()
-        job.task = asyncio.create_task(self._run(job), name=f"job-{query.id}")
-        job.task.add_done_callback(self._job_ended)
-        return True
+                return choice
+        return None
 
     async def _run(self, job: Job) -> None:
         query_id = job.query.id
@@ -333,9 +351,8 @@ class Scheduler:
                 requeued = await self._runner.run(job)
         finally:
             self._running.pop(query_id, None)
-            self._running_per_user[job.user_id] -= 1
-            if not self._running_per_user[job.user_id]:
-                del self._running_per_user[job.user_id]
+            if job.limited:
+                await self._user_slots.release(job.user_id)
             if not requeued:
                 self._signal_finished(query_id)
             self.pump()
