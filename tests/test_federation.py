@@ -95,7 +95,7 @@ async def test_an_imagine_query_x_cannot_serve_is_run_by_peer_y(
             await user.send({"type": "submit_query", "query": query})
             result = await user.expect("query_result", within=20)
         assert result["result_type"] == "image" and len(result["result"]) > 100
-        assert result["worker"] == "y"
+        assert result["worker"] == "y/painter"  # the peer, and its worker that served it
         painted = [r["json"] for r in await painter.requests() if r["method"] == "POST"]
         assert [p["prompt"] for p in painted] == ["a lighthouse at dusk"]
 

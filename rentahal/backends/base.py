@@ -71,6 +71,14 @@ class BackendRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class ServedBy:
+    """Yielded last by a backend that knows which of its own workers answered (another
+    installation: `rentahal.backends.federation`); the query shows `<worker>/<this name>`."""
+
+    worker: str
+
+
+@dataclass(frozen=True, slots=True)
 class HealthReport:
     status: int
     models: tuple[str, ...] | None = None  # None when the protocol does not list models
@@ -146,8 +154,9 @@ class Backend(ABC):
     @abstractmethod
     def generate(
         self, client: httpx.AsyncClient, endpoint: Endpoint, request: BackendRequest
-    ) -> AsyncIterator[str]:
-        """Yield the answer as text deltas (one delta when the backend does not stream)."""
+    ) -> AsyncIterator[str | ServedBy]:
+        """Yield the answer as text deltas (one delta when the backend does not stream), and
+        last, if the backend knows it, who served it (`ServedBy`)."""
 
     async def probe_model_list(
         self,

@@ -2,7 +2,8 @@
 its `POST /api/v1/federation/route`, with the peer key it issued (`rentahal.federation`).
 
 The peer runs the query in its own queue as our account there and answers when it has ended,
-so the answer comes in one piece. Health is `GET /api/v1/federation/advertise`. A peer that
+so the answer comes in one piece, with the name of the peer's worker that served it (the
+query shows `<peer>/<its worker>`). Health is `GET /api/v1/federation/advertise`. A peer that
 has no worker either answers 503 `no_worker`, and so does one that finds itself in the
 query's hop list: the query is never passed round in a loop.
 """
@@ -15,7 +16,14 @@ from typing import ClassVar
 
 import httpx
 
-from rentahal.backends.base import Backend, BackendError, BackendRequest, Endpoint, HealthReport
+from rentahal.backends.base import (
+    Backend,
+    BackendError,
+    BackendRequest,
+    Endpoint,
+    HealthReport,
+    ServedBy,
+)
 from rentahal.core.vocabulary import QueryType
 from rentahal.federation.wire import Advertisement, RouteOutcome
 
@@ -49,7 +57,7 @@ class FederationBackend(Backend):
 
     async def generate(
         self, client: httpx.AsyncClient, endpoint: Endpoint, request: BackendRequest
-    ) -> AsyncIterator[str]:
+    ) -> AsyncIterator[str | ServedBy]:
         timeout = client.timeout.read or ROUTE_TIMEOUT
         body = {
             "type": request.query_type,
@@ -81,3 +89,5 @@ class FederationBackend(Backend):
                 status=502,
             )
         yield outcome.result
+        if outcome.worker:
+            yield ServedBy(outcome.worker)

@@ -6,7 +6,7 @@ database does not hand it out. Every `federation_refresh_interval`, and whenever
 one, each peer is asked what it serves (`GET /api/v1/federation/advertise`). A peer is routed
 to like a worker of kind `federation`, as a last resort: only for a query that no local
 worker that is alive could serve, and never for one that has already been through the peer.
-Its name is the one the sysop gave it, so a query it served shows that name as its worker.
+Its name is the one the sysop gave it: a query it served shows `<that name>/<its worker>`.
 
 Each peer has one account here, `peer-<name>` (`peer_account`): the work it does for us is
 credited to it as a worker owner's is, and the queries it forwards to us run as it and are

@@ -45,7 +45,7 @@ class RouteOutcome(BaseModel):
     state: str
     result: str | None = None
     result_type: str | None = None
-    worker: str | None = None  # as the peer names it: `<its federation id>/<worker>`
+    worker: str | None = None  # the worker that served it, as the peer names it
     processing_time: float | None = None
     cost: float | None = None
     error_code: str | None = None

@@ -20,6 +20,7 @@ import httpx
 import structlog
 
 from rentahal.backends import BACKENDS, BackendError, BackendRequest
+from rentahal.backends.base import ServedBy
 from rentahal.config import Settings
 from rentahal.core.errors import ErrorCode
 from rentahal.core.ports import Notifier, WorkerSlots
@@ -227,6 +228,9 @@ class Runner:
             pieces = backend.streams and step in ("chat", "vision")
             async with asyncio.timeout(timeout):
                 async for delta in backend.generate(self._http, worker.endpoint, request):
+                    if isinstance(delta, ServedBy):
+                        query.worker_name = f"{worker.name}/{delta.worker}"
+                        continue
                     if not parts and pieces:
                         running = self._durable(lambda: self._store.queries.mark_running(query))
                         writes.append(asyncio.create_task(running))
@@ -305,7 +309,8 @@ class Runner:
             job_id=f"{query.id}.{query.stage}.{seq}",
         )
         backend = BACKENDS[tts.kind]
-        return "".join([part async for part in backend.generate(self._http, tts.endpoint, request)])
+        parts = backend.generate(self._http, tts.endpoint, request)
+        return "".join([part async for part in parts if isinstance(part, str)])
 
     async def _succeeded(
         self,

@@ -340,6 +340,7 @@ class QueryRepository:
         result now."""
         values = {
             "state": QueryState.DONE.value,
+            "worker_name": query.worker_name,  # another installation's may name its own
             "result": result,
             "result_type": result_type,
             "processing_time": processing_time,

@@ -142,7 +142,7 @@ async def route(request: RouteRequest, peer: PeerDep, broker: BrokerDep) -> Rout
         state=ended.state,
         result=(ended.output if media else ended.result),
         result_type=ended.result_type,
-        worker=f"{settings.federation_id}/{ended.worker_name}" if ended.worker_name else None,
+        worker=ended.worker_name,
         processing_time=ended.processing_time,
         cost=ended.cost,
         error_code=ended.error_code,
