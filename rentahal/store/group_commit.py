@@ -11,12 +11,17 @@ piece of blocking code: on SQLite in a writer thread of its own, with a connecti
 (aiosqlite hands every cursor, statement and close to its thread and back, several hops per
 statement; here a batch is one hop), and on PostgreSQL in one `run_sync` on the async
 connection (one greenlet for the batch, each statement still asyncpg's round trip).
+
+Brokers of one installation batch writes to the same rows (a user's totals, the statistics)
+in different orders, and PostgreSQL then breaks the deadlock by rolling one transaction back.
+That transaction is run again, whole, after a short random pause.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -24,7 +29,11 @@ from typing import Any
 from sqlalchemy import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from rentahal.store.outage import is_conflict
+
 Write = Callable[[Connection], Any]
+CONFLICT_ATTEMPTS = 5
+CONFLICT_PAUSE = 0.01  # seconds, doubled each time: the pause is random up to it
 Batch = list[tuple[Write, asyncio.Future[Any]]]
 
 
@@ -81,6 +90,18 @@ class GroupCommitter:
         async with self._engine.begin() as connection:
             return await connection.run_sync(_run_all, writes)
 
+    async def _transaction_again_on_conflict(self, writes: Sequence[Write]) -> list[Any]:
+        """`_transaction`, run again after a short random pause when it lost a race with
+        another broker's (a deadlock on shared rows): the database rolled it back whole."""
+        for attempt in range(CONFLICT_ATTEMPTS):
+            try:
+                return await self._transaction(writes)
+            except Exception as exc:
+                if attempt == CONFLICT_ATTEMPTS - 1 or not is_conflict(exc):
+                    raise
+                await asyncio.sleep(random.uniform(0, CONFLICT_PAUSE * 2**attempt))
+        raise AssertionError("unreachable")
+
     def _in_writer(self, writes: Sequence[Write]) -> list[Any]:
         assert self._writer is not None
         with self._writer.begin() as connection:
@@ -88,7 +109,7 @@ class GroupCommitter:
 
     async def _commit(self, batch: Batch) -> None:
         try:
-            results = await self._transaction([write for write, _ in batch])
+            results = await self._transaction_again_on_conflict([write for write, _ in batch])
         except Exception as exc:
             if len(batch) == 1:
                 _, future = batch[0]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TypeVar
 
 import structlog
@@ -40,6 +40,19 @@ class StoreUnavailable(Exception):
 _OUTAGE_SQLSTATES = ("08", "57P01", "57P02", "57P03", "53300")
 
 
+def sqlstates(exc: BaseException) -> Iterator[str]:
+    """The PostgreSQL SQLSTATEs `exc` carries: its own, its driver error's, its causes'."""
+    seen: set[int] = set()
+    error: BaseException | None = exc
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        for carrier in (error, getattr(error, "orig", None)):
+            sqlstate = getattr(carrier, "sqlstate", None)
+            if isinstance(sqlstate, str):
+                yield sqlstate
+        error = error.__cause__
+
+
 def is_outage(exc: BaseException) -> bool:
     """Whether `exc` says the database is unreachable (rather than that a statement is wrong)."""
     if isinstance(exc, StoreUnavailable | PoolTimeout | OperationalError | InterfaceError):
@@ -49,12 +62,18 @@ def is_outage(exc: BaseException) -> bool:
     # Connecting fails below SQLAlchemy's wrapping (a refused socket, asyncpg's own errors).
     if isinstance(exc, ConnectionError | TimeoutError):
         return True
-    for error in (exc, getattr(exc, "orig", None)):
-        sqlstate = getattr(error, "sqlstate", None)
-        if isinstance(sqlstate, str) and sqlstate.startswith(_OUTAGE_SQLSTATES):
-            return True
+    if any(state.startswith(_OUTAGE_SQLSTATES) for state in sqlstates(exc)):
+        return True
     cause = exc.__cause__
     return cause is not None and cause is not exc and is_outage(cause)
+
+
+def is_conflict(exc: BaseException) -> bool:
+    """Whether `exc` says the transaction lost a race with another (a deadlock, a
+    serialization failure): the database rolled it back, and the same transaction again
+    may well succeed. Brokers of one installation meet them on shared rows (a user's
+    totals, the statistics)."""
+    return any(state in ("40P01", "40001") for state in sqlstates(exc))
 
 
 class StoreHealth:
