@@ -43,6 +43,7 @@ from rentahal.bench.overhead import (
     run_overhead,
 )
 from rentahal.bench.realm import BenchmarkError
+from rentahal.bench.reclaim import QUICK_LEASE, ReclaimParams, ReclaimReport, run_reclaim
 from rentahal.bench.soak import (
     DEFAULT_KILL_EVERY,
     MIX,
@@ -613,6 +614,75 @@ def soak(
             f"unanswered:[/red] {escape(str(list(report.lost_samples)))}"
         )
         raise typer.Exit(1)
+
+
+@bench_app.command()
+def reclaim(
+    database_url: Annotated[
+        str,
+        typer.Option(
+            help="PostgreSQL server, e.g. postgresql://user:pw@127.0.0.1:5432/postgres; a "
+            "database is made for the run and dropped after it."
+        ),
+    ],
+    redis_url: Annotated[str, typer.Option(help="Redis, e.g. redis://127.0.0.1:6379/0.")],
+    lease: Annotated[
+        float | None,
+        typer.Option(
+            min=1, help="The cluster's lease (s).", show_default=f"10; {QUICK_LEASE:g} with --quick"
+        ),
+    ] = None,
+    jobs: Annotated[int, typer.Option(min=1, help="Jobs submitted (N).")] = 16,
+    concurrency: Annotated[int, typer.Option(min=1, help="The worker's slots (c).")] = 4,
+    latency: Annotated[float, typer.Option(min=0.01, help="Seconds the worker takes.")] = 2.0,
+    quick: Annotated[bool, typer.Option("--quick", help="A smoke run: a 2 s lease.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the report as JSON on stdout.")
+    ] = False,
+) -> None:
+    """Two brokers of one cluster; one is SIGKILLed with jobs at the worker and waiting:
+    seconds until the other has finished them all, and jobs lost or run twice (both must be
+    0). Exits with status 1 if any was."""
+    err = Console(stderr=True)
+    with _parameters(err):
+        params = ReclaimParams(
+            database_url=database_url,
+            redis_url=redis_url,
+            lease=lease or (QUICK_LEASE if quick else 10.0),
+            jobs=jobs,
+            concurrency=concurrency,
+            latency=latency,
+            quick=quick,
+        )
+    report = _run(
+        err,
+        run_reclaim(params, console=err),
+        stopped="brokers and worker stopped",
+        as_json=as_json,
+        tables=reclaim_table,
+    )
+    if report.missing:
+        err.print(f"[red]{report.lost} jobs lost, {report.run_twice} run twice[/red]")
+        raise typer.Exit(1)
+
+
+def reclaim_table(report: ReclaimReport) -> Table:
+    p = report.params
+    table = Table(
+        title=f"Take-over: lease {p.lease:g} s, N={p.jobs} jobs, c={p.concurrency} slots, "
+        f"L={p.latency:g} s",
+        title_justify="left",
+    )
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    table.add_column("meaning")
+    table.add_row("take-over", _s(report.takeover), "the dead broker's jobs sent again")
+    table.add_row("lease", _s(p.lease), "they wait at least this long")
+    table.add_row("first result", _s(report.first_result), "after the SIGKILL")
+    table.add_row("last result", _s(report.last_result), "every job finished")
+    table.add_row("lost", str(report.lost), "must be 0")
+    table.add_row("run twice", str(report.run_twice), "completed at the worker more than once")
+    return table
 
 
 def soak_tables(report: SoakReport) -> Group:
