@@ -19,7 +19,7 @@ from tests.postgres import pg_admin_url
 def test_a_quick_run_loses_nothing_and_runs_nothing_twice() -> None:
     pg = pg_admin_url().render_as_string(hide_password=False)
     redis_url = os.environ.get("RENTAHAL_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-    args = ["--database-url", pg, "--redis-url", redis_url, "--jobs", "8", "--latency", "0.5"]
+    args = ["--database-url", pg, "--redis-url", redis_url, "--jobs", "8"]
     result = CliRunner().invoke(app, ["bench", "reclaim", "--quick", "--json", *args])
 
     assert result.exit_code == 0, result.output + result.stderr
