@@ -4,6 +4,7 @@ them."""
 from __future__ import annotations
 
 from dataclasses import asdict
+from typing import Any
 
 import httpx
 import structlog
@@ -233,6 +234,11 @@ class Broker:
             ),
         )
         node.on("workers_changed", lambda _: self.sync_workers())
+        # A worker's standing as another broker found it: failures there opened its
+        # circuit, or its health checks there blacklisted or readmitted it.
+        self.registry.circuit_opened = lambda name: node.publish("circuit_open", worker=name)
+        node.on("circuit_open", self._circuit_opened_elsewhere)
+        node.on("worker_standing", self._standing_elsewhere)
         node.on("peers_changed", lambda _: self.peers.refresh())
         node.on("routing_changed", lambda _: self.reload_routing())
 
@@ -379,8 +385,33 @@ class Broker:
             self.metrics.worker_health.labels(worker.name).set(worker.health_score)
             self.metrics.worker_in_flight.labels(worker.name).set(worker.in_flight)
 
+    def _circuit_opened_elsewhere(self, message: dict[str, Any]) -> None:
+        worker = self.registry.get(message["worker"])
+        if worker is not None and not worker.outbound:
+            worker.circuit.trip()
+            self.announce_workers()
+
+    def _standing_elsewhere(self, message: dict[str, Any]) -> None:
+        worker = self.registry.get(message["worker"])
+        if worker is None or worker.outbound:
+            return
+        worker.health_score, worker.blacklisted = message["health_score"], message["blacklisted"]
+        self.announce_workers()
+        self.scheduler.pump()
+
     async def _on_health_events(self, changes: list[tuple[WorkerState, str]]) -> None:
-        """After a health check, or a real job that changed a worker's standing."""
+        """After a health check, or a real job that changed a worker's standing (told to the
+        other brokers of a cluster: an outbound worker's only by the broker it is connected
+        to, whose view alone counts)."""
+        if self.node is not None:
+            for worker, _ in changes:
+                if not worker.outbound:
+                    self.node.publish(
+                        "worker_standing",
+                        worker=worker.name,
+                        health_score=worker.health_score,
+                        blacklisted=worker.blacklisted,
+                    )
         self.refresh_worker_metrics()
         self.hub.broadcast(self.dashboard.worker_health(), sysops_only=True)
         for worker, event in changes:

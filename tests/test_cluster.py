@@ -475,3 +475,43 @@ async def test_a_users_running_jobs_are_limited_across_brokers(
             echo = f"echo: one at a time {n}"
             await buses[0].expect("query_result", lambda m, e=echo: m["result"] == e, 15)
     assert (await peak_stats(rentahal_stub))["peak_in_flight"] == 1
+
+
+async def test_a_circuit_opened_on_one_broker_is_open_on_every_broker(
+    tmp_path: Path, rentahal_stub: StubServer, fresh_pg_url: str
+) -> None:
+    """A worker fails the jobs one broker sends it until its circuit opens there: the other
+    broker stops sending it jobs too, at once, rather than failing its own first."""
+    await rentahal_stub.reset()
+    await rentahal_stub.configure(fail_status=500)
+    key = await create_sysop(tmp_path, database_url=fresh_pg_url)
+    env = cluster_env(fresh_pg_url) | {
+        "RENTAHAL_HEALTH_CHECK_INTERVAL": "60",  # no check half-opens it meanwhile
+        "RENTAHAL_CIRCUIT_FAILURES": "2",
+        "RENTAHAL_MAX_ATTEMPTS": "1",
+    }
+    async with AsyncExitStack() as stack:
+        a, b = await start_brokers(stack, tmp_path, env, 2)
+        await Realm(a, key).add_worker("w1", rentahal_stub)
+
+        async def circuit_on_b(state: str) -> bool:
+            async with httpx.AsyncClient(base_url=b.url) as http:
+                listed = await http.get(
+                    "/api/v1/workers", headers={"Authorization": f"Bearer {key}"}
+                )
+            return [(w["name"], w["circuit"]) for w in listed.json()] == [("w1", state)]
+
+        await eventually(lambda: circuit_on_b("closed"), within=1.0)
+        bus = await stack.enter_async_context(a.bus(api_key=key))
+        await greeted(bus)
+        assert b.pid is not None
+        os.kill(b.pid, signal.SIGSTOP)  # so that a runs (and sees fail) every job
+        try:
+            for n in range(2):
+                failed = await bus.request({"type": "chat", "prompt": f"fails {n}"})
+                await bus.expect(
+                    "error", lambda m, q=failed["query_id"]: m.get("query_id") == q, within=10
+                )
+        finally:
+            os.kill(b.pid, signal.SIGCONT)
+        await eventually(lambda: circuit_on_b("open"), within=1.0)

@@ -33,6 +33,8 @@ class CircuitBreaker:
         self._failures = 0
         self._opened_at: float | None = None
         self._probe_in_flight = False
+        # Told when failures here open the circuit (a cluster's brokers open theirs too).
+        self.on_open: Callable[[], None] | None = None
 
     @property
     def state(self) -> CircuitState:
@@ -70,5 +72,12 @@ class CircuitBreaker:
     def on_failure(self) -> None:
         self._failures += 1
         if self.state is CircuitState.HALF_OPEN or self._failures >= self.threshold:
-            self._opened_at = self._clock()
+            was_open = self.state is CircuitState.OPEN
+            self.trip()
+            if not was_open and self.on_open is not None:
+                self.on_open()
         self._probe_in_flight = False
+
+    def trip(self) -> None:
+        """Open now (failures here, or another broker's: `rentahal.cluster`)."""
+        self._opened_at = self._clock()

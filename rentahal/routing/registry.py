@@ -13,6 +13,7 @@ from rentahal.backends.base import Endpoint
 from rentahal.core.addresses import base_url
 from rentahal.routing.circuit import CircuitBreaker
 from rentahal.routing.health import Probe, next_health
+from rentahal.routing.tunnel import SCHEME as TUNNEL_SCHEME
 from rentahal.store.models import Worker
 
 
@@ -81,6 +82,12 @@ class WorkerState:
         )
 
     @property
+    def outbound(self) -> bool:
+        """Connected to a broker by its own socket (`rentahal.routing.tunnel`): only that
+        broker reaches it."""
+        return self.address.startswith(f"{TUNNEL_SCHEME}://")
+
+    @property
     def primary_type(self) -> str:
         return min(self.capabilities) if self.capabilities else "chat"
 
@@ -143,6 +150,9 @@ class Registry:
     def __init__(self, new_circuit: Callable[[], CircuitBreaker] = CircuitBreaker) -> None:
         self._workers: dict[str, WorkerState] = {}
         self._new_circuit = new_circuit
+        # Told the name of a worker whose circuit failures here opened (a cluster's brokers
+        # open theirs too: `Broker`).
+        self.circuit_opened: Callable[[str], None] = lambda name: None
         # Held across "change the store, then the registry" and "read the store, then sync",
         # so a sync from a list read just before a worker was added cannot drop it again.
         self.membership = asyncio.Lock()
@@ -178,6 +188,7 @@ class Registry:
 
     def add(self, worker: WorkerState) -> None:
         worker.circuit = self._new_circuit()
+        worker.circuit.on_open = lambda: self.circuit_opened(worker.name)
         self._workers[worker.name] = worker
 
     def remove(self, name: str) -> WorkerState | None:
