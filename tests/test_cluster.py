@@ -29,6 +29,7 @@ from rentahal.net import free_port
 from rentahal.testing.broker import BrokerProcess, BusClient
 from rentahal.testing.process import ServerProcess, StubServer
 from rentahal.testing.waiting import eventually
+from rentahal.testing.worker import WorkerProcess
 from tests.conftest import FAST_ENV, Realm, create_sysop
 from tests.test_scheduler import peak_stats
 
@@ -515,3 +516,41 @@ async def test_a_circuit_opened_on_one_broker_is_open_on_every_broker(
         finally:
             os.kill(b.pid, signal.SIGCONT)
         await eventually(lambda: circuit_on_b("open"), within=1.0)
+
+
+async def test_an_outbound_worker_on_one_broker_serves_queries_asked_of_another(
+    tmp_path: Path, fresh_pg_url: str
+) -> None:
+    """A worker behind NAT keeps a socket open to broker A only. A user on broker B asks
+    for answers: B accepts them, A runs them from the shared line through the socket, and
+    B's checks leave the worker alone (B cannot reach it; A vouches for it)."""
+    key = await create_sysop(tmp_path, database_url=fresh_pg_url)
+    env = cluster_env(fresh_pg_url) | {"RENTAHAL_WORKER_HEARTBEAT_INTERVAL": "0.3"}
+    async with AsyncExitStack() as stack:
+        a, b = await start_brokers(stack, tmp_path, env, 2)
+        headers = {"Authorization": f"Bearer {key}"}
+        async with httpx.AsyncClient(base_url=a.url, headers=headers) as http:
+            made = await http.post("/api/v1/keys", json={"name": "rig", "scopes": ["worker"]})
+        args = ("--engine", "echo", "--name", "behind-nat", "--broker", a.url)
+        worker = WorkerProcess(
+            "chat", *args, outbound=True, env={"RENTAHAL_WORKER_TOKEN": made.json()["key"]}
+        )
+        await stack.enter_async_context(worker)
+
+        async def listed_on_b() -> bool:
+            return await worker_names(b, key) == ["behind-nat"]
+
+        await eventually(listed_on_b, within=20)
+        user = await stack.enter_async_context(b.bus(cookie=await b.guest_cookie()))
+        await greeted(user)
+        for n in range(3):
+            accepted = await user.request({"type": "chat", "prompt": f"via a {n}"})
+            assert accepted["type"] == "query_accepted", accepted
+        for n in range(3):
+            result = await user.expect(
+                "query_result", lambda m, n=n: m["result"] == f"echo: via a {n}", 20
+            )
+            assert result["worker"] == "behind-nat"
+        async with httpx.AsyncClient(base_url=b.url, headers=headers) as http:
+            (seen_on_b,) = (await http.get("/api/v1/workers")).json()
+        assert seen_on_b["health_score"] == 100 and not seen_on_b["is_blacklisted"]

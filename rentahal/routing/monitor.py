@@ -43,6 +43,9 @@ class HealthMonitor(Periodic):
         self._registry = registry
         self._http = http
         self._on_checked = on_checked
+        # Which workers this broker checks: in a cluster, not an outbound worker connected
+        # to another broker (this one cannot reach it; its own broker checks it).
+        self.checks: Callable[[WorkerState], bool] = lambda worker: True
 
     async def tick(self) -> None:
         await self.check_all()
@@ -59,7 +62,7 @@ class HealthMonitor(Periodic):
             # Shielded, as is the write below: a shutdown cancelling the tick must not cut a
             # database call short (its connection's reset would fail and be logged).
             self._registry.sync(await asyncio.shield(self._store.workers.list()))
-        workers = list(self._registry)
+        workers = [worker for worker in self._registry if self.checks(worker)]
         if not workers:
             return
         await self.check(workers)

@@ -55,6 +55,10 @@ class Router:
         # The peer installations a query that has been through these installations may be
         # forwarded to (`rentahal.federation.peers.PeerDirectory.routable`).
         self.peers: Callable[[Sequence[str]], list[WorkerState]] = no_peers
+        # Whether a worker this broker cannot send to serves the cluster through another
+        # broker (an outbound worker connected there): queries for it are accepted here, and
+        # that broker runs them from the shared line.
+        self.served_elsewhere: Callable[[WorkerState], bool] = lambda worker: False
 
     def home_realm(self, worker: WorkerState) -> str:
         return self.realms.home_of(worker.realm, worker.primary_type)
@@ -129,8 +133,10 @@ class Router:
     def _serves_here(
         self, query_type: str, model_name: str, exclude: frozenset[str], model_type: str
     ) -> bool:
+        """A worker of this installation is alive for the query (here, or on another
+        broker of the cluster)."""
         return any(
-            w.alive
+            w.alive or self.served_elsewhere(w)
             for tier in self.tiers(query_type, model_name, model_type)
             for w in self._members(tier, query_type, exclude)
         )
