@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,18 +57,28 @@ class Installation:
         return next(u["guid"] for u in users if u["nickname"] == nickname)
 
 
-@pytest_asyncio.fixture(loop_scope="session")
-async def two(tmp_path: Path) -> AsyncIterator[tuple[Installation, Installation]]:
-    """Installations x and y, each a broker on its own SQLite store, with a sysop."""
+@asynccontextmanager
+async def installations(
+    tmp_path: Path, **x_settings: str
+) -> AsyncIterator[tuple[Installation, Installation]]:
+    """Installations x (with `x_settings`, RENTAHAL_* variables) and y, each a broker on its
+    own SQLite store, with a sysop."""
     async with AsyncExitStack() as stack:
         made = []
-        for name in ("x", "y"):
+        for name, extra in (("x", x_settings), ("y", {})):
             data = tmp_path / name
             key = await create_sysop(data)
-            broker = BrokerProcess(data, env=FAST_ENV | {"RENTAHAL_FEDERATION_ID": name})
+            env = FAST_ENV | {"RENTAHAL_FEDERATION_ID": name} | extra
+            broker = BrokerProcess(data, env=env)
             await stack.enter_async_context(broker)
             made.append(Installation(broker, key))
         yield made[0], made[1]
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def two(tmp_path: Path) -> AsyncIterator[tuple[Installation, Installation]]:
+    async with installations(tmp_path) as (x, y):
+        yield x, y
 
 
 async def test_an_imagine_query_x_cannot_serve_is_run_by_peer_y(
@@ -228,3 +238,24 @@ async def test_a_peer_key_is_named_for_its_peer_and_nobody_else_may_take_such_a_
             headers=as_guest | {"Origin": y.broker.url},
         )
         assert taken.status_code == 409, taken.text
+
+
+async def test_a_query_that_waited_too_long_here_goes_to_a_peer(tmp_path: Path) -> None:
+    """x has a chat worker of its own, busy for a while; with `federation_forward_after`
+    0.5 s, a second query that has waited that long is answered by y's worker instead."""
+    async with (
+        installations(tmp_path, RENTAHAL_FEDERATION_FORWARD_AFTER="0.5") as (x, y),
+        StubServer("rentahal") as slow,
+        StubServer("rentahal") as quick,
+    ):
+        await slow.configure(latency=5)
+        await Realm(x.broker, x.sysop_key).add_worker("slow", slow, max_concurrency=1)
+        await Realm(y.broker, y.sysop_key).add_worker("quick", quick)
+        await x.add_peer("y", y, await y.issue_peer_key("peer-x"))
+        async with x.broker.bus(cookie=await x.broker.guest_cookie()) as user:
+            await user.expect("user_info")
+            first = await user.request({"type": "chat", "prompt": "first"})
+            second = await user.request({"type": "chat", "prompt": "second"})
+            result = await user.expect("query_result", within=15)
+        assert result["query_id"] == second["query_id"] != first["query_id"]
+        assert result["worker"] == "y/quick"

@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     # secret key, which every broker of an installation shares.
     federation_id: str = Field(default="", pattern=r"^[A-Za-z0-9_.-]{0,64}$")
     federation_max_hops: int = Field(default=3, ge=1, le=8)
+    # Seconds a query may wait for a local worker before a peer that serves it may take it
+    # instead (0: only a query that no local worker could serve goes to a peer).
+    federation_forward_after: float = Field(default=0.0, ge=0)
     # How often each peer is asked what it serves.
     federation_refresh_interval: float = Field(default=30.0, gt=0)
     # [Websocket]

@@ -149,10 +149,11 @@ class Router:
         exclude: frozenset[str] = frozenset(),
         model_type: str = "",
         hops: Sequence[str] | None = None,
+        overflow: bool = False,
     ) -> Choice | None:
         """A worker with a free slot now, by the first tier that has one; with `hops`, a
         peer installation when no worker here is alive for the query (busy ones are waited
-        for)."""
+        for), or, with `overflow` (it has waited long enough), when none is free."""
         for index, tier in enumerate(self.tiers(query_type, model_name, model_type)):
             candidates = [w for w in self._members(tier, query_type, exclude) if w.available]
             if candidates:
@@ -160,7 +161,9 @@ class Router:
                     tier.key, tier.strategy, specialists(candidates, prompt)
                 )
                 return Choice(worker, tier.realm, cross_realm=index > 0)
-        if hops is None or self._serves_here(query_type, model_name, exclude, model_type):
+        if hops is None:
+            return None
+        if not overflow and self._serves_here(query_type, model_name, exclude, model_type):
             return None
         peers = [
             w for w in self._peer_members(query_type, model_name, exclude, hops) if w.available

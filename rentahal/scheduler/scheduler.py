@@ -291,7 +291,7 @@ class Scheduler:
         if job.not_before > now:
             self._wake.at(job.not_before)
             return False
-        choice = await self._claim(realm, job)
+        choice = await self._claim(realm, job, now)
         if choice is None:
             return False
         worker = choice.worker
@@ -306,12 +306,12 @@ class Scheduler:
         job.task.add_done_callback(self._job_ended)
         return True
 
-    async def _claim(self, realm: str, job: Job) -> Choice | None:
+    async def _claim(self, realm: str, job: Job, now: float) -> Choice | None:
         """A worker slot for the job, a place among its owner's running jobs, and the job out
         of its line; None, and nothing held, if one of them is not to be had now (no free
         worker, the owner at `max_running_per_user`, another broker took the job first).
         Free workers are the scarcer, so they are looked for first."""
-        choice = await self._worker_slot(job)
+        choice = await self._worker_slot(job, now)
         if choice is None:
             return None
         if job.limited and not await self._user_slots.acquire(job.user_id):
@@ -324,8 +324,9 @@ class Scheduler:
             return None
         return choice
 
-    async def _worker_slot(self, job: Job) -> Choice | None:
+    async def _worker_slot(self, job: Job, now: float) -> Choice | None:
         query = job.query
+        forward_after = self._settings.federation_forward_after
         for _ in range(len(self._router.registry) + 1):
             choice = self._router.select(
                 step_type(query),
@@ -334,6 +335,8 @@ class Scheduler:
                 frozenset(job.excluded),
                 model_type=step_model_type(query),
                 hops=query.hops,
+                # Waited long enough for a local worker: a peer installation may take it.
+                overflow=forward_after > 0 and now - job.enqueued > forward_after,
             )
             if choice is None:
                 return None
