@@ -3,6 +3,7 @@ talking over real HTTP with peer keys their sysops issued."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -259,3 +260,33 @@ async def test_a_query_that_waited_too_long_here_goes_to_a_peer(tmp_path: Path) 
             result = await user.expect("query_result", within=15)
         assert result["query_id"] == second["query_id"] != first["query_id"]
         assert result["worker"] == "y/quick"
+
+
+async def test_a_forwarded_query_sent_again_is_not_run_again(
+    two: tuple[Installation, Installation],
+) -> None:
+    """The same `/route` call twice at once, and once more after, with one idempotency key
+    (x's broker died mid-forward and another took the job over): y runs it once and answers
+    all three with that run's outcome."""
+    _, y = two
+    async with StubServer("rentahal") as stub:
+        await stub.configure(latency=1.0)
+        await Realm(y.broker, y.sysop_key).add_worker("w", stub)
+        key = await y.issue_peer_key("peer-x")
+        body = {"type": "chat", "prompt": "once", "hops": ["x"], "deadline": time.time() + 30}
+        headers = {"Idempotency-Key": "q123.0"}
+        async with y.http(key) as http:
+
+            async def forward() -> dict[str, Any]:
+                response = await http.post("/api/v1/federation/route", json=body, headers=headers)
+                assert response.status_code == 200, response.text
+                outcome: dict[str, Any] = response.json()
+                return outcome
+
+            outcomes = await asyncio.gather(forward(), forward())
+            outcomes.append(await forward())
+        assert {o["query_id"] for o in outcomes} == {outcomes[0]["query_id"]}
+        assert [o["result"] for o in outcomes] == ["echo: once"] * 3
+        # At most the repeat's own attempt was started and cut off; one run completed.
+        runs = [r["outcome"] for r in await stub.requests() if r["path"] == "/predict"]
+        assert runs.count("completed") == 1, runs

@@ -43,7 +43,13 @@ from rentahal.bench.overhead import (
     run_overhead,
 )
 from rentahal.bench.realm import BenchmarkError
-from rentahal.bench.reclaim import QUICK_LEASE, ReclaimParams, ReclaimReport, run_reclaim
+from rentahal.bench.reclaim import (
+    DEFAULT_LEASE,
+    QUICK_LEASE,
+    ReclaimParams,
+    ReclaimReport,
+    run_reclaim,
+)
 from rentahal.bench.soak import (
     DEFAULT_KILL_EVERY,
     MIX,
@@ -629,7 +635,9 @@ def reclaim(
     lease: Annotated[
         float | None,
         typer.Option(
-            min=1, help="The cluster's lease (s).", show_default=f"10; {QUICK_LEASE:g} with --quick"
+            min=1,
+            help="The cluster's lease (s).",
+            show_default=f"{DEFAULT_LEASE:g}; {QUICK_LEASE:g} with --quick",
         ),
     ] = None,
     jobs: Annotated[int, typer.Option(min=1, help="Jobs submitted (N).")] = 16,
@@ -648,7 +656,7 @@ def reclaim(
         params = ReclaimParams(
             database_url=database_url,
             redis_url=redis_url,
-            lease=lease or (QUICK_LEASE if quick else 10.0),
+            lease=lease or (QUICK_LEASE if quick else DEFAULT_LEASE),
             jobs=jobs,
             concurrency=concurrency,
             latency=latency,

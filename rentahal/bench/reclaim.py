@@ -47,6 +47,7 @@ from rentahal.testing.broker import BrokerProcess
 from rentahal.testing.process import StubServer
 from rentahal.testing.waiting import eventually
 
+DEFAULT_LEASE = 10.0  # the product's own `cluster_lease`
 QUICK_LEASE = 2.0
 PROMPT = "reclaim job {}"
 
@@ -58,7 +59,7 @@ class ReclaimParams:
 
     database_url: str
     redis_url: str
-    lease: float = 10.0
+    lease: float = DEFAULT_LEASE
     jobs: int = 16
     concurrency: int = 4
     latency: float = 2.0

@@ -136,6 +136,7 @@ class Query(Base):
         Index("ix_queries_user_created", "user_id", "created_at"),
         Index("ix_queries_state", "state"),
         Index("ix_queries_broker_state", "broker_id", "state"),
+        Index("uq_queries_user_idempotency_key", "user_id", "idempotency_key", unique=True),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
@@ -182,6 +183,9 @@ class Query(Base):
     # The installations a query forwarded by federation came through, first first: it is
     # never sent to one of them again (`rentahal.federation`).
     hops: Mapped[list[str]] = mapped_column(default=list)
+    # The key a forwarded query came with: a peer that sends it again (its broker died
+    # mid-forward) is answered with this query's outcome, not a second run.
+    idempotency_key: Mapped[str | None] = mapped_column(String(160), default=None)
 
     @property
     def is_internal(self) -> bool:

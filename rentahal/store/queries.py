@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, func, insert, select, tuple_, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import undefer_group
 
 from rentahal.core.vocabulary import UNFINISHED_STATES
@@ -185,6 +186,20 @@ class QueryRepository:
                 select(Query.broker_id).where(Query.state.in_(_UNFINISHED)).distinct()
             )
             return set(rows.all())
+
+    async def with_idempotency_key(self, user_id: str, key: str) -> Query | None:
+        async with self._db.session() as session:
+            return await session.scalar(
+                select(Query).where(Query.user_id == user_id, Query.idempotency_key == key)
+            )
+
+    async def set_idempotency_key(self, query: Query, key: str) -> bool:
+        """Name the query by `key`; False if another of its owner's has that key already."""
+        try:
+            await self._set(query, idempotency_key=key)
+        except IntegrityError:
+            return False
+        return True
 
     async def waiting_held_by(self, holder: str | None) -> Sequence[Query]:
         """The queued jobs a broker holds, oldest first, media included."""

@@ -15,14 +15,16 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Path, status
+from fastapi import APIRouter, Depends, Header, HTTPException, Path, status
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, StringConstraints, ValidationError
 
 from rentahal.api.deps import BrokerDep, PrincipalDep, SysopDep
 from rentahal.auth import Principal
+from rentahal.broker import Broker
 from rentahal.core.specs import QuerySpec
 from rentahal.core.vocabulary import UNFINISHED_STATES
 from rentahal.federation.wire import Advertisement, RouteOutcome, RouteRequest
+from rentahal.store import Query
 
 router = APIRouter(prefix="/federation", tags=["federation"])
 
@@ -104,11 +106,22 @@ async def advertise(_: PeerDep, broker: BrokerDep) -> Advertisement:
 
 
 @router.post("/route")
-async def route(request: RouteRequest, peer: PeerDep, broker: BrokerDep) -> RouteOutcome:
+async def route(
+    request: RouteRequest,
+    peer: PeerDep,
+    broker: BrokerDep,
+    idempotency_key: Annotated[
+        str | None, Header(alias="Idempotency-Key", min_length=1, max_length=160)
+    ] = None,
+) -> RouteOutcome:
     """Run a forwarded query as the peer's account and answer with how it ended. Refused:
     a query that has been here before or has come too far (508), one whose deadline has
     passed (504); one nobody here (nor a further peer it has not been through) can serve is
-    503 `no_worker`, at once."""
+    503 `no_worker`, at once.
+
+    A query sent again with the same `Idempotency-Key` (the peer's broker died while it
+    waited, and another of its brokers took the job over) is not run again: the answer is
+    the first one's outcome."""
     settings = broker.settings
     if settings.federation_id in request.hops:
         raise _refused(508, "loop_detected", "this query has been through this installation")
@@ -129,9 +142,7 @@ async def route(request: RouteRequest, peer: PeerDep, broker: BrokerDep) -> Rout
         )
     except ValidationError as exc:
         raise _refused(422, "invalid", str(exc.errors()[0]["msg"])) from None
-    # The account may make any query a user may (its key's scope is for the routes).
-    as_account = replace(peer, scopes=frozenset({"*"}))
-    query, _ = await broker.queries.submit(as_account, spec, hops=request.hops)
+    query = await _forwarded(broker, peer, spec, request.hops, idempotency_key)
     ended = await broker.queries.outcome(query.id, within)
     if ended.state in UNFINISHED_STATES:
         await broker.queries.cancel(query.id, reason="the forwarding installation gave up")
@@ -148,6 +159,26 @@ async def route(request: RouteRequest, peer: PeerDep, broker: BrokerDep) -> Rout
         error_code=ended.error_code,
         error=ended.error,
     )
+
+
+async def _forwarded(
+    broker: Broker, peer: Principal, spec: QuerySpec, hops: list[str], key: str | None
+) -> Query:
+    """The query a forwarded request stands for: the one it was sent as before (by its
+    idempotency key), or a new one, submitted as the peer's account."""
+    queries = broker.store.queries
+    if key is not None and (first := await queries.with_idempotency_key(peer.user.id, key)):
+        return first
+    # The account may make any query a user may (its key's scope is for the routes).
+    as_account = replace(peer, scopes=frozenset({"*"}))
+    query, _ = await broker.queries.submit(as_account, spec, hops=hops)
+    if key is None or await queries.set_idempotency_key(query, key):
+        return query
+    # The same request, twice at once: the first to be named runs, this one does not.
+    await broker.queries.cancel(query.id, reason="a repeat of a forwarded query")
+    first = await queries.with_idempotency_key(peer.user.id, key)
+    assert first is not None
+    return first
 
 
 def _refused(status_code: int, code: str, message: str) -> HTTPException:
