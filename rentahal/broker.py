@@ -278,6 +278,8 @@ class Broker:
             self.reclaim.start()
         await self.cloud.start()
         self.monitor.start()
+        if self.settings.federation_peers is not None:
+            await self.peers.bootstrap(self.settings.federation_peers.get_secret_value())
         self.peers.start()
         self.guest_sweep.start()
         self.heartbeat.start()

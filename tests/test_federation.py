@@ -4,6 +4,7 @@ talking over real HTTP with peer keys their sysops issued."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -290,3 +291,29 @@ async def test_a_forwarded_query_sent_again_is_not_run_again(
         # At most the repeat's own attempt was started and cut off; one run completed.
         runs = [r["outcome"] for r in await stub.requests() if r["path"] == "/predict"]
         assert runs.count("completed") == 1, runs
+
+
+async def test_peers_named_in_the_config_are_added_at_start(tmp_path: Path) -> None:
+    """`federation_peers` (a secret: it holds their keys) adds the peers the store does not
+    have when the broker starts; they are asked what they serve at once."""
+    async with AsyncExitStack() as stack:
+        y_data = tmp_path / "y"
+        y = Installation(
+            BrokerProcess(y_data, env=FAST_ENV | {"RENTAHAL_FEDERATION_ID": "y"}),
+            await create_sysop(y_data),
+        )
+        await stack.enter_async_context(y.broker)
+        async with StubServer("rentahal") as stub:
+            await Realm(y.broker, y.sysop_key).add_worker("w", stub)
+            key = await y.issue_peer_key("peer-x")
+            peers = json.dumps([{"name": "y", "url": y.broker.url, "key": key}])
+            x_data = tmp_path / "x"
+            x = Installation(
+                BrokerProcess(x_data, env=FAST_ENV | {"RENTAHAL_FEDERATION_PEERS": peers}),
+                await create_sysop(x_data),
+            )
+            await stack.enter_async_context(x.broker)
+            async with x.http() as http:
+                (peer,) = (await http.get("/api/v1/federation/peers")).json()
+            assert (peer["name"], peer["reachable"], peer["query_types"]) == ("y", True, ["chat"])
+            assert key not in x.broker.output  # the key is never logged

@@ -73,6 +73,10 @@ class Settings(BaseSettings):
     # Seconds a query may wait for a local worker before a peer that serves it may take it
     # instead (0: only a query that no local worker could serve goes to a peer).
     federation_forward_after: float = Field(default=0.0, ge=0)
+    # Peers to add at start if the store has no peer of that name: a secret (it holds their
+    # keys), as JSON `[{"name": "y", "url": "https://y.example", "key": "…"}]`, from the
+    # environment or `<secrets dir>/federation_peers`.
+    federation_peers: SecretStr | None = None
     # How often each peer is asked what it serves.
     federation_refresh_interval: float = Field(default=30.0, gt=0)
     # [Websocket]

@@ -17,13 +17,16 @@ ledger holds the same debt on our account there.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Annotated
 
 import httpx
 import structlog
+from pydantic import BaseModel, StringConstraints, TypeAdapter, ValidationError
 
 from rentahal.auth.nicknames import PEER_PREFIX
 from rentahal.core.errors import ErrorCode, ProtocolError
@@ -66,6 +69,15 @@ def federation_id_of(secret_key: str, configured: str) -> str:
     if configured:
         return configured
     return "rh-" + hashlib.sha256(b"rentahal.federation:" + secret_key.encode()).hexdigest()[:16]
+
+
+class ConfiguredPeer(BaseModel):
+    name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+    url: Annotated[str, StringConstraints(pattern=r"^https?://", max_length=512)]
+    key: Annotated[str, StringConstraints(min_length=16, max_length=256)]
+
+
+_CONFIGURED = TypeAdapter(list[ConfiguredPeer])
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +151,20 @@ class PeerDirectory(Periodic):
             raise ProtocolError(ErrorCode.NOT_FOUND, f"no peer named {name!r}")
         self._forget(name)
         log.info("federation.peer_removed", peer=name)
+
+    async def bootstrap(self, configured: str) -> None:
+        """Add the peers the config names (JSON: a list of `{name, url, key}`) that the store
+        does not have yet; a sysop's later changes are the store's and stay."""
+        try:
+            peers = _CONFIGURED.validate_json(configured)
+        except ValidationError as exc:  # never said with the text itself: it holds keys
+            log.error("federation.bad_configured_peers", errors=exc.error_count())
+            return
+        known = {peer.name for peer in await self._peers.list()}
+        for peer in peers:
+            if peer.name not in known:
+                with contextlib.suppress(ProtocolError):  # another broker added it meanwhile
+                    await self.add(peer.name, peer.url, peer.key)
 
     def views(self) -> list[PeerView]:
         return [self._views[name] for name in sorted(self._views)]
