@@ -176,14 +176,19 @@ class BusSession:
         await self._deliver_missed_results()
 
     async def _deliver_missed_results(self) -> None:
-        """Results that finished while the user was away (SPEC §3: nothing is lost)."""
+        """Results that finished while the user was away (SPEC §3: nothing is lost). They
+        are marked delivered before they are sent, as a live result is when its owner is
+        connected: a connection opened just after this one's greeting must not be sent them
+        again (it would, if it read the store before the mark was committed)."""
         if not self.principal.is_stored:
             return  # a guest not stored yet has asked nothing
         missed = await self.broker.store.queries.undelivered(self.user.id)
+        if not missed:
+            return
+        await self.broker.store.queries.mark_delivered([q.id for q in missed])
         vocabulary = self.broker.scheduler.vocabulary
         for query in missed:
             self.connection.send_final(query.id, final_event(query, vocabulary))
-        await self.broker.store.queries.mark_delivered([q.id for q in missed])
 
     async def _read_loop(self) -> None:
         limit = self.broker.settings.max_message_size
