@@ -185,6 +185,8 @@ async def test_shortcuts_clear_the_answers_and_toggle_speech(
     await page.get_by_label("Prompt").fill("first")
     await page.get_by_label("Prompt").press("Control+Enter")
     await expect(page.locator("#results li.result .answer")).to_have_text("echo: first")
+    # The query has ended (its cost is shown), so no late event of it makes a card again.
+    await expect(page.locator("#cumulative")).to_contain_text("1 answer")
     await page.keyboard.press("Control+Shift+S")
     await expect(page.get_by_label("Speak answers", exact=True)).to_be_checked()
     await page.keyboard.press("Control+Shift+L")
