@@ -49,6 +49,7 @@ class Job:
     task: asyncio.Task[None] | None = None
     worker: WorkerState | None = None
     cancel_reason: CancelReason | None = None
+    started: bool = False  # its task has begun (a cancel before that is seen as it begins)
     excluded: set[str] = field(default_factory=set)  # workers that failed this job
     not_before: float = 0.0  # retry backoff, `time.monotonic()`
     enqueued: float = field(default_factory=time.monotonic)

@@ -103,6 +103,8 @@ class Runner:
         # committed before the job's outcome is handled.
         writes: list[asyncio.Task[Any]] = []
         try:
+            if job.cancel_reason is not None:  # cancelled before its task began
+                raise asyncio.CancelledError
             dispatched_at = utcnow()
             # The attempt is durable before the worker hears of it, so a restarted broker
             # knows this job may have run, and counts the attempt.

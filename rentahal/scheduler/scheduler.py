@@ -347,6 +347,7 @@ class Scheduler:
         return None
 
     async def _run(self, job: Job) -> None:
+        job.started = True
         query_id = job.query.id
         requeued = False  # for a retry, or the query's next step
         try:
@@ -386,7 +387,11 @@ class Scheduler:
             return False
         assert running.task is not None
         running.cancel_reason = why
-        running.task.cancel()
+        # A task cancelled before its first step never runs its cleanup (its slots would
+        # stay taken, its query unfinished for ever); one not started yet sees the reason
+        # as it starts (`Runner.run`) instead.
+        if running.started:
+            running.task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await running.task
         if by_sysop:
