@@ -234,17 +234,15 @@ class Broker:
             ),
         )
         node.on("workers_changed", lambda _: self.sync_workers())
+
         # An outbound worker is reached through the broker its socket is open to: this one
         # neither checks it nor sends it jobs, but accepts queries for it (its broker runs
         # them from the shared line).
-        self.monitor.checks = lambda w: not w.outbound or self.tunnels.get(w.name) is not None
-        self.router.served_elsewhere = lambda w: (
-            w.outbound
-            and self.tunnels.get(w.name) is None
-            and w.health_score > 0
-            and not w.blacklisted
-            and not w.removed
-        )
+        def held_elsewhere(worker: WorkerState) -> bool:
+            return worker.outbound and self.tunnels.get(worker.name) is None
+
+        self.monitor.checks = lambda w: not held_elsewhere(w)
+        self.router.served_elsewhere = lambda w: held_elsewhere(w) and w.healthy
         # A worker's standing as another broker found it: failures there opened its
         # circuit, or its health checks there blacklisted or readmitted it.
         self.registry.circuit_opened = lambda name: node.publish("circuit_open", worker=name)

@@ -92,12 +92,15 @@ class WorkerState:
         return min(self.capabilities) if self.capabilities else "chat"
 
     @property
+    def healthy(self) -> bool:
+        """Registered, not blacklisted, with health left (a tripped circuit recovers soon)."""
+        return not self.blacklisted and not self.removed and self.health_score > 0
+
+    @property
     def alive(self) -> bool:
-        """Could serve at all: registered, not blacklisted (a tripped circuit recovers soon)."""
-        awaiting_key = self.joined and self.key is None
-        return (
-            not self.blacklisted and not self.removed and not awaiting_key and self.health_score > 0
-        )
+        """Could serve at all, from this broker: healthy, and not waiting for the key a
+        joined worker hands over when it registers."""
+        return self.healthy and not (self.joined and self.key is None)
 
     @property
     def available(self) -> bool:

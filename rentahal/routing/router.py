@@ -163,12 +163,14 @@ class Router:
                 return Choice(worker, tier.realm, cross_realm=index > 0)
         if hops is None:
             return None
-        if not overflow and self._serves_here(query_type, model_name, exclude, model_type):
-            return None
+        # Peers first: there are usually none, and then the scan of this installation's
+        # workers below is not made for every waiting job of every dispatch pass.
         peers = [
             w for w in self._peer_members(query_type, model_name, exclude, hops) if w.available
         ]
         if not peers:
+            return None
+        if not overflow and self._serves_here(query_type, model_name, exclude, model_type):
             return None
         realm = self.queue_realm(query_type, model_name)
         return Choice(self.chooser.choose("federation", Strategy.LEAST_BUSY, peers), realm, True)
