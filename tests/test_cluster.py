@@ -97,6 +97,15 @@ async def test_a_worker_added_on_one_broker_is_used_by_all_and_never_oversubscri
         buses = [await stack.enter_async_context(b.bus(cookie=cookie)) for b in brokers]
         guids = {await greeted(bus) for bus in buses}
         assert len(guids) == 1
+        # One user on three brokers and a sysop on one: two users connected, said by each.
+        sysop = await stack.enter_async_context(brokers[1].bus(api_key=key))
+        await greeted(sysop)
+
+        async def two_connected() -> bool:
+            stats = await sysop.request({"type": "get_stats"})
+            return bool(stats["data"]["connected_users"] == 2)
+
+        await eventually(two_connected, within=5)
         prompts = [f"p{n}-{i}" for n in range(3) for i in range(3)]
         for n, bus in enumerate(buses):
             for i in range(3):

@@ -69,8 +69,12 @@ class ClusterHub(Hub):
         )
         node.on("close_user", lambda m: Hub.close_user(self, m["user"], m["code"], m["reason"]))
         node.on("user_changed", self._user_changed_elsewhere)
-        # Who is connected to each other broker, as it last said (sysops see everyone).
+        # Who is connected to each other broker, as it last said (sysops see everyone); their
+        # union over the brokers alive, and how many of those are connected here too, kept
+        # up to date so that counting everyone on each connect costs nothing.
         self._elsewhere: dict[str, frozenset[str]] = {}
+        self._remote: frozenset[str] = frozenset()
+        self._also_here = 0
         self._presence_due: asyncio.TimerHandle | None = None
         # Called when another broker's connected users changed (the sysops' view).
         self.on_presence: Callable[[], None] = lambda: None
@@ -87,11 +91,16 @@ class ClusterHub(Hub):
         self._say_presence()
 
     def add(self, connection: Connection) -> None:
+        first = not self.is_connected(connection.user_id)
         super().add(connection)
+        if first and connection.user_id in self._remote:
+            self._also_here += 1
         self._presence_changed()
 
     def remove(self, connection: Connection) -> None:
         super().remove(connection)
+        if not self.is_connected(connection.user_id) and connection.user_id in self._remote:
+            self._also_here -= 1
         self._presence_changed()
 
     def _presence_changed(self) -> None:
@@ -101,31 +110,37 @@ class ClusterHub(Hub):
             self._presence_due = loop.call_later(PRESENCE_DELAY, self._say_presence)
 
     def _say_presence(self) -> None:
-        self._presence_due = None
+        if self._presence_due is not None:  # said now: not again when the timer comes
+            self._presence_due.cancel()
+            self._presence_due = None
         self._node.publish("presence", broker=self._node.id, users=super().connected_users)
 
     def _presence_elsewhere(self, message: dict[str, Any]) -> None:
         self._elsewhere[message["broker"]] = frozenset(message["users"])
+        self._remake_remote()
         self.on_presence()
 
-    def _everyone(self) -> set[str]:
+    def _remote_users(self) -> frozenset[str]:
+        """Those connected to other brokers alive (a dead broker's are forgotten)."""
+        if any(broker not in self._node.alive for broker in self._elsewhere):
+            self._remake_remote()
+        return self._remote
+
+    def _remake_remote(self) -> None:
         alive = self._node.alive
-        users = set(super().connected_users)
-        for broker, there in list(self._elsewhere.items()):
-            if broker in alive:
-                users |= there
-            else:
-                del self._elsewhere[broker]
-        return users
+        self._elsewhere = {b: users for b, users in self._elsewhere.items() if b in alive}
+        self._remote = frozenset().union(*self._elsewhere.values())
+        self._also_here = sum(1 for user in self._remote if self.is_connected(user))
 
     @property
     def connected_users(self) -> list[str]:
         """Every user connected to any broker."""
-        return sorted(self._everyone())
+        return sorted(self._remote_users().union(super().connected_users))
 
     @property
     def connected_count(self) -> int:
-        return len(self._everyone())
+        remote = self._remote_users()
+        return super().connected_count + len(remote) - self._also_here
 
     def send_user(self, user_id: str, event: Outbound | dict[str, Any]) -> bool:
         text = encode(event)
