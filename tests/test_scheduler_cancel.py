@@ -23,12 +23,11 @@ async def test_a_job_cancelled_before_its_task_begins_ends_cancelled_and_frees_i
         spec = WorkerSpec(name="w1", address=rentahal_stub.address, kind="rentahal", type="chat")
         await broker.catalog.add_worker(None, spec)
         user = await broker.store.users.create(role=Role.USER)
-        # No dispatch pass of its own from here: the test makes the one that matters.
-        await broker.scheduler.stop()
+        # The worker is free, so the job is dispatched as it is accepted: its task is made,
+        # and has not begun when the submit returns (nothing has awaited since).
         query, _ = await broker.queries.submit(
             Principal(user, "api_key"), QuerySpec(prompt="never sent", query_type="chat")
         )
-        await broker.scheduler._dispatch_all()  # the job's task is made, and has not begun
         assert await broker.scheduler.cancel(query.id, reason="changed my mind")
 
         stored = await broker.store.queries.get(query.id)

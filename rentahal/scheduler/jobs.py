@@ -50,6 +50,8 @@ class Job:
     worker: WorkerState | None = None
     cancel_reason: CancelReason | None = None
     started: bool = False  # its task has begun (a cancel before that is seen as it begins)
+    # Dispatched as it was accepted: its row was inserted with the attempt already recorded.
+    attempt_recorded: bool = False
     excluded: set[str] = field(default_factory=set)  # workers that failed this job
     not_before: float = 0.0  # retry backoff, `time.monotonic()`
     enqueued: float = field(default_factory=time.monotonic)

@@ -105,14 +105,18 @@ class Runner:
         try:
             if job.cancel_reason is not None:  # cancelled before its task began
                 raise asyncio.CancelledError
-            dispatched_at = utcnow()
             # The attempt is durable before the worker hears of it, so a restarted broker
             # knows this job may have run, and counts the attempt.
-            await self._durable(
-                lambda: self._store.queries.mark_dispatched(
-                    query, worker.name, query.attempts + 1, dispatched_at
+            if job.attempt_recorded and query.dispatched_at is not None:  # with the job's row
+                job.attempt_recorded = False
+                dispatched_at = query.dispatched_at
+            else:
+                dispatched_at = utcnow()
+                await self._durable(
+                    lambda: self._store.queries.mark_dispatched(
+                        query, worker.name, query.attempts + 1, dispatched_at
+                    )
                 )
-            )
             queue_wait = max(0.0, (dispatched_at - query.created_at).total_seconds())
             self._metrics.queue_wait.labels(job.realm).observe(queue_wait)
             self._status(query, QueryState.DISPATCHED, worker.name)

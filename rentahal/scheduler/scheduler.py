@@ -2,10 +2,13 @@
 to a worker with a free slot; many jobs run at once, one asyncio task each.
 
 Every state change is in the store first, so a restarted broker resumes what the last one
-accepted (`start`), and nothing is dispatched while the store is down. What a job does once
-it has a worker is `runner`'s; the job and its phases are `jobs`'. The scheduler reaches the
-world only through the ports of `rentahal.core.ports`: the job queue, the worker slots, and
-the `Notifier` (events to the owner and everybody).
+accepted (`start`), and nothing is dispatched while the store is down. A query that need not
+wait (nobody in its realm's line, a worker slot free) is dispatched as it is accepted: its row
+is inserted with the attempt recorded, one write where a query that waits has two.
+
+What a job does once it has a worker is `runner`'s; the job and its phases are `jobs`'. The
+scheduler reaches the world only through the ports of `rentahal.core.ports`: the job queue,
+the worker slots, and the `Notifier` (events to the owner and everybody).
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from rentahal.scheduler.alarm import Alarm
 from rentahal.scheduler.jobs import CancelReason, Job
 from rentahal.scheduler.runner import HealthListener, Runner
 from rentahal.scheduler.slots import UserCounts
-from rentahal.store import Query, QueryState, Role, Store, User
+from rentahal.store import Query, QueryState, Role, Store, User, utcnow
 
 log = structlog.get_logger(__name__)
 
@@ -214,22 +217,39 @@ class Scheduler:
                 raise ProtocolError(
                     ErrorCode.USER_LIMIT, f"you already have {limit} queries waiting"
                 )
-        query = await self._store.queries.create(
-            Query(
-                user_id=user.id,
-                query_type=spec.query_type,
-                model_type=spec.model_type,
-                model_name=spec.model_name,
-                prompt=spec.prompt,
-                options=spec.options,
-                realm=realm,
-                image=image,
-                audio=audio,
-                broker_id=self._broker_id,
-                hops=list(hops),
-            )
+        query = Query(
+            user_id=user.id,
+            query_type=spec.query_type,
+            model_type=spec.model_type,
+            model_name=spec.model_name,
+            prompt=spec.prompt,
+            options=spec.options,
+            realm=realm,
+            image=image,
+            audio=audio,
+            broker_id=self._broker_id,
+            hops=list(hops),
+            state=QueryState.QUEUED.value,
+            stage=0,
+            attempts=0,
         )
         job = Job(query, role=user.role, realm=realm)
+        choice = await self._claim_at_once(realm, job)
+        if choice is not None:
+            # Its row says the attempt has begun: one write, where a job that waits has two.
+            query.state = QueryState.DISPATCHED.value
+            query.worker_name, query.attempts = choice.worker.name, 1
+            query.created_at = query.dispatched_at = utcnow()
+            job.attempt_recorded = True
+        try:
+            await self._store.queries.create(query)
+        except BaseException:
+            if choice is not None:
+                await self._release(job, choice)
+            raise
+        if choice is not None:
+            self._start(job, choice)
+            return query, 1
         try:
             position = await self._queue.push(realm, job)
         except ProtocolError as exc:
@@ -274,55 +294,66 @@ class Scheduler:
         if not self._store.health.available:
             return
         now = time.monotonic()
-        started = 0
         for realm in await self._queue.realms():
             progress = True
             while progress:
                 progress = False
                 for job in await self._queue.heads(realm):
                     if await self._dispatch(realm, job, now):
-                        started += 1
                         progress = True
                         break  # the turn order changed: look again from the start
-        if started:
-            self._queue_dirty.set()
 
     async def _dispatch(self, realm: str, job: Job, now: float) -> bool:
         if job.not_before > now:
             self._wake.at(job.not_before)
             return False
-        choice = await self._claim(realm, job, now)
+        choice = await self._claim(job, now)
         if choice is None:
             return False
-        worker = choice.worker
-        query = job.query  # as taken: a shared line loads another broker's job afresh
-        query.broker_id = self._broker_id  # written with the attempt: who holds it now
-        worker.circuit.on_dispatch()
-        job.dispatched(worker)
-        self._running[query.id] = job
-        if choice.cross_realm:
-            self._metrics.cross_realm.labels(job.realm, choice.realm).inc()
-        job.task = asyncio.create_task(self._run(job), name=f"job-{query.id}")
-        job.task.add_done_callback(self._job_ended)
+        if not await self._queue.take(realm, job):  # another broker took it first
+            await self._release(job, choice)
+            return False
+        job.query.broker_id = self._broker_id  # written with the attempt: who holds it now
+        self._start(job, choice)
         return True
 
-    async def _claim(self, realm: str, job: Job, now: float) -> Choice | None:
-        """A worker slot for the job, a place among its owner's running jobs, and the job out
-        of its line; None, and nothing held, if one of them is not to be had now (no free
-        worker, the owner at `max_running_per_user`, another broker took the job first).
-        Free workers are the scarcer, so they are looked for first."""
+    async def _claim_at_once(self, realm: str, job: Job) -> Choice | None:
+        """A new job's places, when it need not wait: nobody waits in its realm's line and
+        they are free now. It is then dispatched as it is accepted, as the next dispatch pass
+        would have done, without going through the line."""
+        if not self._store.health.available or await self._queue.heads(realm):
+            return None
+        return await self._claim(job, time.monotonic())
+
+    async def _claim(self, job: Job, now: float) -> Choice | None:
+        """A worker slot for the job and a place among its owner's running jobs; None, and
+        nothing held, if one of them is not to be had now (no free worker, the owner at
+        `max_running_per_user`). Free workers are the scarcer, so they are looked for first."""
         choice = await self._worker_slot(job, now)
         if choice is None:
             return None
         if job.limited and not await self._user_slots.acquire(job.user_id):
             await self._slots.release(choice.worker)
             return None
-        if not await self._queue.take(realm, job):  # another broker took it first
-            await self._slots.release(choice.worker)
-            if job.limited:
-                await self._user_slots.release(job.user_id)
-            return None
         return choice
+
+    async def _release(self, job: Job, choice: Choice) -> None:
+        """Give back what `_claim` took, for a job that is not dispatched after all."""
+        await self._slots.release(choice.worker)
+        if job.limited:
+            await self._user_slots.release(job.user_id)
+
+    def _start(self, job: Job, choice: Choice) -> None:
+        """Run the job, in a task of its own, on the worker `_claim` found for it."""
+        worker = choice.worker
+        worker.circuit.on_dispatch()
+        job.dispatched(worker)
+        self._running[job.query.id] = job
+        if choice.cross_realm:
+            self._metrics.cross_realm.labels(job.realm, choice.realm).inc()
+        job.task = asyncio.create_task(self._run(job), name=f"job-{job.query.id}")
+        job.task.add_done_callback(self._job_ended)
+        self._queue_dirty.set()
 
     async def _worker_slot(self, job: Job, now: float) -> Choice | None:
         query = job.query

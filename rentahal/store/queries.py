@@ -96,7 +96,9 @@ class QueryRepository:
         await self._writes.close()
 
     async def create(self, query: Query) -> Query:
-        """Insert a new job; fills in its id and creation time."""
+        """Insert a new job; fills in its id and creation time. A job dispatched as it was
+        accepted comes with its first attempt (`state`, `worker_name`, `attempts`,
+        `dispatched_at`): one write for both."""
         query.id = query.id or new_id()
         query.created_at = query.created_at or utcnow()
         values = {
@@ -110,6 +112,8 @@ class QueryRepository:
             "state": query.state or QueryState.QUEUED.value,
             "realm": query.realm or "",
             "attempts": query.attempts or 0,
+            "worker_name": query.worker_name,
+            "dispatched_at": query.dispatched_at,
             "delivered": False,
             "created_at": query.created_at,
             "image": query.image,
