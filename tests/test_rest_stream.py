@@ -58,3 +58,24 @@ async def test_a_rest_client_streams_the_answer(realm: Realm, slow_ollama: StubS
         stranger = {"Cookie": f"rentahal_session={await realm.broker.guest_cookie()}"}
         hidden = await http.get(f"/api/v1/queries/{query_id}/events", headers=stranger)
         assert hidden.status_code == 404
+
+
+async def test_an_answer_asked_for_whole_goes_from_dispatched_to_done(
+    realm: Realm, slow_ollama: StubServer
+) -> None:
+    """No pieces and no `running` state (nor its write) for a query that wants its answer
+    whole: it is running only while its answer streams."""
+    await realm.add_worker("talker", slow_ollama, models=["llama3"])
+    owner = {"Authorization": f"Bearer {realm.sysop_key}"}
+    body = {"prompt": "all at once", "options": {"stream": False}}
+    async with httpx.AsyncClient(base_url=realm.broker.url, timeout=30) as http:
+        accepted = await http.post("/api/v1/queries", json=body, headers=owner)
+        query_id = accepted.json()["query_id"]
+        async with http.stream(
+            "GET", f"/api/v1/queries/{query_id}/events", headers=owner
+        ) as response:
+            events = await read_events(response)
+    assert [e["type"] for e in events if e["type"] == "query_chunk"] == []
+    states = [e["state"] for e in events if e["type"] == "query_status"]
+    assert states[-1] == "done" and "running" not in states
+    assert events[-1]["result"] == "echo: all at once"

@@ -229,9 +229,10 @@ class Runner:
         timeout = self._settings.query_timeout
         try:
             backend = BACKENDS[worker.kind]
-            # Generated text is worth showing as it comes; a transcript or media (base64)
-            # only as a whole.
-            pieces = backend.streams and step in ("chat", "vision")
+            # Generated text is worth showing as it comes, when it is asked for so; a
+            # transcript or media (base64) only as a whole. A query is `running` while its
+            # answer streams: one that waits for the whole answer goes from dispatched to done.
+            pieces = request.stream and backend.streams and step in ("chat", "vision")
             async with asyncio.timeout(timeout):
                 async for delta in backend.generate(self._http, worker.endpoint, request):
                     if isinstance(delta, ServedBy):
@@ -242,7 +243,7 @@ class Runner:
                         writes.append(asyncio.create_task(running))
                         self._status(query, QueryState.RUNNING, worker.name)
                     parts.append(delta)
-                    if request.stream and pieces:
+                    if pieces:
                         self._notifier.chunk(query, delta)
                     if speaker is not None:
                         speaker.feed(delta)
