@@ -40,7 +40,7 @@ def test_a_quick_run_measures_every_path_at_every_level(tmp_path: Path) -> None:
     litellm = paths["litellm"]
     if not LITELLM_PYTHON and importlib.util.find_spec("litellm") is None:
         assert "not installed" in litellm["absent"] and litellm["levels"] == []
-        measured = ["direct", "v1", "bus"]
+        measured = ["direct", "relay", "v1", "bus"]
     else:
         assert litellm["absent"] is None, litellm["absent"]
         assert report["litellm_version"]

@@ -72,6 +72,7 @@ LITELLM_STARTUP = 180.0
 
 PATHS: dict[str, str] = {
     "direct": "stub direct",
+    "relay": "bare relay",
     "v1": "broker /v1",
     "bus": "broker bus",
     "litellm": "LiteLLM proxy",
@@ -267,8 +268,11 @@ async def run_overhead(
         await broker.add_workers([stub], max_concurrency=params.most_in_flight * 2)
         key = await _user_api_key(broker.process.url)
         note(console, f"broker pid {broker.process.pid} (for py-spy: --pid {broker.process.pid})")
+        folder = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="rentahal-bench-relay-"))
+        stack.callback(shutil.rmtree, folder, ignore_errors=True)
+        relay = await stack.enter_async_context(RelayProcess(stub, folder))
         proxy, litellm_absent = await _start_litellm(stack, params, stub, console)
-        targets = _targets(stub, broker, key, proxy, litellm_absent)
+        targets = _targets(stub, relay, broker, key, proxy, litellm_absent)
         paths = await _measure_all(targets, params, stub, console)
     report = OverheadReport(
         params=params,
@@ -378,6 +382,21 @@ def _has(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
+class RelayProcess(ServerProcess):
+    """The bare relay (`rentahal.bench.relay`) in front of the stub, its jobs written to a
+    SQLite file in ``folder``."""
+
+    def __init__(self, stub: StubServer, folder: Path) -> None:
+        self.port = free_port()
+        argv = [sys.executable, "-m", "rentahal.bench.relay", "--port", str(self.port)]
+        argv += ["--upstream", stub.url, "--database", str(folder / "relay.sqlite3")]
+        super().__init__(argv, self.url)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
 @dataclass(frozen=True)
 class _Target:
     """A path to measure: how its clients are opened for a level, and the process whose
@@ -401,12 +420,13 @@ Lanes = Callable[[int], AbstractAsyncContextManager[Sequence[Call]]]
 
 def _targets(
     stub: StubServer,
+    relay: RelayProcess,
     broker: BenchBroker,
     key: str,
     proxy: LiteLLMProxy | None,
     litellm_absent: str | None,
 ) -> list[_Target]:
-    """The four paths, in measuring order, each with its clients' maker."""
+    """The five paths, in measuring order, each with its clients' maker."""
     body = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": PROMPT}]})
     completions = "/v1/chat/completions"
     auth = {"Authorization": f"Bearer {key}"}
@@ -424,6 +444,7 @@ def _targets(
     )
     return [
         _Target("direct", stub.pid, _http_lanes(stub.url + completions, body, {})),
+        _Target("relay", relay.pid, _http_lanes(relay.url + completions, body, {})),
         _Target("v1", broker.process.pid, _http_lanes(broker_url + completions, body, auth)),
         _Target("bus", broker.process.pid, _bus_lanes(broker.process.ws_url)),
         litellm,
