@@ -8,7 +8,6 @@ from typing import Any
 
 import httpx
 import structlog
-from httpx_aiohttp import AiohttpTransport
 
 from rentahal import request_ids
 from rentahal.admin.audit import AuditTrail
@@ -24,6 +23,7 @@ from rentahal.auth import Authenticator
 from rentahal.auth.accounts import Accounts
 from rentahal.auth.guests import GuestSweep
 from rentahal.auth.secret_key import load_or_create_secret_key
+from rentahal.backends.transport import CONNECT_TIMEOUT, WorkerClient
 from rentahal.bus import events
 from rentahal.bus.heartbeat import Heartbeat
 from rentahal.bus.hub import Hub
@@ -85,15 +85,11 @@ class Broker:
         )
         self.router = Router(self.registry, RealmTable())
         self.tunnels = Tunnels()
-        # One pooled client for all worker traffic; per-request timeouts come from the adapters.
-        # Its transport is aiohttp's: httpcore's pool scans every connection on each request,
-        # which was a third of the broker's work per query at 16 in flight (docs/benchmarks.md,
-        # `bench overhead`). Outbound workers (`tunnel://name`) are reached through their sockets.
-        self.http = httpx.AsyncClient(
-            timeout=httpx.Timeout(settings.query_timeout, connect=5.0),
-            transport=AiohttpTransport(
-                limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200)
-            ),
+        # One pooled client for all worker traffic (`backends.transport`); per-request timeouts
+        # come from the adapters. Outbound workers (`tunnel://name`) are reached through their
+        # sockets.
+        self.http = WorkerClient(
+            timeout=httpx.Timeout(settings.query_timeout, connect=CONNECT_TIMEOUT),
             follow_redirects=False,
             event_hooks={"request": [request_ids.send_to_workers]},
             mounts={

@@ -5,15 +5,25 @@ test_openai_api; the media endpoints, still on the SDK: test_backend_openai_medi
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import httpx
 import pytest
 import pytest_asyncio
 
+from rentahal import request_ids
 from rentahal.backends.base import BackendError, BackendRequest, Endpoint
 from rentahal.backends.openai_compat import OpenAIBackend
+from rentahal.backends.transport import WorkerClient
+from rentahal.net import free_port
 from rentahal.testing.process import StubServer
+
+# A plain httpx client (as a backend may be given one), and the broker's, whose generation
+# calls skip httpx for aiohttp: both must give the same answers and errors.
+CLIENTS: dict[str, Callable[[], httpx.AsyncClient]] = {
+    "httpx": lambda: httpx.AsyncClient(trust_env=False),
+    "broker": WorkerClient,
+}
 
 PROMPT = "what is the weather today"
 MODEL = "gpt-4o-mini"
@@ -50,8 +60,9 @@ async def answer(
     ]
 
 
-async def test_whole_and_streamed_answers_say_the_same(stub: StubServer) -> None:
-    async with httpx.AsyncClient(trust_env=False) as http:
+@pytest.mark.parametrize("client", list(CLIENTS))
+async def test_whole_and_streamed_answers_say_the_same(stub: StubServer, client: str) -> None:
+    async with CLIENTS[client]() as http:
         whole = await answer(http, stub, stream=False)
         pieces = await answer(http, stub, stream=True)
     assert len(whole) == 1 and PROMPT in whole[0]
@@ -62,13 +73,41 @@ async def test_whole_and_streamed_answers_say_the_same(stub: StubServer) -> None
     assert all(r["headers"]["authorization"] == "Bearer sk-test" for r in sent)
 
 
+@pytest.mark.parametrize("client", list(CLIENTS))
 @pytest.mark.parametrize("stream", [False, True])
 async def test_a_refusal_keeps_its_status_and_the_servers_message(
-    stub: StubServer, stream: bool
+    stub: StubServer, stream: bool, client: str
 ) -> None:
-    async with httpx.AsyncClient(trust_env=False) as http:
+    async with CLIENTS[client]() as http:
         with pytest.raises(BackendError) as refused:
             await answer(http, stub, stream=stream, key="sk-wrong")
     assert refused.value.status == 401
     assert str(refused.value).startswith("worker answered HTTP 401: ")
     assert "{" not in str(refused.value)  # the message, not the JSON envelope
+
+
+async def test_the_broker_client_keeps_one_connection_and_names_the_request(
+    stub: StubServer,
+) -> None:
+    """Answers read to the end give their connection back to the pool: six calls, whole and
+    streamed, one after the other, are one connection; each carries the request's id."""
+    async with WorkerClient() as http:
+        with request_ids.bound("req-42"):
+            for stream in (False, True, False, True, False, True):
+                assert await answer(http, stub, stream=stream)
+    sent = [r for r in await stub.requests() if r["path"] == "/v1/chat/completions"]
+    assert len(sent) == 6 and len({r["peer"] for r in sent}) == 1
+    assert {r["headers"]["x-request-id"] for r in sent} == {"req-42"}
+
+
+@pytest.mark.parametrize("client", list(CLIENTS))
+async def test_a_worker_that_is_not_there_is_a_transport_error(
+    stub: StubServer, client: str
+) -> None:
+    """The scheduler counts httpx's transport errors against the worker, whichever lane."""
+    gone = Endpoint(
+        name="w1", kind="openai", url=f"http://127.0.0.1:{free_port()}", models=(MODEL,)
+    )
+    async with CLIENTS[client]() as http:
+        with pytest.raises(httpx.TransportError):
+            [piece async for piece in OpenAIBackend().generate(http, gone, ask(stream=False))]

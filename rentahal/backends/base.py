@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 
 import httpx
 
+from rentahal.backends.transport import Reply
 from rentahal.core.options import OPTION_BOUNDS
 
 # Image options a user may set, with the SD web UI's bounds; every imagine backend holds
@@ -117,7 +118,7 @@ def error_message(body: object) -> str:
     return str(message if message is not None else body)[:300]
 
 
-async def ndjson_objects(response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
+async def ndjson_objects(response: Reply) -> AsyncIterator[dict[str, Any]]:
     """The objects of an NDJSON answer up to its `"done": true` one, with the rest read to
     the end: a response left unread cannot go back to the pool, and the next job would open a
     new connection. `BackendError` when the stream ends before it is done."""
@@ -182,7 +183,7 @@ class Backend(ABC):
         return {"Authorization": f"Bearer {endpoint.key}"} if endpoint.key else {}
 
     @staticmethod
-    def raise_for_status(response: httpx.Response, body: bytes | None = None) -> None:
+    def raise_for_status(response: Reply, body: bytes | None = None) -> None:
         if response.status_code == 200:
             return
         detail = (body or b"")[:300].decode("utf-8", "replace").strip()

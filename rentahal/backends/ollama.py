@@ -17,6 +17,7 @@ from rentahal.backends.base import (
     generation_options,
     ndjson_objects,
 )
+from rentahal.backends.transport import post_json
 
 
 def _ollama_options(options: dict[str, Any]) -> dict[str, Any]:
@@ -56,9 +57,8 @@ class OllamaBackend(Backend):
         }
         if options := _ollama_options(request.options):
             payload["options"] = options
-        async with client.stream(
-            "POST", f"{endpoint.url}/api/chat", json=payload, headers=self.auth_headers(endpoint)
-        ) as response:
+        url = f"{endpoint.url}/api/chat"
+        async with post_json(client, url, payload, self.auth_headers(endpoint)) as response:
             if response.status_code != 200:
                 self.raise_for_status(response, await response.aread())
             async for part in ndjson_objects(response):

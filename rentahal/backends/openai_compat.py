@@ -35,6 +35,7 @@ from rentahal.backends.base import (
     generation_options,
     stream_object,
 )
+from rentahal.backends.transport import Reply, post_json
 from rentahal.media import BadMedia, decode_base64
 from rentahal.media.images import generated_image
 
@@ -220,25 +221,25 @@ async def _chat(
         **generation_options(request.options),
     }
     url = f"{_api_root(endpoint)}/chat/completions"
-    if not request.stream:
-        response = await client.post(url, json=body, headers=headers)
-        _raise_for_status(response, response.content)
-        try:
-            choices = response.json()["choices"]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise BackendError("worker answer is not a chat completion") from exc
-        if not choices:
-            raise BackendError("worker answered with no choices")
-        yield _text(choices[0].get("message"))
-        return
-    async with client.stream("POST", url, json=body, headers=headers) as response:
+    async with post_json(client, url, body, headers) as response:
+        if not request.stream:
+            content = await response.aread()
+            _raise_for_status(response, content)
+            try:
+                choices = json.loads(content)["choices"]
+            except (ValueError, KeyError, TypeError) as exc:
+                raise BackendError("worker answer is not a chat completion") from exc
+            if not choices:
+                raise BackendError("worker answered with no choices")
+            yield _text(choices[0].get("message"))
+            return
         if response.status_code != 200:
             _raise_for_status(response, await response.aread())
         async for delta in _deltas(response):
             yield delta
 
 
-async def _deltas(response: httpx.Response) -> AsyncIterator[str]:
+async def _deltas(response: Reply) -> AsyncIterator[str]:
     """The content deltas of an SSE chat stream, read to its end (so the connection goes back
     to the pool). An `error` event fails the request; a stream cut before `[DONE]` is taken
     as it came, as the SDK took it."""
@@ -262,7 +263,7 @@ def _text(message: object) -> str:
     return content if isinstance(content, str) else ""
 
 
-def _raise_for_status(response: httpx.Response, body: bytes) -> None:
+def _raise_for_status(response: Reply, body: bytes) -> None:
     """An HTTP error keeps its status (a 400 means the input was refused), with the server's
     own message when it sends one in OpenAI's shape."""
     if response.status_code == 200:

@@ -28,6 +28,7 @@ from rentahal.backends.base import (
     error_message,
     ndjson_objects,
 )
+from rentahal.backends.transport import Reply, post_json
 from rentahal.worker.idempotency import HEADER as IDEMPOTENCY_HEADER
 
 # query type → the field of the worker's answer that holds the result
@@ -112,8 +113,8 @@ class RentahalBackend(Backend):
         headers = self.auth_headers(endpoint)
         if request.job_id:
             headers[IDEMPOTENCY_HEADER] = request.job_id
-        async with client.stream(
-            "POST", f"{endpoint.url}/predict", json=predict_body(request), headers=headers
+        async with post_json(
+            client, f"{endpoint.url}/predict", predict_body(request), headers
         ) as response:
             if response.status_code != 200:
                 self.raise_for_status(response, await response.aread())
@@ -133,7 +134,7 @@ class RentahalBackend(Backend):
         yield answer
 
 
-async def _pieces(response: httpx.Response) -> AsyncIterator[str]:
+async def _pieces(response: Reply) -> AsyncIterator[str]:
     """The text of a streamed answer, piece by piece; `BackendError` on an error line or a
     stream that ends before its `done` line."""
     async for part in ndjson_objects(response):

@@ -110,6 +110,8 @@ class StubState:
                 parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
             ),
             "headers": headers,
+            # The caller's address and port: one per connection, so a test sees keep-alive.
+            "peer": "{}:{}".format(*scope["client"]) if scope.get("client") else None,
             "json": _parse_json(body),
             "time": time.time(),
             "outcome": None,
