@@ -6,6 +6,10 @@ enforced; the role's queries a day; rate limits — per user by role, per
 API key, per client IP, each a token bucket (`rentahal.limits`; in a cluster, counted in Redis
 across the brokers). A refusal is a
 `ProtocolError` whose `retry_after` says when to try again. Sysops are not limited.
+
+The queries a day are counted in memory (`limits.SubmissionWindows`): each user's last day is
+read from the store once, not on every query; in a cluster, whose other brokers submit too,
+it is read each time.
 """
 
 from __future__ import annotations
@@ -19,10 +23,11 @@ from rentahal.auth import Principal
 from rentahal.config import Settings
 from rentahal.core.errors import ErrorCode, ProtocolError
 from rentahal.core.specs import QuerySpec
-from rentahal.limits import Buckets, Limit, RateLimiter
+from rentahal.limits import Buckets, Limit, RateLimiter, SubmissionWindows
 from rentahal.scheduler.scheduler import Scheduler
 from rentahal.store import Query, Role, Store, utcnow
 from rentahal.store.ledger import MICROS, to_micros
+from rentahal.store.models import INTERNAL_MODEL_TYPE
 
 DAY = timedelta(days=1)
 T = TypeVar("T")
@@ -41,14 +46,18 @@ class Admission:
         scheduler: Scheduler,
         limiter: Buckets | None = None,
         shared_state: Callable[[], None] | None = None,
+        submissions: SubmissionWindows | None = None,
     ) -> None:
         """`shared_state` refuses new work while what the cluster shares cannot be reached
-        (`ClusterNode.require`): accepted then, it could not be shared."""
+        (`ClusterNode.require`): accepted then, it could not be shared. `submissions`: the
+        daily quotas counted in memory, each user's window read from the store once (None:
+        read every time, as a cluster must, its other brokers submitting too)."""
         self._settings = settings
         self._store = store
         self._scheduler = scheduler
         self._limiter = limiter or RateLimiter()
         self._shared_state = shared_state
+        self._submissions = submissions
 
     async def submit(
         self, principal: Principal, spec: QuerySpec, *, hops: Sequence[str] = ()
@@ -67,7 +76,10 @@ class Admission:
         principal.check_query_scope(spec.query_type)
         if self._shared_state is not None:
             self._shared_state()
-        return await self._scheduler.submit(principal.user, spec, hops=hops)
+        accepted = await self._scheduler.submit(principal.user, spec, hops=hops)
+        if self._submissions is not None and spec.model_type != INTERNAL_MODEL_TYPE:
+            self._submissions.record(principal.user.id)
+        return accepted
 
     async def check(self, principal: Principal) -> None:
         """Count one request against the caller's limits, or refuse it."""
@@ -123,10 +135,18 @@ class Admission:
         )
         if quota <= 0:
             return
-        now = utcnow()
-        used, first = await self._store.queries.submitted_since(principal.user.id, now - DAY)
+        user_id, windows, now = principal.user.id, self._submissions, utcnow()
+        if windows is None or not windows.known(user_id, quota):
+            times = await self._store.queries.latest_submissions(user_id, now - DAY, quota)
+            if windows is None:
+                used, first = len(times), (times[0].timestamp() if times else None)
+            else:
+                windows.fill(user_id, [t.timestamp() for t in times], quota)
+        if windows is not None:
+            used, first = windows.used(user_id)
         if used >= quota:
-            wait = max((first + DAY - now).total_seconds() if first else 0.0, 1.0)
+            # Free again when the oldest of the latest `quota` is a day old.
+            wait = max((first + DAY.total_seconds() - now.timestamp()) if first else 0.0, 1.0)
             raise ProtocolError(
                 ErrorCode.QUOTA_EXCEEDED,
                 f"your {quota} queries a day are used up; the next frees up in "

@@ -18,7 +18,7 @@ from rentahal.admin.models import HuggingFaceModels
 from rentahal.admin.queue import QueueAdmin
 from rentahal.admin.routing import RoutingAdmin
 from rentahal.admin.users import UserAdmin
-from rentahal.admission import Admission
+from rentahal.admission import DAY, Admission
 from rentahal.auth import Authenticator
 from rentahal.auth.accounts import Accounts
 from rentahal.auth.guests import GuestSweep
@@ -41,6 +41,7 @@ from rentahal.config import Settings
 from rentahal.core.spotting import vocabulary_of
 from rentahal.federation.peers import PeerDirectory, federation_id_of
 from rentahal.intents.service import Intents
+from rentahal.limits import SubmissionWindows
 from rentahal.local_workers import LocalWorkers
 from rentahal.membership import Membership
 from rentahal.metrics import Metrics
@@ -181,6 +182,7 @@ class Broker:
             self.scheduler,
             limiter=RedisBuckets(self.node, "queries") if self.node else None,
             shared_state=self.node.require if self.node else None,
+            submissions=None if self.node else SubmissionWindows(DAY.total_seconds()),
         )
         self.queries = Queries(
             self.admission,

@@ -14,7 +14,7 @@ memory (forgetting only ever errs towards letting a request in).
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
@@ -106,6 +106,67 @@ class RateLimiter:
             if oldest is None or not oldest.full_by(now):
                 return
             self._buckets.popitem(last=False)
+
+
+class SubmissionWindows:
+    """Each user's latest submissions within a sliding window (a day, for daily quotas), in
+    memory, so that a quota is checked without a store read per query.
+
+    A user's window is filled once from the store (`fill`, the caller's read) and kept up to
+    date by `record`; only the latest `keep` submissions matter for a quota of `keep`, so no
+    more are kept. Windows whose newest submission has aged out are forgotten as they go,
+    and beyond `max_users` the least recently used are (filled again from the store if that
+    user comes back), so memory stays bounded whatever the number of users.
+    """
+
+    def __init__(
+        self, span: float, *, clock: Callable[[], float] = time.time, max_users: int = 100_000
+    ) -> None:
+        self.span = span
+        self._clock = clock
+        self._max_users = max_users
+        self._windows: OrderedDict[str, deque[float]] = OrderedDict()
+
+    def known(self, user_id: str, keep: int) -> bool:
+        """Whether the user's window is here, filled for a quota of `keep` (a role changed
+        since is filled again)."""
+        window = self._windows.get(user_id)
+        return window is not None and window.maxlen == keep
+
+    def fill(self, user_id: str, times: Sequence[float], keep: int) -> None:
+        """The user's submissions in the window as the store has them (oldest first)."""
+        self._windows[user_id] = deque(times[-keep:], maxlen=keep) if keep > 0 else deque()
+        self._windows.move_to_end(user_id)
+        while len(self._windows) > self._max_users:
+            self._windows.popitem(last=False)
+
+    def used(self, user_id: str) -> tuple[int, float | None]:
+        """How many of the kept submissions are within the window, and when the oldest of
+        them was (None if none)."""
+        now = self._clock()
+        window = self._windows.get(user_id)
+        if window is None:
+            return 0, None
+        self._windows.move_to_end(user_id)
+        self._forget_aged(now, spare=user_id)
+        while window and window[0] <= now - self.span:
+            window.popleft()
+        return len(window), (window[0] if window else None)
+
+    def record(self, user_id: str) -> None:
+        """One more submission now, for a user whose window is known."""
+        if (window := self._windows.get(user_id)) is not None:
+            window.append(self._clock())
+
+    def _forget_aged(self, now: float, *, spare: str, at_most: int = 8) -> None:
+        """Forget a few least recently used windows with nothing left in the span (not
+        `spare`'s, the one being asked about): a few per call keeps up with any number of
+        users, at a bounded cost per call."""
+        for _ in range(at_most):
+            user_id, window = next(iter(self._windows.items()), (spare, None))
+            if user_id == spare or (window and window[-1] > now - self.span):
+                return
+            self._windows.popitem(last=False)
 
 
 # Which limit a connection went over: its room's, or its client address's share of it.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -15,8 +16,8 @@ from rentahal.admission import Admission
 from rentahal.auth import Principal
 from rentahal.config import load_settings
 from rentahal.core.errors import ProtocolError
-from rentahal.limits import Limit, RateLimiter, TokenBucket
-from rentahal.store import Role, Store
+from rentahal.limits import Limit, RateLimiter, SubmissionWindows, TokenBucket
+from rentahal.store import Query, Role, Store, utcnow
 from rentahal.testing.broker import BrokerProcess
 from rentahal.testing.process import StubServer
 from tests.conftest import FAST_ENV, Realm, create_sysop
@@ -67,6 +68,66 @@ def test_buckets_are_bounded_and_a_changed_limit_starts_afresh() -> None:
     assert len(limiter._buckets) == 3 and "ip:a" not in limiter._buckets
     assert limiter.acquire([Limit("ip:d", 1)]) > 0
     assert limiter.acquire([Limit("ip:d", 5)]) == 0.0  # promoted: the new rate, full
+
+
+def test_a_submission_window_counts_the_last_day_and_keeps_no_more_than_the_quota() -> None:
+    clock = FakeClock()
+    windows = SubmissionWindows(100.0, clock=clock)
+    assert not windows.known("a", 3)
+    windows.fill("a", [905.0, 930.0, 960.0, 990.0], keep=3)  # as the store had them
+    assert windows.known("a", 3) and not windows.known("a", 5)  # another quota: read again
+    assert windows.used("a") == (3, 930.0)  # the latest three; 905 no longer matters
+    clock.now = 1031.0  # 930 is over 100 s old now
+    assert windows.used("a") == (2, 960.0)
+    windows.record("a")
+    windows.record("a")
+    assert windows.used("a") == (3, 990.0)  # the latest three: 990 and the two just now
+    windows.record("nobody")  # not filled: left to the store
+    assert not windows.known("nobody", 3) and windows.used("nobody") == (0, None)
+
+
+def test_submission_windows_forget_aged_and_least_recent_users() -> None:
+    clock = FakeClock()
+    windows = SubmissionWindows(100.0, clock=clock, max_users=2)
+    windows.fill("a", [990.0], keep=5)
+    windows.fill("b", [995.0], keep=5)
+    windows.fill("c", [999.0], keep=5)  # one over: the least recently used goes
+    assert not windows.known("a", 5) and windows.known("b", 5) and windows.known("c", 5)
+    clock.now = 1096.0  # b's only submission has aged out, c's has not
+    assert windows.used("c") == (1, 999.0)
+    assert not windows.known("b", 5)  # forgotten on the way
+    windows.fill("d", [], keep=5)
+    assert windows.used("d") == (0, None) and windows.known("d", 5)  # the one asked is kept
+
+
+@pytest.mark.parametrize("in_memory", [True, False], ids=["in memory", "from the store"])
+async def test_a_daily_quota_counts_what_the_store_holds_from_before_a_restart(
+    tmp_path: Path, in_memory: bool
+) -> None:
+    """Submissions of the last day, by a previous process, count against the quota: the
+    oldest of the latest ones says when a query is allowed again."""
+    settings = load_settings(data_dir=tmp_path, queries_per_day_user=3)
+    store = await Store(settings.resolved_database_url).open()
+    try:
+        user = await store.users.create(role=Role.USER, nickname="quinn")
+        now = utcnow()
+        for hours_ago in (30, 20, 10, 1):  # 30 h ago no longer counts; 20 h ago is the oldest
+            await store.queries.create(
+                Query(
+                    user_id=user.id,
+                    query_type="chat",
+                    prompt="hi",
+                    created_at=now - timedelta(hours=hours_ago),
+                )
+            )
+        windows = SubmissionWindows(86_400.0) if in_memory else None
+        admission = Admission(settings, store, scheduler=None, submissions=windows)  # type: ignore[arg-type]
+        with pytest.raises(ProtocolError) as refused:
+            await admission.check(Principal(user, "api_key"))
+        assert refused.value.code == "quota_exceeded"
+        assert refused.value.retry_after == pytest.approx(4 * 3600, abs=60)
+    finally:
+        await store.close()
 
 
 def test_a_bucket_reports_how_long_until_its_next_token() -> None:

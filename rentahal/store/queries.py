@@ -142,20 +142,21 @@ class QueryRepository:
             )
             return rows.all()
 
-    async def submitted_since(self, user_id: str, since: datetime) -> tuple[int, datetime | None]:
-        """How many queries the user has submitted since `since` (the broker's own on their
-        behalf not counted), and when the first of them was."""
+    async def latest_submissions(self, user_id: str, since: datetime, limit: int) -> list[datetime]:
+        """When the user submitted their latest `limit` queries since `since` (the broker's
+        own on their behalf not counted), oldest first."""
         async with self._db.session() as session:
-            row = (
-                await session.execute(
-                    select(func.count(), func.min(Query.created_at)).where(
-                        Query.user_id == user_id,
-                        Query.created_at >= since,
-                        Query.model_type != INTERNAL_MODEL_TYPE,
-                    )
+            times = await session.scalars(
+                select(Query.created_at)
+                .where(
+                    Query.user_id == user_id,
+                    Query.created_at >= since,
+                    Query.model_type != INTERNAL_MODEL_TYPE,
                 )
-            ).one()
-            return int(row[0]), row[1]
+                .order_by(Query.created_at.desc())
+                .limit(limit)
+            )
+            return sorted(times)
 
     async def every_query(self, batch: int = 1000) -> AsyncIterator[Query]:
         """Every query, oldest first, a batch at a time (an export never loads the table)."""
