@@ -317,6 +317,16 @@ async def test_the_intent_router_asks_the_offline_smollm2_worker(speech_realm: S
         classified = await bus.expect(
             "user_info", lambda m: m["data"]["query_count"] > counted, within=5
         )
+        if queued := reply.get("query_id"):
+            # The intent queued a chat query (up to 512 tokens from SmolLM2): ended here, so
+            # the module's next test does not wait behind it for the one chat slot.
+            await bus.send({"type": "cancel_query", "query_id": queued})
+            await bus.expect(
+                where=lambda m: (
+                    m.get("query_id") == queued and m["type"] in ("query_result", "error")
+                ),
+                within=30,
+            )
     offered = {"chat", "vision", "imagine", "weather", "gmail", "hello"}
     if reply["type"] == "error":  # it chose an intent this realm is not set up for
         assert reply["code"] in ("not_configured", "invalid"), reply
