@@ -10,11 +10,12 @@ from collections.abc import AsyncIterator, Callable
 import httpx
 import pytest
 import pytest_asyncio
+from aiohttp import web
 
 from rentahal import request_ids
 from rentahal.backends.base import BackendError, BackendRequest, Endpoint
 from rentahal.backends.openai_compat import OpenAIBackend
-from rentahal.backends.transport import WorkerClient
+from rentahal.backends.transport import WorkerClient, post_json
 from rentahal.net import free_port
 from rentahal.testing.process import StubServer
 
@@ -111,3 +112,31 @@ async def test_a_worker_that_is_not_there_is_a_transport_error(
     async with CLIENTS[client]() as http:
         with pytest.raises(httpx.TransportError):
             [piece async for piece in OpenAIBackend().generate(http, gone, ask(stream=False))]
+
+
+async def test_the_broker_client_reads_lines_of_any_length() -> None:
+    """A worker's line may carry a whole answer: longer than aiohttp's own line reader takes
+    (its buffer's limit), cut across chunks, with `\\r\\n` or `\\n` endings."""
+    long_line = "x" * 3_000_000
+
+    async def lines(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        await response.prepare(request)
+        for piece in (long_line[:1_000_000], long_line[1_000_000:] + "\r\n", "short\n", "last"):
+            await response.write(piece.encode())
+        return response
+
+    app = web.Application()
+    app.router.add_post("/lines", lines)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        async with (
+            WorkerClient() as http,
+            post_json(http, f"http://127.0.0.1:{port}/lines", {}, {}) as reply,
+        ):
+            assert [line async for line in reply.aiter_lines()] == [long_line, "short", "last"]
+    finally:
+        await runner.cleanup()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from types import TracebackType
 from typing import Any, Protocol
 
 import aiohttp
@@ -61,8 +62,21 @@ class WorkerClient(httpx.AsyncClient):
             )
         return self._session
 
+    # httpx closes its transports, which close the pool only if httpx itself used it.
     async def aclose(self) -> None:
         await super().aclose()
+        await self._close_pool()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None = None,
+        exc_value: BaseException | None = None,
+        traceback: TracebackType | None = None,
+    ) -> None:
+        await super().__aexit__(exc_type, exc_value, traceback)
+        await self._close_pool()
+
+    async def _close_pool(self) -> None:
         if self._session is not None:
             await self._session.close()
 
@@ -79,8 +93,18 @@ class _AiohttpReply:
         return await self._response.read()
 
     async def aiter_lines(self) -> AsyncIterator[str]:
-        async for line in self._response.content:
-            yield line.decode("utf-8", "replace").rstrip("\r\n")
+        """Lines as they arrive, of any length (aiohttp's own line reader refuses lines over
+        its buffer's limit; a worker's last NDJSON line may carry a whole answer)."""
+        pending = bytearray()  # the start of a line not yet ended
+        async for chunk in self._response.content.iter_any():
+            *ended, rest = chunk.split(b"\n")
+            for piece in ended:
+                pending += piece
+                yield pending.rstrip(b"\r").decode("utf-8", "replace")
+                pending.clear()
+            pending += rest
+        if pending:
+            yield pending.rstrip(b"\r").decode("utf-8", "replace")
 
 
 @asynccontextmanager
