@@ -243,9 +243,10 @@ class Hub:
         return bool(self._by_user.get(user_id))
 
     def send_user(self, user_id: str, event: Outbound | dict[str, Any]) -> bool:
-        """True if at least one of the user's connections took the event."""
+        """True if at least one of the user's connections took the event (encoded only if
+        the user has one: most API queries' owners have none)."""
         self._to_watchers(event)
-        return self.deliver(user_id, encode(event))
+        return self.is_connected(user_id) and self.deliver(user_id, encode(event))
 
     def deliver(self, user_id: str, text: str) -> bool:
         """An encoded event to every connection of the user; True if one took it."""
@@ -257,7 +258,7 @@ class Hub:
     def send_final(self, user_id: str, query_id: str, event: Outbound) -> bool:
         """`Connection.send_final` on each of the user's connections; True if any took it."""
         self._to_watchers(event)
-        return self.deliver_final(user_id, query_id, encode(event))
+        return self.is_connected(user_id) and self.deliver_final(user_id, query_id, encode(event))
 
     def deliver_final(self, user_id: str, query_id: str, text: str) -> bool:
         delivered = False
