@@ -134,8 +134,9 @@ class SubmissionWindows:
         return window is not None and window.maxlen == keep
 
     def fill(self, user_id: str, times: Sequence[float], keep: int) -> None:
-        """The user's submissions in the window as the store has them (oldest first)."""
-        self._windows[user_id] = deque(times[-keep:], maxlen=keep) if keep > 0 else deque()
+        """The user's submissions in the window as the store has them (oldest first), for a
+        quota of `keep` (at least 1)."""
+        self._windows[user_id] = deque(times[-keep:], maxlen=keep)
         self._windows.move_to_end(user_id)
         while len(self._windows) > self._max_users:
             self._windows.popitem(last=False)
