@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
+
 import pytest
 
+from rentahal.broker import Broker
+from rentahal.config.settings import load_settings
+from rentahal.core.specs import WorkerSpec
 from rentahal.routing.health import HealthChange, Probe, next_health
 from rentahal.testing.broker import BusClient
 from rentahal.testing.process import StubServer, free_port
@@ -112,3 +118,21 @@ async def test_a_worker_reports_its_own_capacity(realm: Realm, rentahal_stub: St
             lambda m: any(w["name"] == "sized" and w["max_concurrency"] == 7 for w in m["data"]),
         )
     assert [w["max_concurrency"] for w in event["data"] if w["name"] == "sized"] == [7]
+
+
+async def test_a_worker_probed_twice_at_once_loses_health_once(tmp_path: Path) -> None:
+    """A tick and the probe of a worker just added may meet: the second leaves the worker to
+    the probe already out, so one unanswered check costs five, not ten."""
+    broker = Broker(load_settings(data_dir=tmp_path))
+    await broker.start()
+    try:
+        await broker.monitor.stop()  # no ticks of its own: the test makes the probes that meet
+        spec = WorkerSpec(name="ghost", address=f"127.0.0.1:{free_port()}", type="chat")
+        worker = await broker.catalog.add_worker(None, spec)
+        assert worker.health_score == 95  # the probe on adding it
+        await asyncio.gather(broker.monitor.check([worker]), broker.monitor.check([worker]))
+        assert worker.health_score == 90
+        await broker.monitor.check([worker])  # nothing out now: probed again
+        assert worker.health_score == 85
+    finally:
+        await broker.stop()

@@ -46,6 +46,7 @@ class HealthMonitor(Periodic):
         # Which workers this broker checks: in a cluster, not an outbound worker connected
         # to another broker (this one cannot reach it; its own broker checks it).
         self.checks: Callable[[WorkerState], bool] = lambda worker: True
+        self._probing: set[str] = set()  # the workers a probe is out to now
 
     async def tick(self) -> None:
         await self.check_all()
@@ -68,8 +69,18 @@ class HealthMonitor(Periodic):
         await self.check(workers)
 
     async def check(self, workers: list[WorkerState]) -> None:
-        """Probe `workers` at once, apply the rules, persist, and tell the listener."""
-        events = await asyncio.gather(*(self._probe(worker) for worker in workers))
+        """Probe `workers` at once, apply the rules, persist, and tell the listener. A worker
+        being probed already (a tick, and the check of a worker just added) is left to that
+        probe: two at once would count one failure twice."""
+        workers = [worker for worker in workers if worker.name not in self._probing]
+        if not workers:
+            return
+        names = {worker.name for worker in workers}
+        self._probing |= names
+        try:
+            events = await asyncio.gather(*(self._probe(worker) for worker in workers))
+        finally:
+            self._probing -= names
         health = [
             WorkerHealth(w.name, w.health_score, w.blacklisted, w.last_active, w.models)
             for w in workers
