@@ -389,6 +389,9 @@ async def test_a_query_survives_a_broker_restart(
             await eventually(lambda: _true(not client.connected))
             later = asyncio.ensure_future(client.chat("asked while away"))
             await rentahal_stub.configure(latency=0)
+            # Back with the usual heartbeat: two missed 0.1 s pings on a loaded machine
+            # would drop the client again, and this test counts its reconnects.
+            env = database_env | NO_LIMITS
             broker = BrokerProcess(tmp_path, env=env, port=broker.port)
             await broker.start()
 
