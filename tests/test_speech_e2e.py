@@ -76,6 +76,19 @@ async def speech_realm(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterato
     print(f"--- broker output ---\n{broker.output}")
 
 
+async def what_runs(realm: SpeechRealm, bus: BusClient, query_id: str) -> str:
+    """What a query that never answered went through, and what the broker ran then."""
+    events = [
+        {k: v for k, v in m.items() if k not in ("audio", "data")}
+        for m in bus.seen
+        if m.get("query_id") == query_id
+    ]
+    await bus.send({"type": "get_stats"})
+    running = await bus.expect("running_queries", within=30)
+    workers = {name: str(worker)[:400] for name, worker in (await realm.workers()).items()}
+    return f"the query's events: {events}; running now: {running['data']}; workers: {workers}"
+
+
 async def speak(bus: BusClient, text: str, **fields: Any) -> dict[str, Any]:
     accepted = await bus.request(steady_speech(text, **fields))
     assert accepted["type"] == "query_accepted", accepted
@@ -344,9 +357,12 @@ async def test_a_spoken_chat_intent_is_answered_and_spoken_by_the_local_workers(
             {"type": "intent", "text": "chat: say hello", "speak": True}, within=30
         )
         assert (reply["intent"], reply["via"], reply["prompt"]) == ("chat", "menu", "say hello")
-        answer = await bus.expect(
-            "query_result", lambda m: m["query_id"] == reply["query_id"], within=90
-        )
+        try:
+            answer = await bus.expect(
+                "query_result", lambda m: m["query_id"] == reply["query_id"], within=90
+            )
+        except TimeoutError:
+            raise AssertionError(await what_runs(speech_realm, bus, reply["query_id"])) from None
     assert answer["result"].strip() and answer["transcript"] == ""
     # Spoken sentence by sentence while SmolLM2 wrote it: no speaking step of its own.
     assert answer["worker"] == "local-chat"
