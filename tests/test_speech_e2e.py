@@ -78,14 +78,21 @@ async def speech_realm(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterato
 
 async def what_runs(realm: SpeechRealm, bus: BusClient, query_id: str) -> str:
     """What a query that never answered went through, and what the broker ran then."""
+    mine = [m for m in bus.seen if m.get("query_id") == query_id]
+    written = "".join(m["delta"] for m in mine if m["type"] == "query_chunk")
     events = [
         {k: v for k, v in m.items() if k not in ("audio", "data")}
-        for m in bus.seen
-        if m.get("query_id") == query_id
+        for m in mine
+        if m["type"] != "query_chunk"
     ]
+    events.append({"written": f"{len(written)} characters, ending {written[-80:]!r}"})
     await bus.send({"type": "get_stats"})
     running = await bus.expect("running_queries", within=30)
-    workers = {name: str(worker)[:400] for name, worker in (await realm.workers()).items()}
+    shown = ("in_flight", "max_concurrency", "health_score", "is_blacklisted", "circuit")
+    workers = {
+        name: {key: worker.get(key) for key in shown}
+        for name, worker in (await realm.workers()).items()
+    }
     return f"the query's events: {events}; running now: {running['data']}; workers: {workers}"
 
 
