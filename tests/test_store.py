@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
@@ -210,6 +211,44 @@ async def test_opening_a_migrated_database_again_is_a_no_op(fresh_url: str) -> N
             await again.close()
     finally:
         await first.close()
+
+
+async def test_balances_kept_from_a_history_written_before_they_were(fresh_url: str) -> None:
+    """A database with ledger rows from before balances were kept (revision 0012) comes up
+    with each user's balance the sum of their rows; rows added since add to it."""
+    store = Store(fresh_url)
+    try:
+
+        def to_0012(connection: Connection) -> None:
+            command.upgrade(alembic_config(connection), "0012")
+
+        async with store.db.engine.begin() as connection:
+            await connection.run_sync(to_0012)
+            for user_id in ("a" * 32, "b" * 32, "c" * 32):
+                await connection.execute(
+                    text(
+                        "INSERT INTO users (id, nickname, role, is_banned, created_at, "
+                        "last_seen_at, query_count, total_query_time, total_cost, "
+                        "budget_enforced) VALUES (:id, :id, 'user', false, :t, :t, 0, 0, 0, "
+                        "false)"
+                    ),
+                    {"id": user_id, "t": T0},
+                )
+            for user_id, amount in [("a" * 32, 500), ("a" * 32, -120), ("b" * 32, -7)]:
+                await connection.execute(
+                    text(
+                        "INSERT INTO ledger (user_id, kind, amount, memo, created_at) "
+                        "VALUES (:user_id, 'grant', :amount, '', :t)"
+                    ),
+                    {"user_id": user_id, "amount": amount, "t": T0},
+                )
+        await store.open()
+        assert [await store.ledger.balance(u * 32) for u in "abc"] == [380, -7, 0]
+        await store.ledger.grant("c" * 32, 1000, actor_id="a" * 32, memo="welcome")
+        await store.ledger.grant("a" * 32, -80, actor_id="a" * 32, memo="refund")
+        assert [await store.ledger.balance(u * 32) for u in "abc"] == [300, -7, 1000]
+    finally:
+        await store.close()
 
 
 async def test_migrated_schema_matches_the_models(store: Store) -> None:
@@ -529,7 +568,7 @@ async def test_a_users_standing_is_read_once_and_a_ban_or_budget_holds_at_once(
     with StatementCounter(store) as statements:
         standing = await store.ledger.standing(user.id)
     assert (standing.banned, standing.balance) == (False, 5000)
-    assert statements  # an enforced budget's balance is summed from the store each time
+    assert statements  # an enforced budget's balance is read from the store each time
 
 
 async def test_malformed_api_keys_are_refused_before_lookup(store: Store) -> None:

@@ -1,5 +1,6 @@
-"""The credit ledger: append-only rows; a balance is the sum of a user's rows. And whose
-budget is enforced (their queries need credit).
+"""The credit ledger: append-only rows; a balance is the sum of a user's rows, kept on the
+user's own row as the rows are added (so reading it costs the same however long the history).
+And whose budget is enforced (their queries need credit).
 
 Query charges and worker earnings are written by `QueryRepository` in the same transaction
 that finishes the query (so a query is never done but unbilled); grants come from a sysop.
@@ -7,10 +8,12 @@ that finishes the query (so a query is never done but unbilled); grants come fro
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from typing import cast
 
-from sqlalchemy import Connection, Select, func, insert, select
+from sqlalchemy import Connection, bindparam, insert, select, update
 
 from rentahal.store.credential_cache import CredentialCache, UserFlags
 from rentahal.store.database import Database
@@ -18,19 +21,17 @@ from rentahal.store.models import LedgerEntry, LedgerKind, User, utcnow
 
 MICROS = 1_000_000  # micro-credits in a credit
 _INSERT_ENTRY = insert(LedgerEntry)
+_ADD_TO_BALANCE = (
+    update(User)
+    .where(User.id == bindparam("_user"))
+    .values(balance=User.balance + bindparam("_amount"))
+)
 
 
 @dataclass(frozen=True, slots=True)
 class Standing:
     banned: bool
     balance: int | None  # micro-credits, when the user's budget is enforced
-
-
-def _balance_of(user_id: str) -> Select[int]:
-    """The sum of a user's rows: their balance."""
-    return select(func.coalesce(func.sum(LedgerEntry.amount), 0)).where(
-        LedgerEntry.user_id == user_id
-    )
 
 
 def to_micros(credits: float) -> int:
@@ -61,9 +62,17 @@ def entry_values(
 
 
 def append(conn: Connection, rows: Sequence[dict[str, object]]) -> None:
-    """Add ledger rows within the caller's transaction (a job's own, or a grant's)."""
-    if rows:
-        conn.execute(_INSERT_ENTRY, list(rows))
+    """Add ledger rows, and each to its user's balance, within the caller's transaction (a
+    job's own, or a grant's)."""
+    if not rows:
+        return
+    conn.execute(_INSERT_ENTRY, list(rows))
+    added: defaultdict[object, int] = defaultdict(int)
+    for row in rows:
+        added[row["user_id"]] += cast(int, row["amount"])
+    # Users in one order, so brokers adding to the same two balances cannot deadlock.
+    changes = [{"_user": user, "_amount": added[user]} for user in sorted(added, key=str)]
+    conn.execute(_ADD_TO_BALANCE, changes)
 
 
 class LedgerRepository:
@@ -79,13 +88,13 @@ class LedgerRepository:
 
     async def balance(self, user_id: str) -> int:
         async with self._db.session() as session:
-            return int(await session.scalar(_balance_of(user_id)) or 0)
+            return int(await session.scalar(select(User.balance).where(User.id == user_id)) or 0)
 
     async def standing(self, user_id: str, *, everyone: bool = False) -> Standing:
         """At submit: whether the user is banned (a ban a moment ago counts even for a
         request authenticated before it: the flags are kept in memory and dropped by the
         write that bans), and their balance if their budget is enforced (or `everyone`'s
-        is) — summed, from the store, only then."""
+        is) — read from the store, only then."""
         flags = self._users.flags(user_id)
         if flags is None:
             read_in = self._users.generation
@@ -101,9 +110,7 @@ class LedgerRepository:
             self._users.put_flags(user_id, flags, read_in=read_in)
         if not (flags.budget_enforced or everyone):
             return Standing(banned=flags.banned, balance=None)
-        async with self._db.session() as session:
-            balance = int(await session.scalar(_balance_of(user_id)) or 0)
-        return Standing(banned=flags.banned, balance=balance)
+        return Standing(banned=flags.banned, balance=await self.balance(user_id))
 
     async def entries(self, user_id: str, limit: int = 50) -> Sequence[LedgerEntry]:
         """A user's newest rows first."""

@@ -83,6 +83,9 @@ class User(Base):
     password_hash: Mapped[str | None] = mapped_column(String(256), default=None)
     # Queries need credit: refused with `insufficient_credit` when the balance runs out.
     budget_enforced: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The sum of the user's ledger rows (micro-credits), kept by every write that adds one
+    # (`ledger.append`), so a balance is one row's read however long the history.
+    balance: Mapped[int] = mapped_column(BigInteger, default=0)
 
     @property
     def is_sysop(self) -> bool:
@@ -359,7 +362,8 @@ class LedgerKind(enum.StrEnum):
 
 class LedgerEntry(Base):
     """One change of one user's credit. Rows are only ever added; a balance is the sum of a
-    user's rows. Amounts are whole micro-credits (1 credit = 1,000,000), so sums are exact."""
+    user's rows (kept as `User.balance` as they are added). Amounts are whole micro-credits
+    (1 credit = 1,000,000), so sums are exact."""
 
     __tablename__ = "ledger"
     __table_args__ = (Index("ix_ledger_user", "user_id", "id"),)

@@ -374,6 +374,7 @@ class QueryRepository:
 
         def write(conn: Connection) -> User | None:
             conn.execute(_UPDATE_QUERY, {"_id": query.id, **values})
+            append_to_ledger(conn, ledger)  # first: the owner comes back with their balance
             owner = conn.execute(
                 _ADD_TO_USER, {"_user": query.user_id, "_seconds": processing_time, "_cost": cost}
             )
@@ -387,7 +388,6 @@ class QueryRepository:
                 },
             )
             row = owner.mappings().first()
-            append_to_ledger(conn, ledger)
             return User(**row) if row else None
 
         owner = await self._writes.run(write)
