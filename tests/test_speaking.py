@@ -14,12 +14,14 @@ import httpx
 import pytest_asyncio
 
 from rentahal.client import AsyncClient
+from rentahal.speech.speakable import SILENT_NOTE
 from rentahal.testing.broker import BusClient
 from rentahal.testing.process import StubServer
 from tests.conftest import Realm
 from tests.test_rest_stream import read_events
 
 PROMPT = "The first sentence is here. Then **the second** one follows! Is this the third?"
+NO_WORDS = "🌍🌍🌍 ✨✨"  # as SmolLM2 once answered "say hello": nothing a voice can say
 
 
 @pytest_asyncio.fixture(loop_scope="session")
@@ -108,6 +110,44 @@ async def test_without_a_free_tts_slot_the_answer_is_spoken_by_its_own_step(
     assert (await said(voice))[
         -1
     ] == "echo: The first sentence is here. Then the second one follows! Is this the third?"
+
+
+async def test_an_answer_with_nothing_to_say_aloud_says_so_as_it_is_written(
+    realm: Realm, voice: StubServer
+) -> None:
+    async with StubServer("openai", models=["gpt-4o-mini"]) as writer:
+        await writer.configure(reply=NO_WORDS)
+        await add_workers(realm, writer, voice)
+        async with realm.broker.bus(api_key=realm.sysop_key) as bus:
+            query_id = await ask_aloud(bus, "Say it in pictures.")
+            result = await bus.expect("query_result", lambda m: m["query_id"] == query_id)
+    chunks = [m for m in events_of(bus, query_id) if m["type"] == "speech_chunk"]
+    assert [c["text"] for c in chunks] == [SILENT_NOTE]
+    assert await said(voice) == [SILENT_NOTE]
+    assert result["result"] == NO_WORDS and seconds(result["audio"]) > 0
+
+
+async def test_an_answer_with_nothing_to_say_aloud_says_so_in_its_own_step(
+    realm: Realm, voice: StubServer
+) -> None:
+    async with StubServer("openai", models=["gpt-4o-mini"]) as writer:
+        await writer.configure(reply=NO_WORDS)
+        await add_workers(realm, writer, voice)
+        await voice.configure(latency=1.0)
+        async with realm.broker.bus(api_key=realm.sysop_key) as bus:
+            busy = await bus.request({"type": "text_to_speech", "text": "I am busy."})
+            await bus.expect(
+                "query_status",
+                lambda m: m["query_id"] == busy["query_id"] and m["state"] == "dispatched",
+            )
+            query_id = await ask_aloud(bus, "Say it in pictures.")
+            result = await bus.expect(
+                "query_result", lambda m: m["query_id"] == query_id, within=20
+            )
+    dispatched = [m["worker"] for m in events_of(bus, query_id) if m.get("state") == "dispatched"]
+    assert dispatched == ["writer", "voice"]
+    assert (await said(voice))[-1] == SILENT_NOTE
+    assert result["result"] == NO_WORDS and seconds(result["audio"]) > 0
 
 
 async def test_a_cancelled_answer_stops_being_spoken(realm: Realm, voice: StubServer) -> None:

@@ -40,7 +40,7 @@ from rentahal.routing.router import Router
 from rentahal.scheduler import billing
 from rentahal.scheduler.jobs import Job
 from rentahal.scheduler.speaking import SpokenAnswer
-from rentahal.speech.speakable import speakable
+from rentahal.speech.speakable import SILENT_NOTE, speakable
 from rentahal.store import Query, QueryState, Store, User, utcnow
 
 log = structlog.get_logger(__name__)
@@ -178,14 +178,16 @@ class Runner:
 
     def _step_text(self, query: Query, step: str) -> str:
         """What the step works on; a spoken answer is said as speech suits (no markdown or
-        code read aloud, capped), while the text answer stays whole."""
+        code read aloud, capped, a note if nothing can be said), while the text answer stays
+        whole."""
         text = step_prompt(query)
         if step == "tts" and speaks(query.query_type, query.options):
-            return speakable(
+            spoken = speakable(
                 text,
                 max_sentences=self._settings.spoken_answer_max_sentences,
                 max_seconds=self._settings.spoken_answer_max_seconds,
             )
+            return spoken or SILENT_NOTE
         return text
 
     async def _attempt(

@@ -27,7 +27,7 @@ import structlog
 
 from rentahal.core.ports import Notifier
 from rentahal.speech.sentences import SentenceStream
-from rentahal.speech.speakable import CODE_NOTE, TABLE_NOTE, capped, speakable
+from rentahal.speech.speakable import CODE_NOTE, SILENT_NOTE, TABLE_NOTE, capped, speakable
 from rentahal.store import Query, User
 
 log = structlog.get_logger(__name__)
@@ -53,9 +53,10 @@ class Spoken:
 class SpokenAnswer:
     """The sentences of one answer, spoken as they are written (see the module docstring).
 
-    `feed` takes the chat worker's deltas; `finish` says the rest and returns the whole
-    answer's audio, or None when it could not all be said here (then the query's speaking
-    step says it); `abort` stops at once (the query was cancelled or its worker failed)."""
+    `feed` takes the chat worker's deltas; `finish` says the rest (or `SILENT_NOTE`, when
+    nothing in the answer could be said) and returns the whole answer's audio, or None when
+    it could not all be said here (then the query's speaking step says it); `abort` stops at
+    once (the query was cancelled or its worker failed)."""
 
     def __init__(
         self,
@@ -93,6 +94,8 @@ class SpokenAnswer:
         started = time.perf_counter()
         for sentence in self._sentences.close():
             self._queue(sentence)
+        if not self._said:
+            self._queue(SILENT_NOTE)
         self._pending.put_nowait(None)
         try:
             async with asyncio.timeout(within):

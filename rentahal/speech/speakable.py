@@ -2,7 +2,8 @@
 
 Markdown is parsed (markdown-it-py), not pattern-matched: headings, list items and
 paragraphs are said as sentences, emphasis and links as their words; a code block is not read
-out (a listener cannot use it) but mentioned once, and a table likewise. The words are then
+out (a listener cannot use it) but mentioned once, and a table likewise; an answer with
+nothing sayable at all is mentioned too (`SILENT_NOTE`). The words are then
 made sayable (`spoken_words`), and a spoken answer is held to the realm's cap
 (`spoken_answer_max_sentences`, `spoken_answer_max_seconds`): it ends at a sentence's end,
 while the text answer stays whole.
@@ -21,6 +22,9 @@ from rentahal.speech.spoken_words import spoken_words
 
 CODE_NOTE = "There is a code example in the text answer."
 TABLE_NOTE = "There is a table in the text answer."
+# Said for an answer of which no word can be said (only emoji, say): a person who asked aloud
+# hears that the answer came, and a TTS worker is never sent nothing to say.
+SILENT_NOTE = "There is nothing to read aloud in the text answer."
 # A steady TTS voice (piper's default length scale) says about this many words a minute.
 WORDS_PER_MINUTE = 165
 _PARSER = MarkdownIt("commonmark").enable("table")
