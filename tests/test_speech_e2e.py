@@ -364,15 +364,20 @@ async def test_a_spoken_chat_intent_is_answered_and_spoken_by_the_local_workers(
             {"type": "intent", "text": "chat: say hello", "speak": True}, within=30
         )
         assert (reply["intent"], reply["via"], reply["prompt"]) == ("chat", "menu", "say hello")
+        query_id = reply["query_id"]
         try:
             answer = await bus.expect(
-                "query_result", lambda m: m["query_id"] == reply["query_id"], within=90
+                where=lambda m: (
+                    m.get("query_id") == query_id and m["type"] in ("query_result", "error")
+                ),
+                within=90,
             )
         except TimeoutError:
-            raise AssertionError(await what_runs(speech_realm, bus, reply["query_id"])) from None
+            raise AssertionError(await what_runs(speech_realm, bus, query_id)) from None
+        assert answer["type"] == "query_result", await what_runs(speech_realm, bus, query_id)
     assert answer["result"].strip() and answer["transcript"] == ""
     # Spoken sentence by sentence while SmolLM2 wrote it: no speaking step of its own.
     assert answer["worker"] == "local-chat"
     chunks = [m for m in bus.seen if m.get("type") == "speech_chunk"]
-    assert [c["query_id"] for c in chunks] == [reply["query_id"]] * len(chunks) and chunks
+    assert [c["query_id"] for c in chunks] == [query_id] * len(chunks) and chunks
     assert wav_duration(answer["audio"]) > 0.3
