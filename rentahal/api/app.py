@@ -29,23 +29,18 @@ from rentahal.broker import Broker
 from rentahal.config import Settings
 from rentahal.request_ids import RequestIdMiddleware
 
-# Young objects are looked at once this many more have been made than freed (Python's default
-# is 700: a collection every few queries, as a query makes a few hundred).
-YOUNG_COLLECTION_THRESHOLD = 10_000
 
-
-def tune_garbage_collection() -> None:
+def freeze_the_startup_heap() -> None:
     """Once started: leave what the process has made so far (modules, classes, the broker's
-    own objects, which live as long as it does) out of every later garbage collection, and
-    collect young objects less often.
+    own objects, which live as long as it does) out of every later garbage collection.
 
     Python's collector walks every tracked object of the generations it collects, and the
     oldest holds the whole of the imported frameworks: in a `bench overhead` run, collections
-    took 12 % of the broker's CPU, and 2 % with both changes (`docs/benchmarks.md`). The
-    garbage made so far is collected first, so none of it is kept for ever."""
+    took 12 % of the broker's CPU (`docs/benchmarks.md`). The garbage made so far is collected
+    first, so none of it is kept for ever. (Collecting young objects less often as well saved
+    a little more CPU, but kept tens of MiB more garbage alive under load.)"""
     gc.collect()
     gc.freeze()
-    gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, *gc.get_threshold()[1:])
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -54,7 +49,7 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await broker.start()
-        tune_garbage_collection()
+        freeze_the_startup_heap()
         try:
             yield
         finally:
