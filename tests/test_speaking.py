@@ -50,6 +50,15 @@ def events_of(bus: BusClient, query_id: str) -> list[dict[str, Any]]:
     return [m for m in bus.seen if m.get("query_id") == query_id]
 
 
+async def take_the_voice(bus: BusClient) -> None:
+    """Take the TTS worker's one slot (with a slow voice, for the length of the next answer)."""
+    busy = await bus.request({"type": "text_to_speech", "text": "I am busy."})
+    await bus.expect(
+        "query_status",
+        lambda m: m["query_id"] == busy["query_id"] and m["state"] == "dispatched",
+    )
+
+
 async def said(voice: StubServer) -> list[str]:
     return [r["json"]["input"] for r in await voice.requests() if r["path"] == "/v1/audio/speech"]
 
@@ -92,12 +101,7 @@ async def test_without_a_free_tts_slot_the_answer_is_spoken_by_its_own_step(
         await add_workers(realm, writer, voice)
         await voice.configure(latency=1.0)
         async with realm.broker.bus(api_key=realm.sysop_key) as bus:
-            # The TTS worker's one slot is taken while the answer is written.
-            busy = await bus.request({"type": "text_to_speech", "text": "I am busy."})
-            await bus.expect(
-                "query_status",
-                lambda m: m["query_id"] == busy["query_id"] and m["state"] == "dispatched",
-            )
+            await take_the_voice(bus)
             query_id = await ask_aloud(bus, PROMPT)
             result = await bus.expect(
                 "query_result", lambda m: m["query_id"] == query_id, within=20
@@ -135,11 +139,7 @@ async def test_an_answer_with_nothing_to_say_aloud_says_so_in_its_own_step(
         await add_workers(realm, writer, voice)
         await voice.configure(latency=1.0)
         async with realm.broker.bus(api_key=realm.sysop_key) as bus:
-            busy = await bus.request({"type": "text_to_speech", "text": "I am busy."})
-            await bus.expect(
-                "query_status",
-                lambda m: m["query_id"] == busy["query_id"] and m["state"] == "dispatched",
-            )
+            await take_the_voice(bus)
             query_id = await ask_aloud(bus, "Say it in pictures.")
             result = await bus.expect(
                 "query_result", lambda m: m["query_id"] == query_id, within=20
