@@ -99,40 +99,46 @@ class Runner:
         query, worker = job.query, job.worker
         assert worker is not None
         holds_slot = True
-        # The `running` write made while the worker streams is not waited for; it is
-        # committed before the job's outcome is handled.
+        # The writes made while the worker works (the attempt, `running`) are not waited for
+        # on the way: they are committed before the job's outcome is handled, and the
+        # outcome's writes come after them.
         writes: list[asyncio.Task[Any]] = []
         try:
             if job.cancel_reason is not None:  # cancelled before its task began
                 raise asyncio.CancelledError
-            # The attempt is durable before the worker hears of it, so a restarted broker
-            # knows this job may have run, and counts the attempt.
+            # The attempt is written as the worker hears of it, so that a restarted broker
+            # knows this job may have run, and counts the attempt. Waiting for its commit
+            # first would leave the worker idle for a round trip through the store on every
+            # job; a broker that dies within that millisecond runs the job again uncounted.
             if job.attempt_recorded and query.dispatched_at is not None:  # with the job's row
                 job.attempt_recorded = False
                 dispatched_at = query.dispatched_at
             else:
                 dispatched_at = utcnow()
-                await self._durable(
+                attempt = query.attempts + 1
+                recorded = self._durable(
                     lambda: self._store.queries.mark_dispatched(
-                        query, worker.name, query.attempts + 1, dispatched_at
+                        query, worker.name, attempt, dispatched_at
                     )
                 )
+                writes.append(asyncio.create_task(recorded))
             queue_wait = max(0.0, (dispatched_at - query.created_at).total_seconds())
             self._metrics.queue_wait.labels(job.realm).observe(queue_wait)
             self._status(query, QueryState.DISPATCHED, worker.name)
             started = time.perf_counter()
             try:
                 result, result_type = await self._attempt(job, worker, writes)
+                processing_time = time.perf_counter() - started
+                job.worker_done()
+                # The worker is done: its slot is free before the bookkeeping, not after it
+                # (the `running` write's commit included), and its time is the worker's own.
+                await self._slots.release(worker)
+                holds_slot = False
+                self._slot_freed()
             finally:
                 for outcome in await asyncio.gather(*writes, return_exceptions=True):
                     if isinstance(outcome, Exception):
                         log.error("job.state_write_failed", query_id=query.id, error=str(outcome))
-            processing_time = time.perf_counter() - started
-            job.worker_done()
-            # The worker is done: its slot is free before the bookkeeping, not after it.
-            await self._slots.release(worker)
-            holds_slot = False
-            self._slot_freed()
             return await self._succeeded(
                 job, worker, result, result_type, processing_time, queue_wait
             )
