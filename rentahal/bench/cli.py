@@ -203,7 +203,7 @@ def throughput(
     Measures the same N jobs sent straight to the stubs and through the broker in one run,
     and reports both against the ideal, with queue wait, latency and fairness. The defaults'
     ideal (320 jobs/s) is above what one broker process does, so broker ÷ ideal is how far
-    it is from keeping its workers busy (goal: 0.9). Exits with status 1 if any job failed
+    it is from keeping its workers busy (goal: 0.95). Exits with status 1 if any job failed
     or never finished, whatever the ratio.
     """
     err = Console(stderr=True)
