@@ -141,6 +141,11 @@ class Router:
             for w in self._members(tier, query_type, exclude)
         )
 
+    def any_free(self) -> bool:
+        """Whether any worker here, or of a peer installation, could take a job right now:
+        when none could, no waiting job can be dispatched, whatever it asks for."""
+        return any(w.available for w in self.registry) or any(w.available for w in self.peers(()))
+
     def select(
         self,
         query_type: str,

@@ -98,13 +98,17 @@ class FairQueue(Generic[J]):
             if priority > job.priority:
                 break
             mine = users.get(job.user_id, deque())
-            rounds = mine.index(job) if job in mine else len(mine)
-            turn_order = list(users)
+            try:
+                rounds = mine.index(job)
+            except ValueError:
+                rounds = len(mine)
+            # Users ahead in the turn order get one more turn before this job's round. (One
+            # pass: this runs for every job accepted while the line is long.)
+            before = 1
             for user_id, jobs in users.items():
                 if user_id == job.user_id:
+                    before = 0
                     continue
-                # Users ahead in the turn order get one more turn before this job's round.
-                before = turn_order.index(user_id) < turn_order.index(job.user_id)
-                ahead += min(len(jobs), rounds + (1 if before else 0))
+                ahead += min(len(jobs), rounds + before)
             ahead += rounds
         return ahead + 1
