@@ -382,6 +382,7 @@ class Broker:
         return views
 
     def announce_workers(self, sysop_note: str | None = None) -> None:
+        self.scheduler.workers_changed()
         self.hub.broadcast_by_role(
             sysops=self.workers_event(for_sysop=True), others=self.workers_event(for_sysop=False)
         )

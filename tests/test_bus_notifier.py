@@ -70,9 +70,10 @@ def test_the_final_event_is_sent_once_per_connection_and_spots_the_vocabulary() 
     assert event.spotted == ["vision"]
 
 
-def test_queue_depths_go_to_everybody() -> None:
+def test_queue_depths_go_to_everybody_when_changed_else_to_the_sysops() -> None:
     fanout = RecordingFanout(set())
-    BusNotifier(fanout, lambda: ()).queue_depths({"a": 2, "b": 1}, workers=3)
-    assert fanout.sent == [
-        ("everybody", events.QueueUpdate(depth=3, total=3, realms={"a": 2, "b": 1}))
-    ]
+    notifier = BusNotifier(fanout, lambda: ())
+    notifier.queue_depths({"a": 2, "b": 1}, workers=3, changed=True)
+    notifier.queue_depths({"a": 2, "b": 1}, workers=3, changed=False)
+    update = events.QueueUpdate(depth=3, total=3, realms={"a": 2, "b": 1})
+    assert fanout.sent == [("everybody", update), ("sysops", update)]

@@ -124,6 +124,34 @@ async def test_get_stats_lists_the_unfinished_queries_of_users(
         assert routed["via"] == "default"
 
 
+async def test_queue_news_goes_to_everybody_when_a_depth_moves_and_to_sysops_on_a_start(
+    realm: Realm, ollama_stub: StubServer
+) -> None:
+    """`queue_update` on change (SPEC §4): a query that goes straight to a free worker leaves
+    every depth as it was, so only the sysops hear of it (their running list follows it)."""
+    await ollama_stub.reset()
+    await realm.add_worker("quick", ollama_stub, type="chat", max_concurrency=4)
+    async with (
+        realm.broker.bus(cookie=await realm.broker.guest_cookie()) as guest,
+        realm.broker.bus(api_key=realm.sysop_key) as sysop,
+    ):
+        await guest.expect("user_info")
+        await finished(guest, await submit(guest, "first"))
+        # The first query made its realm's line: a change, which everybody hears.
+        for bus in (guest, sysop):
+            await bus.expect("queue_update", lambda m: m["realms"] != {} and m["depth"] == 0)
+        guest.inbox.clear()
+        sysop.inbox.clear()
+
+        await finished(guest, await submit(guest, "second"))
+        await sysop.expect("queue_update", lambda m: m["depth"] == 0)
+        # Sent to every connection at once, and before the pong: had the guest been sent it,
+        # it would be in the inbox now.
+        pong = await guest.request({"type": "ping"})
+        assert pong["type"] == "pong", pong
+        assert [m for m in guest.inbox if m["type"] == "queue_update"] == []
+
+
 async def test_an_idle_realm_has_no_running_queries(realm: Realm) -> None:
     stats = await get_stats(realm)
     assert stats["running_queries"]["data"] == []

@@ -63,7 +63,8 @@ class BusNotifier:
     def account_changed(self, user: User) -> None:
         self._fanout.send_user(user.id, events.UserInfo(data=user_view(user)))
 
-    def queue_depths(self, depths: Mapping[str, int], workers: int) -> None:
+    def queue_depths(self, depths: Mapping[str, int], workers: int, *, changed: bool) -> None:
         self._fanout.broadcast(
-            events.QueueUpdate(depth=sum(depths.values()), total=workers, realms=dict(depths))
+            events.QueueUpdate(depth=sum(depths.values()), total=workers, realms=dict(depths)),
+            sysops_only=not changed,
         )

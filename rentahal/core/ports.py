@@ -57,8 +57,9 @@ class Notifier(Protocol[Q_contra, U_contra]):
     def account_changed(self, user: U_contra) -> None:
         """The owner's account changed (a finished query's charge and totals)."""
 
-    def queue_depths(self, depths: Mapping[str, int], workers: int) -> None:
-        """How many queries wait in each realm, and how many workers there are."""
+    def queue_depths(self, depths: Mapping[str, int], workers: int, *, changed: bool) -> None:
+        """How many queries wait in each realm, and how many workers there are; `changed`
+        False: as last told, only which queries run is new (news for the sysops alone)."""
 
 
 class EventFanout(Protocol[E_contra]):

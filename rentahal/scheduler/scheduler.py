@@ -482,14 +482,25 @@ class Scheduler:
 
     # --- housekeeping ----------------------------------------------------------------------
 
+    def workers_changed(self) -> None:
+        """Workers came, went or changed: the number in `queue_update` may have moved."""
+        self._queue_dirty.set()
+
     async def _broadcast_queue_updates(self) -> None:
+        """`queue_update` when a line's depth or the number of workers has changed; when only
+        which jobs run has (a query went straight to a free worker, or ended), to the sysops
+        alone, whose list of running queries follows it. With many connections, one
+        broadcast a dispatch would be most of the bus's traffic."""
+        sent: tuple[dict[str, int], int] | None = None
         while True:
             await self._queue_dirty.wait()
             self._queue_dirty.clear()
             depths = self._queue.depths()
             for realm, depth in depths.items():
                 self._metrics.queue_depth.labels(realm).set(depth)
-            self._notifier.queue_depths(depths, len(self._router.registry))
+            now = (depths, len(self._router.registry))
+            self._notifier.queue_depths(*now, changed=now != sent)
+            sent = now
             await asyncio.sleep(QUEUE_UPDATE_INTERVAL)
 
     async def _expire_loop(self) -> None:
