@@ -314,6 +314,7 @@ async def _run_direct(
     """POST the N jobs to the stubs with W·c requests in flight, c per stub, through the
     broker's own worker client (`WorkerClient`, `post_json`): the same pool and the same
     calls, so the baseline differs from the broker phase by the broker alone."""
+    slots = params.slots
     latencies: list[float] = []
     errors: list[str] = []
     jobs = iter(range(params.jobs))  # shared by the lanes: each takes the next job number
@@ -340,7 +341,6 @@ async def _run_direct(
 
     async with WorkerClient(timeout=30.0 + params.latency) as client:
         started = time.perf_counter()
-        slots = params.slots
         await asyncio.gather(*(lane(client, stubs[i % len(stubs)]) for i in range(slots)))
         seconds = time.perf_counter() - started
     if errors:

@@ -392,6 +392,7 @@ class Scheduler:
                 await self._user_slots.release(job.user_id)
             if not requeued:
                 self._signal_finished(query_id)
+            self._queue_dirty.set()  # the sysops' list of running queries moved
             self.pump()
 
     @staticmethod
